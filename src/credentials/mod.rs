@@ -1,0 +1,14 @@
+//! Secrets and the checks made with them: password hashes, TOTP, SMS code
+//! digests and signed tokens.
+
+mod keyring;
+mod password;
+mod sms_code;
+mod tokens;
+mod totp;
+
+pub use keyring::Keyring;
+pub use password::{HashError, PasswordHash, PasswordHasher, PasswordPolicy};
+pub use sms_code::SmsCodes;
+pub use tokens::{AccessClaims, IssuedToken, TokenIssuer, TokenPair, TokenSettings, TokenUse};
+pub use totp::{TotpSecret, current_code};

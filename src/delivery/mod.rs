@@ -1,0 +1,5 @@
+//! Getting one-time codes to people.
+
+mod sms;
+
+pub use sms::{DeliveryError, SmsGateway};

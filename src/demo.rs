@@ -1,0 +1,69 @@
+//! Ready-made accounts so a newcomer can walk every branch at once.
+
+use crate::credentials::{PasswordHasher, TotpSecret};
+use crate::domain::{Email, NewPassword, PhoneNumber};
+use crate::store::Store;
+use crate::users::{self, NewUser};
+use anyhow::Context as _;
+
+/// A created demo account, for the start-up banner.
+pub struct DemoAccount {
+    pub email: Email,
+    pub password: String,
+    pub what: &'static str,
+    pub totp_secret: Option<TotpSecret>,
+}
+
+/// Creates one account per branch of the wizard, sharing a fresh random password.
+pub async fn create(
+    store: &dyn Store,
+    passwords: &PasswordHasher,
+) -> anyhow::Result<Vec<DemoAccount>> {
+    let password = random_password();
+    let phone = PhoneNumber::parse("+15550100100").context("demo phone")?;
+    // (email, what it shows, TOTP, SMS, must reset)
+    let specs = [
+        ("totp@demo.test", "authenticator app", true, false, false),
+        (
+            "sms@demo.test",
+            "SMS (code in this log)",
+            false,
+            true,
+            false,
+        ),
+        ("both@demo.test", "choice of app or SMS", true, true, false),
+        ("plain@demo.test", "password only", false, false, false),
+        ("reset@demo.test", "must reset password", false, false, true),
+    ];
+    let mut accounts = Vec::with_capacity(specs.len());
+    for (email, what, totp, sms, force_password_reset) in specs {
+        let email = Email::parse(email).context("demo email")?;
+        let totp_secret = totp.then(TotpSecret::generate);
+        let new = NewUser {
+            email: email.clone(),
+            password: NewPassword::parse(password.clone().into()).context("demo password")?,
+            totp_secret: totp_secret.clone(),
+            phone: sms.then(|| phone.clone()),
+            force_password_reset,
+        };
+        users::register(store, passwords, new)
+            .await
+            .with_context(|| format!("creating demo account {email}"))?;
+        accounts.push(DemoAccount {
+            email,
+            password: password.clone(),
+            what,
+            totp_secret,
+        });
+    }
+    Ok(accounts)
+}
+
+fn random_password() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::rngs::OsRng;
+    (0..16)
+        .map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]))
+        .collect()
+}

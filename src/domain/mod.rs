@@ -1,0 +1,20 @@
+//! Parsed input: once a value has one of these types it is known to be well formed.
+
+mod email;
+mod fingerprint;
+mod otp_code;
+mod password;
+mod phone;
+mod wizard_id;
+
+pub use email::Email;
+pub use fingerprint::DeviceFingerprint;
+pub use otp_code::OtpCode;
+pub use password::{NewPassword, Password};
+pub use phone::PhoneNumber;
+pub use wizard_id::{UserId, WizardId};
+
+/// Why a value was refused at the door; the message is safe to show a client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(pub &'static str);

@@ -1,0 +1,279 @@
+//! Operator API for user accounts, behind a bearer token.
+
+use super::body::read_object;
+use super::error::{ApiError, ErrorKind, store_error};
+use crate::credentials::{HashError, PasswordHasher, TotpSecret};
+use crate::domain::{Email, NewPassword, ParseError, PhoneNumber, UserId};
+use crate::store::{Store, UserWriteError};
+use crate::users::{self, NewUser, RegisterError, User};
+use actix_web::{HttpRequest, HttpResponse, web};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+pub struct AdminApi {
+    /// SHA-256 of the token: comparing digests hides the token's length too.
+    token_digest: [u8; 32],
+    store: Arc<dyn Store>,
+    passwords: Arc<PasswordHasher>,
+    /// Issuer shown by authenticator apps next to the account.
+    totp_issuer: String,
+}
+
+impl AdminApi {
+    pub fn new(
+        token: &SecretString,
+        store: Arc<dyn Store>,
+        passwords: Arc<PasswordHasher>,
+        totp_issuer: String,
+    ) -> Self {
+        Self {
+            token_digest: Sha256::digest(token.expose_secret().as_bytes()).into(),
+            store,
+            passwords,
+            totp_issuer,
+        }
+    }
+
+    fn authorize(&self, req: &HttpRequest) -> Result<(), AdminError> {
+        let presented = req
+            .headers()
+            .get("Authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        if bool::from(digest.ct_eq(&self.token_digest)) {
+            Ok(())
+        } else {
+            Err(AdminError::new(
+                ErrorKind::Unauthorized,
+                "a valid admin bearer token is required",
+            ))
+        }
+    }
+}
+
+/// Admin answers are plain JSON: `{"error": {"code", "message"}}` on failure.
+#[derive(Debug)]
+pub struct AdminError(ApiError);
+
+impl AdminError {
+    fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self(ApiError::new(kind, message))
+    }
+
+    fn field(e: ParseError) -> Self {
+        Self::new(ErrorKind::InvalidField, e.0)
+    }
+}
+
+impl From<ApiError> for AdminError {
+    fn from(e: ApiError) -> Self {
+        Self(e)
+    }
+}
+
+impl From<UserWriteError> for AdminError {
+    fn from(e: UserWriteError) -> Self {
+        match e {
+            UserWriteError::EmailTaken => {
+                Self::new(ErrorKind::EmailTaken, "another user has this email")
+            }
+            UserWriteError::NotFound => not_found(),
+            UserWriteError::Store(e) => Self(store_error(&e)),
+        }
+    }
+}
+
+impl std::fmt::Display for AdminError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl actix_web::ResponseError for AdminError {
+    fn status_code(&self) -> actix_web::http::StatusCode {
+        self.0.kind.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code()).json(serde_json::json!({
+            "error": { "code": self.0.kind.code(), "message": self.0.message }
+        }))
+    }
+}
+
+fn not_found() -> AdminError {
+    AdminError::new(ErrorKind::UserNotFound, "no user has this id")
+}
+
+fn hash_error(e: HashError) -> AdminError {
+    match e {
+        HashError::Overloaded => {
+            AdminError::new(ErrorKind::Overloaded, "the service is busy; retry shortly")
+        }
+        HashError::Internal(e) => {
+            tracing::error!(error = ?e, "password hashing failed");
+            AdminError::new(ErrorKind::Internal, "something went wrong on our side")
+        }
+    }
+}
+
+impl AdminApi {
+    async fn existing(&self, id: &str) -> Result<User, AdminError> {
+        let id = UserId::parse(id).map_err(|_| not_found())?;
+        self.store
+            .user(id)
+            .await
+            .map_err(|e| AdminError(store_error(&e)))?
+            .ok_or_else(not_found)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateUser {
+    email: String,
+    password: SecretString,
+    totp_secret: Option<String>,
+    #[serde(default)]
+    generate_totp: bool,
+    phone: Option<String>,
+    #[serde(default)]
+    force_password_reset: bool,
+}
+
+async fn parse<T: serde::de::DeserializeOwned>(payload: web::Payload) -> Result<T, AdminError> {
+    let object = read_object(payload).await?;
+    serde_json::from_value(serde_json::Value::Object(object))
+        .map_err(|e| AdminError::new(ErrorKind::InvalidRequest, e.to_string()))
+}
+
+fn totp_from(secret: Option<String>, generate: bool) -> Result<Option<TotpSecret>, AdminError> {
+    match (secret, generate) {
+        (Some(_), true) => Err(AdminError::new(
+            ErrorKind::InvalidField,
+            "give totp_secret or generate_totp, not both",
+        )),
+        (Some(raw), false) => TotpSecret::parse(&raw).map(Some).map_err(AdminError::field),
+        (None, generate) => Ok(generate.then(TotpSecret::generate)),
+    }
+}
+
+pub async fn create_user(
+    req: HttpRequest,
+    admin: web::Data<AdminApi>,
+    payload: web::Payload,
+) -> Result<HttpResponse, AdminError> {
+    admin.authorize(&req)?;
+    let body: CreateUser = parse(payload).await?;
+    let new = NewUser {
+        email: Email::parse(&body.email).map_err(AdminError::field)?,
+        password: NewPassword::parse(body.password).map_err(AdminError::field)?,
+        totp_secret: totp_from(body.totp_secret, body.generate_totp)?,
+        phone: body
+            .phone
+            .as_deref()
+            .map(PhoneNumber::parse)
+            .transpose()
+            .map_err(AdminError::field)?,
+        force_password_reset: body.force_password_reset,
+    };
+    let user = users::register(admin.store.as_ref(), &admin.passwords, new)
+        .await
+        .map_err(|e| match e {
+            RegisterError::Hash(e) => hash_error(e),
+            RegisterError::Write(e) => e.into(),
+        })?;
+    Ok(HttpResponse::Created().json(user.view(Some(&admin.totp_issuer))))
+}
+
+pub async fn get_user(
+    req: HttpRequest,
+    admin: web::Data<AdminApi>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
+    admin.authorize(&req)?;
+    let user = admin.existing(&id).await?;
+    Ok(HttpResponse::Ok().json(user.view(None)))
+}
+
+/// `null` clears a field; a missing field leaves it as it is.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateUser {
+    email: Option<String>,
+    password: Option<SecretString>,
+    #[serde(default, deserialize_with = "present")]
+    totp_secret: Option<Option<String>>,
+    #[serde(default)]
+    generate_totp: bool,
+    #[serde(default, deserialize_with = "present")]
+    phone: Option<Option<String>>,
+    force_password_reset: Option<bool>,
+}
+
+/// Tells a field sent as `null` (`Some(None)`) from one left out (`None`).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+pub async fn update_user(
+    req: HttpRequest,
+    admin: web::Data<AdminApi>,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, AdminError> {
+    admin.authorize(&req)?;
+    let body: UpdateUser = parse(payload).await?;
+    let mut user = admin.existing(&id).await?;
+    if let Some(raw) = body.email {
+        user.email = Email::parse(&raw).map_err(AdminError::field)?;
+    }
+    if let Some(raw) = body.password {
+        let password = NewPassword::parse(raw).map_err(AdminError::field)?;
+        user.password_hash = admin.passwords.hash(&password).await.map_err(hash_error)?;
+    }
+    let totp_changed = body.totp_secret.is_some() || body.generate_totp;
+    if totp_changed {
+        user.totp_secret = totp_from(body.totp_secret.flatten(), body.generate_totp)?;
+    }
+    if let Some(phone) = body.phone {
+        user.phone = phone
+            .as_deref()
+            .map(PhoneNumber::parse)
+            .transpose()
+            .map_err(AdminError::field)?;
+    }
+    if let Some(flag) = body.force_password_reset {
+        user.force_password_reset = flag;
+    }
+    admin.store.update_user(&user).await?;
+    tracing::info!(user_id = %user.id, "user updated");
+    Ok(HttpResponse::Ok().json(user.view(totp_changed.then_some(admin.totp_issuer.as_str()))))
+}
+
+pub async fn delete_user(
+    req: HttpRequest,
+    admin: web::Data<AdminApi>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
+    admin.authorize(&req)?;
+    let id = UserId::parse(&id).map_err(|_| not_found())?;
+    if admin
+        .store
+        .delete_user(id)
+        .await
+        .map_err(|e| AdminError(store_error(&e)))?
+    {
+        tracing::info!(user_id = %id, "user deleted");
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(not_found())
+    }
+}

@@ -1,0 +1,61 @@
+use crate::domain::WizardId;
+use crate::wizard::{Wizard, Workflow};
+use actix_web::HttpResponse;
+use actix_web::http::StatusCode;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+
+/// The one response shape of every wizard endpoint, success or error.
+/// `code` always equals the HTTP status.
+#[derive(Debug, Serialize)]
+pub struct Envelope<D: Serialize> {
+    pub code: u16,
+    pub data: D,
+    pub done: bool,
+    pub uuid: Option<WizardId>,
+    pub workflow: Workflow,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meta: Option<Meta>,
+}
+
+/// Extras beyond the B2Core contract.
+#[derive(Debug, Serialize)]
+pub struct Meta {
+    /// When the wizard stops accepting steps.
+    #[serde(rename = "expiresAt")]
+    pub expires_at: String,
+}
+
+impl<D: Serialize> Envelope<D> {
+    /// 200 for an intermediate step, 202 once the wizard reached `Terminate`.
+    pub fn for_wizard(wizard: &Wizard, data: D) -> Self {
+        let done = wizard.workflow() == Workflow::Terminate;
+        let status = if done {
+            StatusCode::ACCEPTED
+        } else {
+            StatusCode::OK
+        };
+        Self {
+            code: status.as_u16(),
+            data,
+            done,
+            uuid: Some(wizard.id),
+            workflow: wizard.workflow(),
+            meta: Some(Meta {
+                expires_at: rfc3339(wizard.expires_at),
+            }),
+        }
+    }
+
+    pub fn respond(&self) -> HttpResponse {
+        let status = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        HttpResponse::build(status)
+            .insert_header(("Cache-Control", "no-store"))
+            .json(self)
+    }
+}
+
+/// RFC 3339 with an explicit `+00:00` offset, as B2Core writes it.
+pub fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, false)
+}

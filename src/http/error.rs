@@ -1,0 +1,235 @@
+use super::envelope::{Envelope, Meta, rfc3339};
+use crate::domain::{ParseError, WizardId};
+use crate::signin::{Failure, SignInError};
+use crate::store::StoreError;
+use crate::wizard::{Rejection, Wizard, Workflow};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// Every error a client can see, each with a stable snake_case code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidRequest,
+    InvalidDeviceFingerprint,
+    PayloadTooLarge,
+    InvalidCredentials,
+    InvalidCode,
+    CodeExpired,
+    WizardNotFound,
+    WizardExpired,
+    WizardCompleted,
+    StepNotAllowed,
+    FactorUnavailable,
+    ConcurrentRequest,
+    SmsDeliveryFailed,
+    Overloaded,
+    StoreUnavailable,
+    RouteNotFound,
+    Internal,
+    // Admin API only.
+    Unauthorized,
+    InvalidField,
+    EmailTaken,
+    UserNotFound,
+}
+
+impl ErrorKind {
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest => "invalid_request",
+            ErrorKind::InvalidDeviceFingerprint => "invalid_device_fingerprint",
+            ErrorKind::PayloadTooLarge => "payload_too_large",
+            ErrorKind::InvalidCredentials => "invalid_credentials",
+            ErrorKind::InvalidCode => "invalid_code",
+            ErrorKind::CodeExpired => "code_expired",
+            ErrorKind::WizardNotFound => "wizard_not_found",
+            ErrorKind::WizardExpired => "wizard_expired",
+            ErrorKind::WizardCompleted => "wizard_completed",
+            ErrorKind::StepNotAllowed => "step_not_allowed",
+            ErrorKind::FactorUnavailable => "factor_unavailable",
+            ErrorKind::ConcurrentRequest => "concurrent_request",
+            ErrorKind::SmsDeliveryFailed => "sms_delivery_failed",
+            ErrorKind::Overloaded => "overloaded",
+            ErrorKind::StoreUnavailable => "store_unavailable",
+            ErrorKind::RouteNotFound => "route_not_found",
+            ErrorKind::Internal => "internal_error",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::InvalidField => "invalid_field",
+            ErrorKind::EmailTaken => "email_taken",
+            ErrorKind::UserNotFound => "user_not_found",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorKind::InvalidRequest | ErrorKind::InvalidDeviceFingerprint => {
+                StatusCode::BAD_REQUEST
+            }
+            ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::InvalidCredentials | ErrorKind::InvalidCode | ErrorKind::Unauthorized => {
+                StatusCode::UNAUTHORIZED
+            }
+            ErrorKind::InvalidField => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorKind::WizardNotFound | ErrorKind::RouteNotFound | ErrorKind::UserNotFound => {
+                StatusCode::NOT_FOUND
+            }
+            ErrorKind::CodeExpired | ErrorKind::WizardExpired => StatusCode::GONE,
+            ErrorKind::WizardCompleted
+            | ErrorKind::StepNotAllowed
+            | ErrorKind::FactorUnavailable
+            | ErrorKind::ConcurrentRequest
+            | ErrorKind::EmailTaken => StatusCode::CONFLICT,
+            ErrorKind::SmsDeliveryFailed => StatusCode::BAD_GATEWAY,
+            ErrorKind::Overloaded | ErrorKind::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<Rejection> for ErrorKind {
+    fn from(r: Rejection) -> Self {
+        match r {
+            Rejection::Expired => ErrorKind::WizardExpired,
+            Rejection::Completed => ErrorKind::WizardCompleted,
+            Rejection::StepNotAllowed => ErrorKind::StepNotAllowed,
+            Rejection::InvalidCredentials => ErrorKind::InvalidCredentials,
+            Rejection::InvalidCode => ErrorKind::InvalidCode,
+            Rejection::CodeExpired => ErrorKind::CodeExpired,
+            Rejection::FactorUnavailable => ErrorKind::FactorUnavailable,
+        }
+    }
+}
+
+/// An error answered as an envelope, in the context of the wizard when known.
+#[derive(Debug)]
+pub struct ApiError {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub uuid: Option<WizardId>,
+    /// The step the wizard is still on, and when it expires.
+    pub stands_at: Option<(Workflow, DateTime<Utc>)>,
+}
+
+#[derive(Serialize)]
+struct ErrorData<'a> {
+    error: ErrorBody<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'static str,
+    message: &'a str,
+}
+
+impl ApiError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            uuid: None,
+            stands_at: None,
+        }
+    }
+
+    pub fn invalid(e: ParseError) -> Self {
+        Self::new(ErrorKind::InvalidRequest, e.0)
+    }
+
+    /// Names the wizard the request was about (and, if it could be read, its step).
+    pub fn about(mut self, uuid: WizardId, wizard: Option<&Wizard>) -> Self {
+        self.uuid = Some(uuid);
+        self.in_wizard(wizard)
+    }
+
+    fn in_wizard(mut self, wizard: Option<&Wizard>) -> Self {
+        if let Some(wizard) = wizard {
+            self.uuid = Some(wizard.id);
+            self.stands_at = Some((wizard.workflow(), wizard.expires_at));
+        }
+        self
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind.code(), self.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.kind.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        Envelope {
+            code: self.kind.status().as_u16(),
+            data: ErrorData {
+                error: ErrorBody {
+                    code: self.kind.code(),
+                    message: &self.message,
+                },
+            },
+            done: false,
+            uuid: self.uuid,
+            // Without a readable wizard the way forward is a new one, which starts at `login`.
+            workflow: self
+                .stands_at
+                .map_or(Workflow::Login, |(workflow, _)| workflow),
+            meta: self.stands_at.map(|(_, expires_at)| Meta {
+                expires_at: rfc3339(expires_at),
+            }),
+        }
+        .respond()
+    }
+}
+
+impl From<Failure> for ApiError {
+    fn from(failure: Failure) -> Self {
+        let (kind, message) = match &failure.error {
+            SignInError::Rejected(r) => ((*r).into(), r.to_string()),
+            SignInError::NotFound => (ErrorKind::WizardNotFound, failure.error.to_string()),
+            SignInError::Conflict => (ErrorKind::ConcurrentRequest, failure.error.to_string()),
+            SignInError::Overloaded => (ErrorKind::Overloaded, failure.error.to_string()),
+            SignInError::SmsDelivery(e) => {
+                tracing::warn!(error = %e, "SMS delivery failed");
+                (
+                    ErrorKind::SmsDeliveryFailed,
+                    "the SMS could not be sent; try again".to_owned(),
+                )
+            }
+            SignInError::Store(e) => return store_error(e).in_wizard(failure.wizard.as_ref()),
+            SignInError::Internal(e) => {
+                tracing::error!(error = ?e, "internal error");
+                (
+                    ErrorKind::Internal,
+                    "something went wrong on our side".to_owned(),
+                )
+            }
+        };
+        ApiError::new(kind, message).in_wizard(failure.wizard.as_ref())
+    }
+}
+
+/// Store trouble is ours, never the client's: 503 when it is down, 500 when it is corrupt.
+pub fn store_error(e: &StoreError) -> ApiError {
+    match e {
+        StoreError::Unavailable(_) => {
+            tracing::warn!(error = %e, "store unavailable");
+            ApiError::new(
+                ErrorKind::StoreUnavailable,
+                "the session store is unavailable; retry shortly",
+            )
+        }
+        StoreError::Corrupt(_) => {
+            tracing::error!(error = %e, "corrupt record in store");
+            ApiError::new(ErrorKind::Internal, "something went wrong on our side")
+        }
+    }
+}
+
+pub async fn unknown_route() -> HttpResponse {
+    ApiError::new(ErrorKind::RouteNotFound, "no such endpoint (or method)").error_response()
+}

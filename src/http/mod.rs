@@ -1,0 +1,38 @@
+//! Thin actix-web handlers: parse at the door, call the shell, answer the envelope.
+
+mod admin;
+mod body;
+mod envelope;
+mod error;
+mod signin;
+mod well_known;
+
+pub use admin::AdminApi;
+pub use envelope::Envelope;
+pub use error::{ApiError, ErrorKind};
+
+use actix_web::web;
+
+/// Every route the service answers.
+pub fn routes(cfg: &mut web::ServiceConfig, admin_enabled: bool) {
+    cfg.service(
+        web::scope("/api/v2/my")
+            .route("/signin/wizard", web::get().to(signin::start))
+            .route("/signin", web::post().to(signin::credentials))
+            .route("/signin/2fa", web::post().to(signin::choose_factor))
+            .route("/2fa/google", web::post().to(signin::totp_code))
+            .route("/2fa/sms", web::post().to(signin::sms_code)),
+    )
+    .route("/.well-known/jwks.json", web::get().to(well_known::jwks))
+    .route("/healthz", web::get().to(well_known::health));
+    if admin_enabled {
+        cfg.service(
+            web::scope("/api/v2/admin")
+                .route("/users", web::post().to(admin::create_user))
+                .route("/users/{id}", web::get().to(admin::get_user))
+                .route("/users/{id}", web::patch().to(admin::update_user))
+                .route("/users/{id}", web::delete().to(admin::delete_user)),
+        );
+    }
+    cfg.default_service(web::to(error::unknown_route));
+}

@@ -1,0 +1,187 @@
+use super::body::StepBody;
+use super::envelope::{Envelope, rfc3339};
+use super::error::{ApiError, ErrorKind};
+use crate::credentials::{IssuedToken, TokenPair};
+use crate::domain::{DeviceFingerprint, Email, OtpCode, Password, WizardId};
+use crate::signin::{Credentials, Outcome, SignIn};
+use crate::wizard::Factor;
+use actix_web::{HttpResponse, web};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize)]
+struct StartData {
+    recaptcha: Recaptcha,
+    is_qr_available: bool,
+    is_password_recovery_available: bool,
+}
+
+#[derive(Serialize)]
+struct Recaptcha {
+    enabled: bool,
+}
+
+/// B2Core's step data: both tokens once done, else the factors on offer.
+#[derive(Serialize)]
+struct StepData {
+    #[serde(rename = "accessToken")]
+    access_token: Option<TokenData>,
+    #[serde(rename = "refreshToken")]
+    refresh_token: Option<TokenData>,
+    #[serde(rename = "tfaProviders")]
+    tfa_providers: Vec<TfaProvider>,
+}
+
+#[derive(Serialize)]
+struct TokenData {
+    token: String,
+    #[serde(rename = "createdAt")]
+    created_at: String,
+    #[serde(rename = "expiresAt")]
+    expires_at: String,
+}
+
+#[derive(Serialize)]
+struct TfaProvider {
+    name: Factor,
+    #[serde(rename = "localizedCaption")]
+    localized_caption: &'static str,
+    enabled: bool,
+}
+
+impl From<IssuedToken> for TokenData {
+    fn from(t: IssuedToken) -> Self {
+        Self {
+            token: t.token,
+            created_at: rfc3339(t.created_at),
+            expires_at: rfc3339(t.expires_at),
+        }
+    }
+}
+
+impl From<Outcome> for Envelope<StepData> {
+    fn from(outcome: Outcome) -> Self {
+        let (access_token, refresh_token) = match outcome.tokens {
+            Some(TokenPair { access, refresh }) => (Some(access.into()), Some(refresh.into())),
+            None => (None, None),
+        };
+        let tfa_providers = outcome
+            .factors
+            .into_iter()
+            .map(|name| TfaProvider {
+                name,
+                localized_caption: match name {
+                    Factor::Totp => "Authenticator app",
+                    Factor::Sms => "SMS",
+                },
+                enabled: true,
+            })
+            .collect();
+        Envelope::for_wizard(
+            &outcome.wizard,
+            StepData {
+                access_token,
+                refresh_token,
+                tfa_providers,
+            },
+        )
+    }
+}
+
+pub async fn start(signin: web::Data<SignIn>) -> Result<HttpResponse, ApiError> {
+    let wizard = signin.start().await?;
+    let data = StartData {
+        recaptcha: Recaptcha { enabled: false },
+        is_qr_available: false,
+        is_password_recovery_available: false,
+    };
+    Ok(Envelope::for_wizard(&wizard, data).respond())
+}
+
+#[derive(Deserialize)]
+struct CredentialsBody {
+    email: String,
+    password: SecretString,
+    device_fingerprint: String,
+}
+
+pub async fn credentials(
+    signin: web::Data<SignIn>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let mut body = StepBody::read(payload).await?;
+    let input = match body.take::<CredentialsBody>().and_then(parse_credentials) {
+        Ok(input) => input,
+        Err(e) => return Err(in_context(&signin, body.id, e).await),
+    };
+    let outcome = signin.credentials(body.id, input).await?;
+    Ok(Envelope::from(outcome).respond())
+}
+
+fn parse_credentials(body: CredentialsBody) -> Result<Credentials, ApiError> {
+    Ok(Credentials {
+        email: Email::parse(&body.email).map_err(ApiError::invalid)?,
+        password: Password::parse(body.password).map_err(ApiError::invalid)?,
+        fingerprint: DeviceFingerprint::parse(&body.device_fingerprint)
+            .map_err(|e| ApiError::new(ErrorKind::InvalidDeviceFingerprint, e.0))?,
+    })
+}
+
+#[derive(Deserialize)]
+struct ChooseFactorBody {
+    #[serde(rename = "type")]
+    factor: Factor,
+}
+
+pub async fn choose_factor(
+    signin: web::Data<SignIn>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let mut body = StepBody::read(payload).await?;
+    let factor = match body.take::<ChooseFactorBody>() {
+        Ok(b) => b.factor,
+        Err(e) => return Err(in_context(&signin, body.id, e).await),
+    };
+    let outcome = signin.choose_factor(body.id, factor).await?;
+    Ok(Envelope::for_wizard(&outcome.wizard, ()).respond())
+}
+
+#[derive(Deserialize)]
+struct CodeBody {
+    code: String,
+}
+
+pub async fn totp_code(
+    signin: web::Data<SignIn>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (id, code) = read_code(&signin, payload).await?;
+    Ok(Envelope::from(signin.totp_code(id, code).await?).respond())
+}
+
+pub async fn sms_code(
+    signin: web::Data<SignIn>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (id, code) = read_code(&signin, payload).await?;
+    Ok(Envelope::from(signin.sms_code(id, code).await?).respond())
+}
+
+async fn read_code(
+    signin: &SignIn,
+    payload: web::Payload,
+) -> Result<(WizardId, OtpCode), ApiError> {
+    let mut body = StepBody::read(payload).await?;
+    match body
+        .take::<CodeBody>()
+        .and_then(|b| OtpCode::parse(&b.code).map_err(ApiError::invalid))
+    {
+        Ok(code) => Ok((body.id, code)),
+        Err(e) => Err(in_context(signin, body.id, e).await),
+    }
+}
+
+/// A malformed body still names the step its wizard is on.
+async fn in_context(signin: &SignIn, id: WizardId, error: ApiError) -> ApiError {
+    error.about(id, signin.describe(id).await.as_ref())
+}

@@ -1,0 +1,24 @@
+use crate::credentials::TokenIssuer;
+use crate::store::Store;
+use actix_web::{HttpResponse, web};
+use std::sync::Arc;
+
+/// The public signing keys, for anyone verifying our access tokens.
+pub async fn jwks(tokens: web::Data<Arc<TokenIssuer>>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(("Cache-Control", "public, max-age=300"))
+        .json(tokens.jwks())
+}
+
+/// Liveness and store reachability: 200 when the store answers, else 503.
+pub async fn health(store: web::Data<Arc<dyn Store>>) -> HttpResponse {
+    let backend = store.backend();
+    match store.keyring().await {
+        Ok(_) => HttpResponse::Ok().json(serde_json::json!({ "status": "ok", "store": backend })),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check: store unavailable");
+            HttpResponse::ServiceUnavailable()
+                .json(serde_json::json!({ "status": "store_unavailable", "store": backend }))
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! signin-wizard: a multi-step sign-in service whose attempts are state machines.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod credentials;
+pub mod delivery;
+pub mod demo;
+pub mod domain;
+pub mod http;
+pub mod signin;
+pub mod startup;
+pub mod store;
+pub mod users;
+pub mod wizard;

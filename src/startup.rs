@@ -1,0 +1,178 @@
+//! Wiring: builds every part from the settings and binds the HTTP server.
+
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::credentials::{Keyring, PasswordHasher, SmsCodes, TokenIssuer};
+use crate::delivery::SmsGateway;
+use crate::demo::{self, DemoAccount};
+use crate::http::{self, AdminApi};
+use crate::signin::{SignIn, SignInParts};
+use crate::store::{MemoryStore, RedisStore, RedisStoreConfig, Store};
+use actix_web::dev::Server;
+use actix_web::middleware::Logger;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context as _;
+use secrecy::SecretString;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long an SMS gateway may take to accept a message.
+const SMS_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    welcome: Welcome,
+}
+
+/// What the operator should be told once the service is up.
+pub struct Welcome {
+    pub backend: &'static str,
+    /// Set when no token was configured and one was generated for this run.
+    pub generated_admin_token: Option<SecretString>,
+    pub demo_accounts: Vec<DemoAccount>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Clock::default()).await
+    }
+
+    /// Like [`Application::build`], with a clock tests can move.
+    pub async fn build_with_clock(settings: Settings, clock: Clock) -> anyhow::Result<Self> {
+        let store = open_store(&settings).await?;
+        let keyring = shared_keyring(store.as_ref(), &settings).await?;
+        let tokens = Arc::new(TokenIssuer::new(&keyring, settings.token_settings())?);
+        let passwords = Arc::new(
+            PasswordHasher::new(
+                settings.password_policy(),
+                settings.hash_workers(),
+                settings.hash_queue,
+            )
+            .await?,
+        );
+        let sms = match &settings.sms_webhook_url {
+            Some(url) => SmsGateway::webhook(url.clone(), SMS_TIMEOUT)?,
+            None => SmsGateway::Log,
+        };
+        let signin = web::Data::new(SignIn::new(SignInParts {
+            store: Arc::clone(&store),
+            passwords: Arc::clone(&passwords),
+            sms_codes: SmsCodes::new(&keyring.code_pepper()?)?,
+            sms,
+            tokens: Arc::clone(&tokens),
+            clock,
+            wizard_ttl: settings.wizard_ttl(),
+            sms_code_ttl: settings.sms_code_ttl(),
+        }));
+
+        // The embedded store can only be reached through this process, so an
+        // operator needs the admin API: make a token if none was configured.
+        let generated_admin_token =
+            (settings.admin_token.is_none() && settings.redis_url.is_none()).then(random_token);
+        let admin = settings
+            .admin_token
+            .as_ref()
+            .or(generated_admin_token.as_ref())
+            .map(|token| {
+                web::Data::new(AdminApi::new(
+                    token,
+                    Arc::clone(&store),
+                    Arc::clone(&passwords),
+                    settings.jwt_issuer.clone(),
+                ))
+            });
+        let demo_accounts = if settings.demo_users() {
+            demo::create(store.as_ref(), &passwords).await?
+        } else {
+            Vec::new()
+        };
+
+        let listener = TcpListener::bind(settings.bind)
+            .with_context(|| format!("cannot listen on {}", settings.bind))?;
+        let port = listener.local_addr()?.port();
+        let backend = store.backend();
+        let store = web::Data::new(store);
+        let tokens = web::Data::new(tokens);
+        let server = HttpServer::new(move || {
+            let mut app = App::new()
+                .wrap(Logger::new(r#"%a "%r" %s %b %Dms"#))
+                .app_data(signin.clone())
+                .app_data(store.clone())
+                .app_data(tokens.clone());
+            if let Some(admin) = &admin {
+                app = app.app_data(admin.clone());
+            }
+            let admin_enabled = admin.is_some();
+            app.configure(|cfg| http::routes(cfg, admin_enabled))
+        })
+        .listen(listener)?
+        .run();
+        Ok(Self {
+            port,
+            server,
+            welcome: Welcome {
+                backend,
+                generated_admin_token,
+                demo_accounts,
+            },
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match &settings.redis_url {
+        Some(url) => {
+            let config = RedisStoreConfig {
+                url: url.clone(),
+                prefix: settings.redis_prefix.clone(),
+                timeout: settings.redis_timeout(),
+            };
+            Arc::new(RedisStore::connect(&config).await?)
+        }
+        None => Arc::new(MemoryStore::new()),
+    })
+}
+
+/// The keyring every instance on this store shares, created by the first one.
+async fn shared_keyring(store: &dyn Store, settings: &Settings) -> anyhow::Result<Keyring> {
+    let keyring = match store.keyring().await? {
+        Some(existing) => existing,
+        None => {
+            let candidate = tokio::task::spawn_blocking(Keyring::generate).await??;
+            store.keyring_or_insert(&candidate).await?
+        }
+    };
+    match &settings.jwt_private_key_file {
+        Some(path) => {
+            let pem = std::fs::read_to_string(path).with_context(|| {
+                format!("cannot read WIZARD_JWT_PRIVATE_KEY_FILE {}", path.display())
+            })?;
+            Ok(keyring.with_signing_key(pem.into()))
+        }
+        None => Ok(keyring),
+    }
+}
+
+fn random_token() -> SecretString {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(bytes)
+        .into()
+}

@@ -1,0 +1,97 @@
+//! Where wizards, users and the keyring live: in process, or in Redis.
+//!
+//! Both backends give the same guarantees: a wizard step is a compare-and-set
+//! on the wizard's version, so two concurrent requests can never both move
+//! the same wizard; an email belongs to at most one user.
+
+mod memory;
+mod redis;
+
+pub use memory::MemoryStore;
+pub use redis::{RedisStore, RedisStoreConfig};
+
+use crate::credentials::Keyring;
+use crate::domain::{Email, UserId, WizardId};
+use crate::users::User;
+use crate::wizard::Wizard;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend did not answer (down, timed out, refused).
+    #[error("store unavailable: {0:#}")]
+    Unavailable(anyhow::Error),
+    /// The backend answered with something we cannot read.
+    #[error("store returned a corrupt record: {0:#}")]
+    Corrupt(anyhow::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UserWriteError {
+    #[error("another user has this email")]
+    EmailTaken,
+    #[error("no such user")]
+    NotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A wizard together with the version a compare-and-set must name.
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    pub version: u64,
+    pub wizard: Wizard,
+}
+
+/// A wizard and the user it concerns, read in one round trip.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub wizard: Versioned,
+    pub user: Option<User>,
+}
+
+#[async_trait]
+pub trait WizardStore: Send + Sync {
+    async fn insert_wizard(&self, wizard: &Wizard) -> Result<(), StoreError>;
+
+    /// The wizard and its user: the user it is bound to once the password
+    /// was accepted, else the owner of `email` (if any).
+    async fn load_wizard(
+        &self,
+        id: WizardId,
+        email: Option<&Email>,
+    ) -> Result<Option<Loaded>, StoreError>;
+
+    /// Stores `wizard` as version `version + 1` if the stored version is
+    /// still `version`; false when another request got there first.
+    async fn replace_wizard(&self, version: u64, wizard: &Wizard) -> Result<bool, StoreError>;
+}
+
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    async fn insert_user(&self, user: &User) -> Result<(), UserWriteError>;
+    async fn user(&self, id: UserId) -> Result<Option<User>, StoreError>;
+    async fn user_by_email(&self, email: &Email) -> Result<Option<User>, StoreError>;
+    /// Replaces the user with the same id, moving its email if it changed.
+    async fn update_user(&self, user: &User) -> Result<(), UserWriteError>;
+    async fn delete_user(&self, id: UserId) -> Result<bool, StoreError>;
+}
+
+#[async_trait]
+pub trait KeyringStore: Send + Sync {
+    /// The stored keyring, or `candidate` stored as the keyring if there is
+    /// none yet. Every instance of a shared store ends up with the same one.
+    async fn keyring_or_insert(&self, candidate: &Keyring) -> Result<Keyring, StoreError>;
+    async fn keyring(&self) -> Result<Option<Keyring>, StoreError>;
+}
+
+pub trait Store: WizardStore + UserStore + KeyringStore {
+    fn backend(&self) -> &'static str;
+}
+
+/// How long a wizard record is kept: its lifetime again after it expires, so
+/// that late requests hear "expired" rather than "not found".
+pub fn purge_at(wizard: &Wizard) -> DateTime<Utc> {
+    wizard.expires_at + (wizard.expires_at - wizard.created_at)
+}

@@ -1,0 +1,105 @@
+//! User accounts as the sign-in wizard sees them.
+
+use crate::credentials::{HashError, PasswordHash, PasswordHasher, TotpSecret};
+use crate::domain::{Email, NewPassword, PhoneNumber, UserId};
+use crate::store::{Store, UserWriteError};
+use crate::wizard::Account;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct User {
+    pub id: UserId,
+    pub email: Email,
+    pub password_hash: PasswordHash,
+    /// Authenticator-app secret, when the user enrolled one.
+    pub totp_secret: Option<TotpSecret>,
+    /// Where SMS codes go, when the user has a phone.
+    pub phone: Option<PhoneNumber>,
+    /// Set by an admin: the next sign-in must reset the password first.
+    pub force_password_reset: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+impl User {
+    /// What the wizard needs to know once the password has been accepted.
+    pub fn account(&self) -> Account {
+        Account {
+            id: self.id,
+            totp: self.totp_secret.is_some(),
+            phone: self.phone.clone(),
+            must_reset_password: self.force_password_reset,
+        }
+    }
+}
+
+/// What an operator supplies to create an account, already parsed.
+#[derive(Debug)]
+pub struct NewUser {
+    pub email: Email,
+    pub password: NewPassword,
+    pub totp_secret: Option<TotpSecret>,
+    pub phone: Option<PhoneNumber>,
+    pub force_password_reset: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error(transparent)]
+    Hash(#[from] HashError),
+    #[error(transparent)]
+    Write(#[from] UserWriteError),
+}
+
+/// Hashes the password and stores the account (used by the admin API, the CLI and the demo).
+pub async fn register(
+    store: &dyn Store,
+    passwords: &PasswordHasher,
+    new: NewUser,
+) -> Result<User, RegisterError> {
+    let user = User {
+        id: UserId::random(),
+        password_hash: passwords.hash(&new.password).await?,
+        email: new.email,
+        totp_secret: new.totp_secret,
+        phone: new.phone,
+        force_password_reset: new.force_password_reset,
+        created_at: Utc::now(),
+    };
+    store.insert_user(&user).await?;
+    tracing::info!(user_id = %user.id, "user created");
+    Ok(user)
+}
+
+/// A user as operators see it: never the password hash or the TOTP secret,
+/// except inside the `otpauth://` URI of the answer that set the secret.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UserView {
+    pub id: UserId,
+    pub email: Email,
+    pub totp_enabled: bool,
+    pub phone: Option<PhoneNumber>,
+    pub force_password_reset: bool,
+    pub created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otpauth_uri: Option<String>,
+}
+
+impl User {
+    /// `totp_issuer`: show the enrolment URI (only right after setting a secret).
+    pub fn view(&self, totp_issuer: Option<&str>) -> UserView {
+        UserView {
+            id: self.id,
+            email: self.email.clone(),
+            totp_enabled: self.totp_secret.is_some(),
+            phone: self.phone.clone(),
+            force_password_reset: self.force_password_reset,
+            created_at: self.created_at,
+            otpauth_uri: totp_issuer.and_then(|issuer| {
+                self.totp_secret
+                    .as_ref()?
+                    .provisioning_uri(issuer, self.email.as_str())
+            }),
+        }
+    }
+}

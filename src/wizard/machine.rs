@@ -1,0 +1,333 @@
+use super::model::{
+    Account, Action, CodeDigest, Factor, FreshSmsCode, Rejection, SmsChallenge, Step, Wizard,
+};
+use crate::domain::{DeviceFingerprint, OtpCode, PhoneNumber, UserId};
+use chrono::{DateTime, Duration, Utc};
+
+/// A verdict from the edges about one client request.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The password check: `None` when the email is unknown or the password wrong.
+    Credentials {
+        account: Option<Account>,
+        fingerprint: DeviceFingerprint,
+    },
+    /// The client picked a factor; `account` is the user's current record.
+    ChooseFactor { factor: Factor, account: Account },
+    /// The TOTP check against the user's secret.
+    TotpCode { accepted: bool },
+    /// The keyed digest of the SMS code the client typed.
+    SmsCode { digest: CodeDigest },
+}
+
+impl Event {
+    pub fn action(&self) -> Action {
+        match self {
+            Event::Credentials { .. } => Action::Credentials,
+            Event::ChooseFactor { .. } => Action::ChooseFactor,
+            Event::TotpCode { .. } => Action::TotpCode,
+            Event::SmsCode { .. } => Action::SmsCode,
+        }
+    }
+}
+
+/// Everything a transition needs besides the wizard and the event.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub now: DateTime<Utc>,
+    pub sms_code_ttl: Duration,
+    /// Used only if this transition sends an SMS.
+    pub fresh_sms: FreshSmsCode,
+}
+
+/// A side effect for the shell, performed only after the new state is saved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    SendSms { to: PhoneNumber, code: OtpCode },
+    IssueTokens { user: UserId },
+}
+
+#[derive(Debug, Clone)]
+pub struct Transition {
+    pub wizard: Wizard,
+    pub effects: Vec<Effect>,
+}
+
+/// Computes the wizard that follows `event`, or why the event is refused.
+/// A refusal never changes the wizard.
+pub fn transition(wizard: &Wizard, event: Event, ctx: &Context) -> Result<Transition, Rejection> {
+    wizard.admits(event.action(), ctx.now)?;
+    let mut fingerprint = wizard.fingerprint.clone();
+    let (step, effects) = match (&wizard.step, event) {
+        (
+            Step::Login,
+            Event::Credentials {
+                account,
+                fingerprint: presented,
+            },
+        ) => {
+            let account = account.ok_or(Rejection::InvalidCredentials)?;
+            fingerprint = Some(presented);
+            after_password(account, ctx)
+        }
+        (Step::ChooseFactor { user }, Event::ChooseFactor { factor, account }) => {
+            if account.id != *user {
+                return Err(Rejection::StepNotAllowed);
+            }
+            match (factor, account.phone) {
+                (Factor::Totp, _) if account.totp => (Step::TotpCode { user: *user }, vec![]),
+                (Factor::Sms, Some(phone)) => send_sms(*user, phone, ctx),
+                (Factor::Totp | Factor::Sms, _) => return Err(Rejection::FactorUnavailable),
+            }
+        }
+        (Step::TotpCode { user }, Event::TotpCode { accepted }) => {
+            if !accepted {
+                return Err(Rejection::InvalidCode);
+            }
+            terminate(*user)
+        }
+        (Step::SmsCode { user, challenge }, Event::SmsCode { digest }) => {
+            if ctx.now >= challenge.expires_at {
+                return Err(Rejection::CodeExpired);
+            }
+            if !challenge.digest.matches(&digest) {
+                return Err(Rejection::InvalidCode);
+            }
+            terminate(*user)
+        }
+        // `admits` has already refused every other pairing; stay defensive.
+        (
+            Step::Login
+            | Step::ChooseFactor { .. }
+            | Step::TotpCode { .. }
+            | Step::SmsCode { .. }
+            | Step::ResetPassword { .. }
+            | Step::Terminated { .. },
+            _,
+        ) => return Err(Rejection::StepNotAllowed),
+    };
+    Ok(Transition {
+        wizard: Wizard {
+            step,
+            fingerprint,
+            ..wizard.clone()
+        },
+        effects,
+    })
+}
+
+fn after_password(account: Account, ctx: &Context) -> (Step, Vec<Effect>) {
+    let user = account.id;
+    if account.must_reset_password {
+        return (Step::ResetPassword { user }, vec![]);
+    }
+    match (account.totp, account.phone) {
+        (true, Some(_)) => (Step::ChooseFactor { user }, vec![]),
+        (true, None) => (Step::TotpCode { user }, vec![]),
+        (false, Some(phone)) => send_sms(user, phone, ctx),
+        (false, None) => terminate(user),
+    }
+}
+
+fn send_sms(user: UserId, to: PhoneNumber, ctx: &Context) -> (Step, Vec<Effect>) {
+    let challenge = SmsChallenge {
+        digest: ctx.fresh_sms.digest.clone(),
+        expires_at: ctx.now + ctx.sms_code_ttl,
+    };
+    let effect = Effect::SendSms {
+        to,
+        code: ctx.fresh_sms.code.clone(),
+    };
+    (Step::SmsCode { user, challenge }, vec![effect])
+}
+
+fn terminate(user: UserId) -> (Step, Vec<Effect>) {
+    (
+        Step::Terminated { user },
+        vec![Effect::IssueTokens { user }],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::WizardId;
+    use crate::wizard::Workflow;
+    use chrono::TimeZone;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap()
+    }
+
+    fn ctx_at(now: DateTime<Utc>) -> Context {
+        Context {
+            now,
+            sms_code_ttl: Duration::minutes(5),
+            fresh_sms: FreshSmsCode {
+                code: OtpCode::parse("123456").unwrap(),
+                digest: CodeDigest::new([7; 32]),
+            },
+        }
+    }
+
+    fn account(totp: bool, sms: bool, reset: bool) -> Account {
+        Account {
+            id: UserId::random(),
+            totp,
+            phone: sms.then(|| PhoneNumber::parse("+15550001111").unwrap()),
+            must_reset_password: reset,
+        }
+    }
+
+    fn fresh() -> Wizard {
+        Wizard::start(WizardId::random(), now(), Duration::minutes(10))
+    }
+
+    fn fingerprint() -> DeviceFingerprint {
+        DeviceFingerprint::parse("eyJ1c2VyX2FnZW50IjoidGVzdCJ9").unwrap()
+    }
+
+    fn creds(account: Option<Account>) -> Event {
+        Event::Credentials {
+            account,
+            fingerprint: fingerprint(),
+        }
+    }
+
+    fn login(acc: &Account) -> Transition {
+        transition(&fresh(), creds(Some(acc.clone())), &ctx_at(now())).unwrap()
+    }
+
+    #[test]
+    fn password_leads_to_the_step_the_account_needs() {
+        let cases = [
+            ((false, false, false), Workflow::Terminate),
+            ((true, false, false), Workflow::TotpCode),
+            ((false, true, false), Workflow::SmsCode),
+            ((true, true, false), Workflow::ChooseFactor),
+            ((true, true, true), Workflow::ResetPassword),
+        ];
+        for ((totp, sms, reset), expected) in cases {
+            let t = login(&account(totp, sms, reset));
+            assert_eq!(t.wizard.fingerprint, Some(fingerprint()));
+            assert_eq!(
+                t.wizard.workflow(),
+                expected,
+                "totp={totp} sms={sms} reset={reset}"
+            );
+        }
+    }
+
+    #[test]
+    fn tokens_only_at_terminate_and_sms_only_when_needed() {
+        let plain = login(&account(false, false, false));
+        assert!(matches!(
+            plain.effects.as_slice(),
+            [Effect::IssueTokens { .. }]
+        ));
+        let sms = login(&account(false, true, false));
+        assert!(matches!(sms.effects.as_slice(), [Effect::SendSms { .. }]));
+        assert!(login(&account(true, true, false)).effects.is_empty());
+    }
+
+    #[test]
+    fn wrong_password_changes_nothing() {
+        let w = fresh();
+        let err = transition(&w, creds(None), &ctx_at(now()));
+        assert_eq!(err.unwrap_err(), Rejection::InvalidCredentials);
+    }
+
+    #[test]
+    fn choosing_a_factor_then_finishing() {
+        let acc = account(true, true, false);
+        let w = login(&acc).wizard;
+        let chosen = transition(
+            &w,
+            Event::ChooseFactor {
+                factor: Factor::Sms,
+                account: acc.clone(),
+            },
+            &ctx_at(now()),
+        )
+        .unwrap();
+        assert_eq!(chosen.wizard.workflow(), Workflow::SmsCode);
+        let wrong = CodeDigest::new([8; 32]);
+        let err = transition(
+            &chosen.wizard,
+            Event::SmsCode { digest: wrong },
+            &ctx_at(now()),
+        );
+        assert_eq!(err.unwrap_err(), Rejection::InvalidCode);
+        let right = CodeDigest::new([7; 32]);
+        let done = transition(
+            &chosen.wizard,
+            Event::SmsCode { digest: right },
+            &ctx_at(now()),
+        )
+        .unwrap();
+        assert_eq!(done.effects, vec![Effect::IssueTokens { user: acc.id }]);
+    }
+
+    #[test]
+    fn sms_code_expires() {
+        let w = login(&account(false, true, false)).wizard;
+        let later = ctx_at(now() + Duration::minutes(5));
+        let err = transition(
+            &w,
+            Event::SmsCode {
+                digest: CodeDigest::new([7; 32]),
+            },
+            &later,
+        );
+        assert_eq!(err.unwrap_err(), Rejection::CodeExpired);
+    }
+
+    #[test]
+    fn factor_must_be_available() {
+        let acc = account(true, true, false);
+        let w = login(&acc).wizard;
+        let without_phone = Account { phone: None, ..acc };
+        let err = transition(
+            &w,
+            Event::ChooseFactor {
+                factor: Factor::Sms,
+                account: without_phone,
+            },
+            &ctx_at(now()),
+        );
+        assert_eq!(err.unwrap_err(), Rejection::FactorUnavailable);
+    }
+
+    #[test]
+    fn out_of_order_completed_and_expired_requests_are_refused() {
+        let w = fresh();
+        let code = Event::TotpCode { accepted: true };
+        assert_eq!(
+            transition(&w, code.clone(), &ctx_at(now())).unwrap_err(),
+            Rejection::StepNotAllowed
+        );
+        let late = ctx_at(now() + Duration::minutes(10));
+        let again = creds(Some(account(false, false, false)));
+        assert_eq!(
+            transition(&w, again.clone(), &late).unwrap_err(),
+            Rejection::Expired
+        );
+        let done = login(&account(false, false, false)).wizard;
+        assert_eq!(
+            transition(&done, again, &ctx_at(now())).unwrap_err(),
+            Rejection::Completed
+        );
+        let reset = login(&account(true, false, true)).wizard;
+        assert_eq!(
+            transition(&reset, code, &ctx_at(now())).unwrap_err(),
+            Rejection::StepNotAllowed
+        );
+    }
+
+    #[test]
+    fn wizard_round_trips_through_json() {
+        let w = login(&account(false, true, false)).wizard;
+        let json = serde_json::to_string(&w).unwrap();
+        assert_eq!(serde_json::from_str::<Wizard>(&json).unwrap(), w);
+    }
+}

@@ -1,0 +1,227 @@
+use crate::domain::{DeviceFingerprint, OtpCode, PhoneNumber, UserId, WizardId};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+/// The step the client must show next, under its B2Core wire name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Workflow {
+    #[serde(rename = "login")]
+    Login,
+    #[serde(rename = "2fa")]
+    ChooseFactor,
+    #[serde(rename = "2fa_google_auth")]
+    TotpCode,
+    #[serde(rename = "2fa_sms_auth")]
+    SmsCode,
+    #[serde(rename = "reset_password_email")]
+    ResetPassword,
+    #[serde(rename = "Terminate")]
+    Terminate,
+}
+
+/// A second factor, under its B2Core wire name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Factor {
+    #[serde(rename = "google")]
+    Totp,
+    Sms,
+}
+
+/// One kind of client request that moves a wizard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Credentials,
+    ChooseFactor,
+    TotpCode,
+    SmsCode,
+}
+
+/// Where one sign-in attempt stands. Everything after `Login` knows its user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Step {
+    Login,
+    ChooseFactor {
+        user: UserId,
+    },
+    TotpCode {
+        user: UserId,
+    },
+    SmsCode {
+        user: UserId,
+        challenge: SmsChallenge,
+    },
+    ResetPassword {
+        user: UserId,
+    },
+    Terminated {
+        user: UserId,
+    },
+}
+
+/// One sign-in attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wizard {
+    pub id: WizardId,
+    pub created_at: DateTime<Utc>,
+    /// Absolute deadline: no step is accepted from this instant on.
+    pub expires_at: DateTime<Utc>,
+    pub fingerprint: Option<DeviceFingerprint>,
+    pub step: Step,
+}
+
+impl Wizard {
+    pub fn start(id: WizardId, now: DateTime<Utc>, ttl: Duration) -> Self {
+        Self {
+            id,
+            created_at: now,
+            expires_at: now + ttl,
+            fingerprint: None,
+            step: Step::Login,
+        }
+    }
+
+    pub fn workflow(&self) -> Workflow {
+        match self.step {
+            Step::Login => Workflow::Login,
+            Step::ChooseFactor { .. } => Workflow::ChooseFactor,
+            Step::TotpCode { .. } => Workflow::TotpCode,
+            Step::SmsCode { .. } => Workflow::SmsCode,
+            Step::ResetPassword { .. } => Workflow::ResetPassword,
+            Step::Terminated { .. } => Workflow::Terminate,
+        }
+    }
+
+    /// The user this attempt is about, once the password has been accepted.
+    pub fn user(&self) -> Option<UserId> {
+        match &self.step {
+            Step::Login => None,
+            Step::ChooseFactor { user }
+            | Step::TotpCode { user }
+            | Step::SmsCode { user, .. }
+            | Step::ResetPassword { user }
+            | Step::Terminated { user } => Some(*user),
+        }
+    }
+
+    /// Whether `action` may be attempted now. Called before any costly check
+    /// (argon2, TOTP) and again inside [`super::transition`].
+    pub fn admits(&self, action: Action, now: DateTime<Utc>) -> Result<(), Rejection> {
+        let expected = match self.step {
+            Step::Terminated { .. } => return Err(Rejection::Completed),
+            Step::Login => Some(Action::Credentials),
+            Step::ChooseFactor { .. } => Some(Action::ChooseFactor),
+            Step::TotpCode { .. } => Some(Action::TotpCode),
+            Step::SmsCode { .. } => Some(Action::SmsCode),
+            Step::ResetPassword { .. } => None,
+        };
+        if now >= self.expires_at {
+            return Err(Rejection::Expired);
+        }
+        if expected != Some(action) {
+            return Err(Rejection::StepNotAllowed);
+        }
+        Ok(())
+    }
+}
+
+/// Why the wizard refused a request. The wizard itself is left unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("this sign-in has expired; start a new one")]
+    Expired,
+    #[error("this sign-in is already complete")]
+    Completed,
+    #[error("this request does not belong to the current step")]
+    StepNotAllowed,
+    #[error("email or password is incorrect")]
+    InvalidCredentials,
+    #[error("the code is incorrect")]
+    InvalidCode,
+    #[error("the code has expired")]
+    CodeExpired,
+    #[error("this second factor is not available for the account")]
+    FactorUnavailable,
+}
+
+/// What the edges learnt about an account whose password was accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: UserId,
+    pub totp: bool,
+    pub phone: Option<PhoneNumber>,
+    pub must_reset_password: bool,
+}
+
+impl Account {
+    /// The second factors the account can use, in the order clients show them.
+    pub fn factors(&self) -> Vec<Factor> {
+        let mut factors = Vec::with_capacity(2);
+        if self.totp {
+            factors.push(Factor::Totp);
+        }
+        if self.phone.is_some() {
+            factors.push(Factor::Sms);
+        }
+        factors
+    }
+}
+
+/// A keyed digest of an SMS code: the code itself is never stored.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CodeDigest([u8; 32]);
+
+impl CodeDigest {
+    pub fn new(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    pub fn matches(&self, other: &CodeDigest) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl TryFrom<String> for CodeDigest {
+    type Error = &'static str;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        let bytes = STANDARD_NO_PAD
+            .decode(value)
+            .map_err(|_| "code digest is not base64")?;
+        bytes
+            .try_into()
+            .map(Self)
+            .map_err(|_| "code digest has the wrong length")
+    }
+}
+
+impl From<CodeDigest> for String {
+    fn from(digest: CodeDigest) -> Self {
+        STANDARD_NO_PAD.encode(digest.0)
+    }
+}
+
+impl std::fmt::Debug for CodeDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CodeDigest(..)")
+    }
+}
+
+/// The SMS code a wizard waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmsChallenge {
+    pub digest: CodeDigest,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A freshly drawn SMS code and its digest, handed to the core in case the
+/// transition needs to send one (randomness stays outside the core).
+#[derive(Debug, Clone)]
+pub struct FreshSmsCode {
+    pub code: OtpCode,
+    pub digest: CodeDigest,
+}
