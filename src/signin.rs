@@ -58,17 +58,30 @@ impl From<HashError> for SignInError {
     }
 }
 
-/// A refused request, with the wizard as it still stands (when it was read).
+/// A refused request, naming the wizard it was about and, when it could be
+/// read, the wizard as it still stands.
 #[derive(Debug)]
 pub struct Failure {
     pub error: SignInError,
+    pub id: Option<WizardId>,
     pub wizard: Option<Wizard>,
+}
+
+impl Failure {
+    fn about(id: WizardId, error: impl Into<SignInError>) -> Self {
+        Failure {
+            error: error.into(),
+            id: Some(id),
+            wizard: None,
+        }
+    }
 }
 
 impl<E: Into<SignInError>> From<E> for Failure {
     fn from(error: E) -> Self {
         Failure {
             error: error.into(),
+            id: None,
             wizard: None,
         }
     }
@@ -200,9 +213,11 @@ impl SignIn {
         } = self
             .store
             .load_wizard(id, email)
-            .await?
-            .ok_or(SignInError::NotFound)?;
+            .await
+            .map_err(|e| Failure::about(id, e))?
+            .ok_or_else(|| Failure::about(id, SignInError::NotFound))?;
         let in_context = |error: SignInError| Failure {
+            id: Some(id),
             error,
             wizard: Some(wizard.clone()),
         };

@@ -188,28 +188,30 @@ impl ResponseError for ApiError {
 
 impl From<Failure> for ApiError {
     fn from(failure: Failure) -> Self {
-        let (kind, message) = match &failure.error {
-            SignInError::Rejected(r) => ((*r).into(), r.to_string()),
-            SignInError::NotFound => (ErrorKind::WizardNotFound, failure.error.to_string()),
-            SignInError::Conflict => (ErrorKind::ConcurrentRequest, failure.error.to_string()),
-            SignInError::Overloaded => (ErrorKind::Overloaded, failure.error.to_string()),
+        let message = failure.error.to_string();
+        let error = match &failure.error {
+            SignInError::Rejected(r) => ApiError::new((*r).into(), message),
+            SignInError::NotFound => ApiError::new(ErrorKind::WizardNotFound, message),
+            SignInError::Conflict => ApiError::new(ErrorKind::ConcurrentRequest, message),
+            SignInError::Overloaded => ApiError::new(ErrorKind::Overloaded, message),
             SignInError::SmsDelivery(e) => {
                 tracing::warn!(error = %e, "SMS delivery failed");
-                (
+                ApiError::new(
                     ErrorKind::SmsDeliveryFailed,
-                    "the SMS could not be sent; try again".to_owned(),
+                    "the SMS could not be sent; try again",
                 )
             }
-            SignInError::Store(e) => return store_error(e).in_wizard(failure.wizard.as_ref()),
+            SignInError::Store(e) => store_error(e),
             SignInError::Internal(e) => {
                 tracing::error!(error = ?e, "internal error");
-                (
-                    ErrorKind::Internal,
-                    "something went wrong on our side".to_owned(),
-                )
+                ApiError::new(ErrorKind::Internal, "something went wrong on our side")
             }
         };
-        ApiError::new(kind, message).in_wizard(failure.wizard.as_ref())
+        ApiError {
+            uuid: failure.id,
+            ..error
+        }
+        .in_wizard(failure.wizard.as_ref())
     }
 }
 

@@ -1,0 +1,418 @@
+//! `TestApp`: a real server on a free port, with its own store, a fake SMS
+//! gateway speaking HTTP, cheap argon2 and a clock the test can move.
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use base64::Engine;
+use chrono::Duration;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::JwkSet};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use signin_wizard::clock::Clock;
+use signin_wizard::config::Settings;
+use signin_wizard::credentials::{AccessClaims, TotpSecret};
+use signin_wizard::startup::Application;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Memory,
+    Redis,
+}
+
+pub const BACKENDS: [Backend; 2] = [Backend::Memory, Backend::Redis];
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// A `redis-server` owned by the test process (killed on drop).
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub fn spawn() -> Self {
+        Self::spawn_on(free_port())
+    }
+
+    pub fn spawn_on(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start redis-server from PATH ({e}); install Redis or set WIZARD_TEST_REDIS_URL"));
+        let server = Self {
+            port,
+            child: Some(child),
+        };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return server;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("redis-server did not start listening on port {port}");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The Redis the ordinary tests share: WIZARD_TEST_REDIS_URL, or one
+/// `redis-server` started for this test binary. Tests isolate by key prefix.
+pub fn shared_redis_url() -> String {
+    static SHARED: OnceLock<(String, Option<Mutex<RedisServer>>)> = OnceLock::new();
+    SHARED
+        .get_or_init(|| match std::env::var("WIZARD_TEST_REDIS_URL") {
+            Ok(url) if !url.is_empty() => (url, None),
+            _ => {
+                let server = RedisServer::spawn();
+                (server.url(), Some(Mutex::new(server)))
+            }
+        })
+        .0
+        .clone()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An SMS gateway that records what it is sent, or fails on demand.
+#[derive(Clone)]
+pub struct FakeSms {
+    pub url: String,
+    received: Arc<Mutex<Vec<Value>>>,
+    failing: Arc<AtomicBool>,
+}
+
+impl FakeSms {
+    pub async fn spawn() -> Self {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let failing = Arc::new(AtomicBool::new(false));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!(
+            "http://127.0.0.1:{}/sms",
+            listener.local_addr().unwrap().port()
+        );
+        let state = (received.clone(), failing.clone());
+        let server = HttpServer::new(move || {
+            let state = state.clone();
+            App::new().route(
+                "/sms",
+                web::post().to(move |body: web::Json<Value>| {
+                    let (received, failing) = state.clone();
+                    async move {
+                        if failing.load(Ordering::SeqCst) {
+                            return HttpResponse::InternalServerError().finish();
+                        }
+                        received.lock().unwrap().push(body.into_inner());
+                        HttpResponse::Accepted().finish()
+                    }
+                }),
+            )
+        })
+        .workers(1)
+        .listen(listener)
+        .unwrap()
+        .run();
+        tokio::spawn(server);
+        Self {
+            url,
+            received,
+            failing,
+        }
+    }
+
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    pub fn messages(&self) -> Vec<Value> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// The code of the last message sent to `to`.
+    pub fn last_code_for(&self, to: &str) -> Option<String> {
+        self.messages()
+            .iter()
+            .rev()
+            .find(|m| m["to"] == to)
+            .map(|m| m["code"].as_str().unwrap().to_owned())
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub clock: Clock,
+    pub sms: FakeSms,
+    pub settings: Settings,
+}
+
+/// Settings for a test instance: free port, cheap argon2, fresh key prefix.
+pub fn test_settings(backend: Backend, sms: &FakeSms) -> Settings {
+    let mut settings =
+        Settings::from_env().expect("WIZARD_* variables in the environment are valid");
+    settings.bind = "127.0.0.1:0".parse().unwrap();
+    settings.redis_url = match backend {
+        Backend::Memory => None,
+        Backend::Redis => Some(shared_redis_url()),
+    };
+    settings.redis_prefix = format!("test:{}:", uuid::Uuid::new_v4());
+    settings.sms_webhook_url = Some(sms.url.parse().unwrap());
+    settings.admin_token = Some(ADMIN_TOKEN.to_owned().into());
+    settings.demo_users = Some(false);
+    settings.argon2_memory_kib = 64;
+    settings.argon2_iterations = 1;
+    settings.jwt_issuer = "https://signin.test".into();
+    settings.jwt_audience = "portal".into();
+    settings
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    let sms = FakeSms::spawn().await;
+    let settings = test_settings(backend, &sms);
+    spawn_with(settings, sms).await
+}
+
+pub async fn spawn_with(settings: Settings, sms: FakeSms) -> TestApp {
+    let clock = Clock::default();
+    let app = Application::build_with_clock(settings.clone(), clock.clone())
+        .await
+        .expect("the app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        clock,
+        sms,
+        settings,
+    }
+}
+
+/// A user created through the admin API, with what a test needs to sign in.
+pub struct TestUser {
+    pub id: String,
+    pub email: String,
+    pub password: String,
+    pub totp: Option<TotpSecret>,
+    pub phone: Option<String>,
+}
+
+#[derive(Default)]
+pub struct UserSpec {
+    pub totp: bool,
+    pub phone: Option<&'static str>,
+    pub force_password_reset: bool,
+}
+
+pub fn fingerprint(user_agent: &str) -> String {
+    base64::engine::general_purpose::STANDARD
+        .encode(json!({ "user_agent": user_agent }).to_string())
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+impl Reply {
+    /// The stable error code of an error envelope.
+    pub fn error(&self) -> &str {
+        self.body["data"]["error"]["code"]
+            .as_str()
+            .unwrap_or("<none>")
+    }
+
+    pub fn workflow(&self) -> &str {
+        self.body["workflow"].as_str().unwrap_or("<none>")
+    }
+
+    /// Every envelope has its five fields, and `code` equals the HTTP status.
+    pub fn assert_envelope(&self) {
+        for field in ["code", "data", "done", "uuid", "workflow"] {
+            assert!(
+                self.body.get(field).is_some(),
+                "envelope lacks `{field}`: {}",
+                self.body
+            );
+        }
+        assert_eq!(
+            self.body["code"],
+            self.status.as_u16(),
+            "code != status: {}",
+            self.body
+        );
+    }
+}
+
+impl TestApp {
+    pub async fn get(&self, path: &str) -> Reply {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .unwrap();
+        reply(response).await
+    }
+
+    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> Reply {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        reply(response).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.post_raw(path, body.to_string()).await
+    }
+
+    pub async fn start(&self) -> String {
+        let reply = self.get("/api/v2/my/signin/wizard").await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        reply.body["uuid"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn signin(&self, uuid: &str, email: &str, password: &str) -> Reply {
+        let body = json!({ "uuid": uuid, "email": email, "password": password, "device_fingerprint": fingerprint("test-agent/1.0") });
+        self.post("/api/v2/my/signin", body).await
+    }
+
+    pub async fn choose(&self, uuid: &str, factor: &str) -> Reply {
+        self.post(
+            "/api/v2/my/signin/2fa",
+            json!({ "uuid": uuid, "type": factor }),
+        )
+        .await
+    }
+
+    pub async fn totp(&self, uuid: &str, code: &str) -> Reply {
+        self.post(
+            "/api/v2/my/2fa/google",
+            json!({ "uuid": uuid, "code": code }),
+        )
+        .await
+    }
+
+    pub async fn sms_code(&self, uuid: &str, code: &str) -> Reply {
+        self.post("/api/v2/my/2fa/sms", json!({ "uuid": uuid, "code": code }))
+            .await
+    }
+
+    /// The code the user's authenticator app shows now (by this app's clock).
+    pub fn totp_now(&self, user: &TestUser) -> String {
+        user.totp
+            .as_ref()
+            .unwrap()
+            .code_at(self.clock.now())
+            .unwrap()
+    }
+
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.address))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn create_user(&self, spec: UserSpec) -> TestUser {
+        let email = format!("user-{}@Example.test", uuid::Uuid::new_v4().simple());
+        let password = format!("pw-{}", uuid::Uuid::new_v4());
+        let totp = spec.totp.then(TotpSecret::generate);
+        let body = json!({
+            "email": email,
+            "password": password,
+            "totp_secret": totp.as_ref().map(|s| s.expose_base32()),
+            "phone": spec.phone,
+            "force_password_reset": spec.force_password_reset,
+        });
+        let (status, created) = self
+            .admin(reqwest::Method::POST, "/api/v2/admin/users", Some(body))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        TestUser {
+            id: created["id"].as_str().unwrap().to_owned(),
+            email,
+            password,
+            totp,
+            phone: spec.phone.map(|p| p.replace([' ', '-'], "")),
+        }
+    }
+
+    /// Verifies an access token against this app's published JWKS.
+    pub async fn verify_access_token(&self, token: &str) -> AccessClaims {
+        let jwks: JwkSet = self
+            .client
+            .get(format!("{}/.well-known/jwks.json", self.address))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let kid = jsonwebtoken::decode_header(token)
+            .unwrap()
+            .kid
+            .expect("tokens name their key");
+        let key = DecodingKey::from_jwk(jwks.find(&kid).expect("the key is published")).unwrap();
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.set_audience(&[&self.settings.jwt_audience]);
+        validation.set_issuer(&[&self.settings.jwt_issuer]);
+        jsonwebtoken::decode::<AccessClaims>(token, &key, &validation)
+            .expect("the token verifies")
+            .claims
+    }
+
+    pub fn advance_clock(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+}
+
+async fn reply(response: reqwest::Response) -> Reply {
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    let body =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+    Reply { status, body }
+}

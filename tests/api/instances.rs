@@ -1,0 +1,56 @@
+//! Several instances sharing one Redis behave as one service.
+
+use crate::helpers::{Backend, FakeSms, UserSpec, spawn_app, spawn_with, test_settings};
+use reqwest::StatusCode;
+
+#[tokio::test]
+async fn a_wizard_started_on_one_instance_finishes_on_another() {
+    let sms = FakeSms::spawn().await;
+    let settings = test_settings(Backend::Redis, &sms);
+    let first = spawn_with(settings.clone(), sms.clone()).await;
+    let second = spawn_with(settings, sms).await;
+
+    let user = first
+        .create_user(UserSpec {
+            totp: true,
+            phone: Some("+15550100900"),
+            ..Default::default()
+        })
+        .await;
+    let uuid = first.start().await;
+    assert_eq!(
+        second
+            .signin(&uuid, &user.email, &user.password)
+            .await
+            .workflow(),
+        "2fa"
+    );
+    assert_eq!(
+        first.choose(&uuid, "google").await.workflow(),
+        "2fa_google_auth"
+    );
+    let reply = second.totp(&uuid, &second.totp_now(&user)).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+
+    // Tokens minted by either instance verify against either instance's JWKS.
+    let token = reply.body["data"]["accessToken"]["token"].as_str().unwrap();
+    assert_eq!(first.verify_access_token(token).await.sub, user.id);
+    let jwks = |app: &crate::helpers::TestApp| {
+        let url = format!("{}/.well-known/jwks.json", app.address);
+        let client = app.client.clone();
+        async move { client.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    assert_eq!(jwks(&first).await, jwks(&second).await);
+}
+
+#[tokio::test]
+async fn separate_stores_do_not_share_wizards() {
+    let first = spawn_app(Backend::Redis).await;
+    let second = spawn_app(Backend::Memory).await;
+    let uuid = first.start().await;
+    let reply = second.choose(&uuid, "sms").await;
+    assert_eq!(
+        (reply.status, reply.error()),
+        (StatusCode::NOT_FOUND, "wizard_not_found")
+    );
+}

@@ -1,0 +1,9 @@
+//! One integration-test binary: every test drives a real server over HTTP.
+
+mod admin;
+mod bad_input;
+mod concurrency;
+mod helpers;
+mod instances;
+mod redis_faults;
+mod signin;

@@ -1,0 +1,75 @@
+//! Redis going away: 503 envelopes, no token, and recovery without a restart.
+
+use crate::helpers::{Backend, FakeSms, RedisServer, UserSpec, spawn_with, test_settings};
+use reqwest::StatusCode;
+
+#[tokio::test]
+async fn redis_down_mid_flow_answers_503_and_recovers_when_it_returns() {
+    let mut redis = RedisServer::spawn();
+    let sms = FakeSms::spawn().await;
+    let mut settings = test_settings(Backend::Redis, &sms);
+    settings.redis_url = Some(redis.url());
+    settings.redis_timeout_ms = 300;
+    let app = spawn_with(settings, sms).await;
+
+    let user = app
+        .create_user(UserSpec {
+            totp: true,
+            ..Default::default()
+        })
+        .await;
+    let uuid = app.start().await;
+    assert_eq!(
+        app.signin(&uuid, &user.email, &user.password)
+            .await
+            .workflow(),
+        "2fa_google_auth"
+    );
+
+    redis.kill();
+    let code = app.totp_now(&user);
+    for reply in [
+        app.totp(&uuid, &code).await,
+        app.get("/api/v2/my/signin/wizard").await,
+    ] {
+        reply.assert_envelope();
+        assert_eq!(
+            (reply.status, reply.error()),
+            (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
+        );
+        assert!(
+            reply.body["data"].get("accessToken").is_none(),
+            "no token without the store"
+        );
+    }
+    let health = app
+        .client
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    // Same port, empty data: the service reconnects by itself.
+    let _redis = RedisServer::spawn_on(redis.port);
+    let mut recovered = false;
+    for _ in 0..50 {
+        let reply = app.get("/api/v2/my/signin/wizard").await;
+        if reply.status == StatusCode::OK {
+            recovered = true;
+            break;
+        }
+        assert_eq!(reply.error(), "store_unavailable");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "the service serves again once Redis is back");
+    // The old wizard died with Redis's memory; a new sign-in works end to end.
+    let reply = app.totp(&uuid, &code).await;
+    assert_eq!(reply.error(), "wizard_not_found");
+    let user = app.create_user(UserSpec::default()).await;
+    let uuid = app.start().await;
+    assert_eq!(
+        app.signin(&uuid, &user.email, &user.password).await.status,
+        StatusCode::ACCEPTED
+    );
+}

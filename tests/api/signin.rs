@@ -1,0 +1,280 @@
+//! Every branch of the wizard, on both stores.
+
+use crate::helpers::{BACKENDS, Backend, TestApp, UserSpec, spawn_app};
+use chrono::{DateTime, Duration};
+use reqwest::StatusCode;
+use serde_json::Value;
+use signin_wizard::credentials::TokenUse;
+
+fn token_lifetime(token: &Value) -> Duration {
+    let at = |field: &str| DateTime::parse_from_rfc3339(token[field].as_str().unwrap()).unwrap();
+    assert!(
+        token["createdAt"].as_str().unwrap().ends_with("+00:00"),
+        "RFC 3339 with offset: {token}"
+    );
+    at("expiresAt") - at("createdAt")
+}
+
+async fn assert_signed_in(app: &TestApp, reply: &crate::helpers::Reply, user_id: &str) {
+    reply.assert_envelope();
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+    assert_eq!(reply.body["done"], true);
+    assert_eq!(reply.workflow(), "Terminate");
+    let data = &reply.body["data"];
+    assert_eq!(data["tfaProviders"], serde_json::json!([]));
+    assert_eq!(token_lifetime(&data["accessToken"]), Duration::minutes(15));
+    assert_eq!(token_lifetime(&data["refreshToken"]), Duration::minutes(60));
+    let access = app
+        .verify_access_token(data["accessToken"]["token"].as_str().unwrap())
+        .await;
+    assert_eq!(access.sub, user_id);
+    assert_eq!(access.token_use, TokenUse::Access);
+    let refresh = app
+        .verify_access_token(data["refreshToken"]["token"].as_str().unwrap())
+        .await;
+    assert_eq!(refresh.token_use, TokenUse::Refresh);
+    assert_eq!(refresh.sid, access.sid, "both tokens belong to one session");
+    assert_ne!(refresh.jti, access.jti);
+}
+
+#[tokio::test]
+async fn start_answers_the_login_step() {
+    for backend in BACKENDS {
+        let app = spawn_app(backend).await;
+        let reply = app.get("/api/v2/my/signin/wizard").await;
+        reply.assert_envelope();
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.workflow(), "login");
+        assert_eq!(reply.body["done"], false);
+        assert_eq!(reply.body["data"]["recaptcha"]["enabled"], false);
+        assert!(reply.body["data"]["is_qr_available"].is_boolean());
+        assert!(reply.body["data"]["is_password_recovery_available"].is_boolean());
+        let uuid = uuid::Uuid::parse_str(reply.body["uuid"].as_str().unwrap()).unwrap();
+        assert_eq!(uuid.get_version_num(), 4);
+    }
+}
+
+#[tokio::test]
+async fn password_only_account_gets_tokens_at_once() {
+    for backend in BACKENDS {
+        let app = spawn_app(backend).await;
+        let user = app.create_user(UserSpec::default()).await;
+        let uuid = app.start().await;
+        // Email matching ignores case.
+        let reply = app
+            .signin(&uuid, &user.email.to_uppercase(), &user.password)
+            .await;
+        assert_signed_in(&app, &reply, &user.id).await;
+    }
+}
+
+#[tokio::test]
+async fn totp_account_signs_in_with_its_authenticator_code() {
+    for backend in BACKENDS {
+        let app = spawn_app(backend).await;
+        let user = app
+            .create_user(UserSpec {
+                totp: true,
+                ..Default::default()
+            })
+            .await;
+        let uuid = app.start().await;
+        let reply = app.signin(&uuid, &user.email, &user.password).await;
+        reply.assert_envelope();
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.workflow(), "2fa_google_auth");
+        assert_eq!(reply.body["data"]["accessToken"], Value::Null);
+        assert_eq!(reply.body["data"]["refreshToken"], Value::Null);
+        assert_eq!(reply.body["data"]["tfaProviders"][0]["name"], "google");
+        assert!(
+            app.sms.messages().is_empty(),
+            "no SMS for an app-only account"
+        );
+
+        let reply = app.totp(&uuid, &app.totp_now(&user)).await;
+        assert_signed_in(&app, &reply, &user.id).await;
+    }
+}
+
+#[tokio::test]
+async fn sms_account_is_sent_a_code_right_after_the_password() {
+    for backend in BACKENDS {
+        let app = spawn_app(backend).await;
+        let user = app
+            .create_user(UserSpec {
+                phone: Some("+1 555-010-0200"),
+                ..Default::default()
+            })
+            .await;
+        let uuid = app.start().await;
+        let reply = app.signin(&uuid, &user.email, &user.password).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        assert_eq!(reply.workflow(), "2fa_sms_auth");
+        assert_eq!(reply.body["data"]["tfaProviders"][0]["name"], "sms");
+
+        let phone = user.phone.as_deref().unwrap();
+        let messages = app.sms.messages();
+        assert_eq!(messages.len(), 1);
+        let code = app.sms.last_code_for(phone).unwrap();
+        assert_eq!(code.len(), 6);
+        assert!(messages[0]["text"].as_str().unwrap().contains(&code));
+
+        let reply = app.sms_code(&uuid, &code).await;
+        assert_signed_in(&app, &reply, &user.id).await;
+    }
+}
+
+#[tokio::test]
+async fn account_with_both_factors_chooses_one() {
+    for backend in BACKENDS {
+        for factor in ["google", "sms"] {
+            let app = spawn_app(backend).await;
+            let user = app
+                .create_user(UserSpec {
+                    totp: true,
+                    phone: Some("+15550100300"),
+                    ..Default::default()
+                })
+                .await;
+            let uuid = app.start().await;
+            let reply = app.signin(&uuid, &user.email, &user.password).await;
+            assert_eq!(reply.workflow(), "2fa", "{}", reply.body);
+            let names: Vec<&str> = reply.body["data"]["tfaProviders"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    assert_eq!(p["enabled"], true);
+                    assert!(p["localizedCaption"].is_string());
+                    p["name"].as_str().unwrap()
+                })
+                .collect();
+            assert_eq!(names, ["google", "sms"]);
+            assert!(app.sms.messages().is_empty(), "no SMS before the choice");
+
+            let reply = app.choose(&uuid, factor).await;
+            reply.assert_envelope();
+            assert_eq!(reply.status, StatusCode::OK);
+            assert_eq!(reply.body["data"], Value::Null);
+            let reply = if factor == "google" {
+                assert_eq!(reply.workflow(), "2fa_google_auth");
+                app.totp(&uuid, &app.totp_now(&user)).await
+            } else {
+                assert_eq!(reply.workflow(), "2fa_sms_auth");
+                let code = app
+                    .sms
+                    .last_code_for(user.phone.as_deref().unwrap())
+                    .unwrap();
+                app.sms_code(&uuid, &code).await
+            };
+            assert_signed_in(&app, &reply, &user.id).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn forced_reset_stops_at_reset_password_email_without_tokens() {
+    for backend in BACKENDS {
+        let app = spawn_app(backend).await;
+        let user = app
+            .create_user(UserSpec {
+                totp: true,
+                force_password_reset: true,
+                ..Default::default()
+            })
+            .await;
+        let uuid = app.start().await;
+        let reply = app.signin(&uuid, &user.email, &user.password).await;
+        reply.assert_envelope();
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.workflow(), "reset_password_email");
+        assert_eq!(reply.body["done"], false);
+        assert_eq!(reply.body["data"]["accessToken"], Value::Null);
+        // No other step can get tokens out of this wizard.
+        let reply = app.totp(&uuid, &app.totp_now(&user)).await;
+        assert_eq!(
+            (reply.status, reply.error()),
+            (StatusCode::CONFLICT, "step_not_allowed")
+        );
+        assert_eq!(reply.workflow(), "reset_password_email");
+    }
+}
+
+#[tokio::test]
+async fn a_completed_wizard_never_mints_tokens_again() {
+    for backend in BACKENDS {
+        let app = spawn_app(backend).await;
+        let user = app
+            .create_user(UserSpec {
+                totp: true,
+                ..Default::default()
+            })
+            .await;
+        let uuid = app.start().await;
+        app.signin(&uuid, &user.email, &user.password).await;
+        let code = app.totp_now(&user);
+        assert_eq!(app.totp(&uuid, &code).await.status, StatusCode::ACCEPTED);
+        for reply in [
+            app.totp(&uuid, &code).await,
+            app.signin(&uuid, &user.email, &user.password).await,
+            app.choose(&uuid, "google").await,
+        ] {
+            reply.assert_envelope();
+            assert_eq!(
+                (reply.status, reply.error()),
+                (StatusCode::CONFLICT, "wizard_completed")
+            );
+            assert_eq!(reply.workflow(), "Terminate");
+            assert_eq!(reply.body["done"], false);
+            assert!(reply.body["data"].get("accessToken").is_none());
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_expired_wizard_answers_410_and_keeps_its_step() {
+    for backend in BACKENDS {
+        let app = spawn_app(backend).await;
+        let user = app
+            .create_user(UserSpec {
+                totp: true,
+                ..Default::default()
+            })
+            .await;
+        let uuid = app.start().await;
+        app.signin(&uuid, &user.email, &user.password).await;
+        app.advance_clock(Duration::seconds(app.settings.wizard_ttl_secs.into()));
+        let reply = app.totp(&uuid, &app.totp_now(&user)).await;
+        reply.assert_envelope();
+        assert_eq!(
+            (reply.status, reply.error()),
+            (StatusCode::GONE, "wizard_expired")
+        );
+        assert_eq!(reply.workflow(), "2fa_google_auth");
+        assert!(reply.body["meta"]["expiresAt"].is_string());
+    }
+}
+
+#[tokio::test]
+async fn an_sms_code_expires_after_its_lifetime() {
+    let app = spawn_app(Backend::Memory).await;
+    let user = app
+        .create_user(UserSpec {
+            phone: Some("+15550100400"),
+            ..Default::default()
+        })
+        .await;
+    let uuid = app.start().await;
+    app.signin(&uuid, &user.email, &user.password).await;
+    let code = app
+        .sms
+        .last_code_for(user.phone.as_deref().unwrap())
+        .unwrap();
+    app.advance_clock(Duration::seconds(app.settings.sms_code_ttl_secs.into()));
+    let reply = app.sms_code(&uuid, &code).await;
+    assert_eq!(
+        (reply.status, reply.error()),
+        (StatusCode::GONE, "code_expired")
+    );
+    assert_eq!(reply.workflow(), "2fa_sms_auth");
+}
