@@ -7,6 +7,8 @@
 
 mod machine;
 mod model;
+#[cfg(test)]
+mod properties;
 
 pub use machine::{Context, Effect, Event, Transition, transition};
 pub use model::{

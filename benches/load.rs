@@ -1,0 +1,268 @@
+//! Load tool: drives complete TOTP sign-ins over real HTTP against an
+//! in-process server, on the embedded store and on a private redis-server,
+//! and prints throughput, per-step latency and Redis commands per sign-in.
+//!
+//!     cargo bench --bench load
+//!     LOAD_SIGNINS=2000 LOAD_CONCURRENCY=64 cargo bench --bench load
+//!
+//! Password hashing uses the production (OWASP) argon2 cost unless
+//! LOAD_CHEAP_ARGON2=1, so sign-in throughput is mostly argon2 throughput.
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use signin_wizard::config::Settings;
+use signin_wizard::credentials::TotpSecret;
+use signin_wizard::startup::Application;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ADMIN_TOKEN: &str = "load-admin-token";
+const USERS: usize = 20;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() -> anyhow::Result<()> {
+    // `cargo bench` passes --bench; this harness has no options of its own.
+    let signins = env_or("LOAD_SIGNINS", 1000);
+    let concurrency = env_or("LOAD_CONCURRENCY", 32);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        println!(
+            "{signins} sign-ins, {concurrency} concurrent clients, {} cores",
+            std::thread::available_parallelism()?
+        );
+        run("embedded", None, signins, concurrency).await?;
+        let redis = PrivateRedis::start()?;
+        run("redis", Some(&redis), signins, concurrency).await
+    })
+}
+
+async fn run(
+    label: &str,
+    redis: Option<&PrivateRedis>,
+    signins: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let mut settings = Settings::from_env()?;
+    settings.bind = "127.0.0.1:0".parse()?;
+    settings.redis_url = redis.map(PrivateRedis::url);
+    settings.admin_token = Some(ADMIN_TOKEN.to_owned().into());
+    settings.demo_users = Some(false);
+    settings.hash_queue = signins; // measure throughput, not shedding
+    if std::env::var("LOAD_CHEAP_ARGON2").is_ok_and(|v| v == "1") {
+        settings.argon2_memory_kib = 64;
+        settings.argon2_iterations = 1;
+    }
+    let app = Application::build(settings).await?;
+    let base = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
+
+    let mut users = Vec::with_capacity(USERS);
+    for i in 0..USERS {
+        let secret = TotpSecret::generate();
+        let email = format!("load-{i}@example.test");
+        let created: Value = client
+            .post(format!("{base}/api/v2/admin/users"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({ "email": email, "password": "load test password", "totp_secret": secret.expose_base32() }))
+            .send()
+            .await?
+            .json()
+            .await?;
+        anyhow::ensure!(
+            created["id"].is_string(),
+            "creating a user failed: {created}"
+        );
+        users.push((email, secret));
+    }
+
+    let commands_before = redis.map(PrivateRedis::commands).transpose()?;
+    let started = Instant::now();
+    let results: Vec<anyhow::Result<[Duration; 3]>> = futures::stream::iter(0..signins)
+        .map(|i| {
+            let (email, secret) = &users[i % USERS];
+            sign_in(&client, &base, email, secret)
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    let commands_after = redis.map(PrivateRedis::commands).transpose()?;
+
+    let mut steps: [Vec<Duration>; 3] = Default::default();
+    for result in results {
+        for (step, took) in result?.into_iter().enumerate() {
+            steps[step].push(took);
+        }
+    }
+    println!(
+        "\n[{label}] {signins} complete sign-ins in {:.2?}: {:.1} sign-ins/s",
+        elapsed,
+        signins as f64 / elapsed.as_secs_f64()
+    );
+    for (name, mut samples) in [
+        "GET  /signin/wizard",
+        "POST /signin (argon2)",
+        "POST /2fa/google",
+    ]
+    .into_iter()
+    .zip(steps)
+    {
+        samples.sort();
+        let pct = |p: f64| samples[((samples.len() - 1) as f64 * p) as usize];
+        println!(
+            "  {name:<24} p50 {:>9.2?}  p90 {:>9.2?}  p99 {:>9.2?}  max {:>9.2?}",
+            pct(0.5),
+            pct(0.9),
+            pct(0.99),
+            pct(1.0)
+        );
+    }
+    if let (Some(before), Some(after)) = (commands_before, commands_after) {
+        let per_signin =
+            |f: fn(&CommandStats) -> u64| (f(&after) - f(&before)) as f64 / signins as f64;
+        println!(
+            "  Redis per sign-in (3 steps): {:.2} round trips, {:.2} commands incl. those inside scripts",
+            per_signin(|c| c.round_trips),
+            per_signin(|c| c.commands),
+        );
+    }
+    Ok(())
+}
+
+async fn sign_in(
+    client: &reqwest::Client,
+    base: &str,
+    email: &str,
+    secret: &TotpSecret,
+) -> anyhow::Result<[Duration; 3]> {
+    let fingerprint = "eyJ1c2VyX2FnZW50IjoibG9hZCJ9";
+    let t = Instant::now();
+    let start: Value = client
+        .get(format!("{base}/api/v2/my/signin/wizard"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let first = t.elapsed();
+    let uuid = start["uuid"].as_str().unwrap_or_default().to_owned();
+
+    let t = Instant::now();
+    let reply: Value = client
+        .post(format!("{base}/api/v2/my/signin"))
+        .json(&json!({ "uuid": uuid, "email": email, "password": "load test password", "device_fingerprint": fingerprint }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let second = t.elapsed();
+    anyhow::ensure!(
+        reply["workflow"] == "2fa_google_auth",
+        "unexpected answer: {reply}"
+    );
+
+    let code = secret.code_at(chrono::Utc::now()).unwrap_or_default();
+    let t = Instant::now();
+    let reply: Value = client
+        .post(format!("{base}/api/v2/my/2fa/google"))
+        .json(&json!({ "uuid": uuid, "code": code }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let third = t.elapsed();
+    anyhow::ensure!(reply["code"] == 202, "sign-in did not complete: {reply}");
+    Ok([first, second, third])
+}
+
+#[derive(Default)]
+struct CommandStats {
+    round_trips: u64,
+    commands: u64,
+}
+
+/// A throw-away redis-server on a free port (killed on drop).
+struct PrivateRedis {
+    port: u16,
+    child: Child,
+}
+
+impl PrivateRedis {
+    fn start() -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()?;
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(Self { port, child });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        anyhow::bail!("redis-server did not start")
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Counts from INFO commandstats. Every request the service sends is
+    /// one script call (EVALSHA/EVAL) or one MULTI..EXEC pipeline, so those
+    /// count round trips; `commands` also counts what scripts run inside.
+    fn commands(&self) -> anyhow::Result<CommandStats> {
+        let client = redis::Client::open(self.url())?;
+        let mut conn = client.get_connection()?;
+        let info: String = redis::cmd("INFO").arg("commandstats").query(&mut conn)?;
+        let mut stats = CommandStats::default();
+        for line in info.lines() {
+            let Some((name, rest)) = line
+                .strip_prefix("cmdstat_")
+                .and_then(|l| l.split_once(':'))
+            else {
+                continue;
+            };
+            let calls: u64 = rest
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("calls="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if name == "info" {
+                continue;
+            }
+            stats.commands += calls;
+            if matches!(name, "evalsha" | "eval" | "exec") {
+                stats.round_trips += calls;
+            }
+        }
+        Ok(stats)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

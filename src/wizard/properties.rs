@@ -1,0 +1,165 @@
+//! Model-based property test: random request sequences against a small
+//! reference model of the B2Core flow.
+
+use super::*;
+use crate::domain::{DeviceFingerprint, OtpCode, PhoneNumber, UserId, WizardId};
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Request {
+    Password { correct: bool },
+    Choose(Factor),
+    Totp { correct: bool },
+    Sms { correct: bool },
+    Wait { secs: i64 },
+}
+
+fn request() -> impl Strategy<Value = Request> {
+    prop_oneof![
+        any::<bool>().prop_map(|correct| Request::Password { correct }),
+        prop_oneof![Just(Factor::Totp), Just(Factor::Sms)].prop_map(Request::Choose),
+        any::<bool>().prop_map(|correct| Request::Totp { correct }),
+        any::<bool>().prop_map(|correct| Request::Sms { correct }),
+        (1i64..400).prop_map(|secs| Request::Wait { secs }),
+    ]
+}
+
+/// The reference: where the flow should be, written as plainly as possible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Model {
+    Login,
+    Choose,
+    Totp,
+    Sms { sent_at: i64 },
+    Reset,
+    Done,
+}
+
+const TTL: i64 = 600;
+const SMS_TTL: i64 = 300;
+const RIGHT: [u8; 32] = [1; 32];
+const WRONG: [u8; 32] = [2; 32];
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .unwrap_or_default()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn tokens_only_after_every_required_factor(
+        totp in any::<bool>(),
+        sms in any::<bool>(),
+        reset in any::<bool>(),
+        requests in proptest::collection::vec(request(), 1..25),
+    ) {
+        let account = Account {
+            id: UserId::random(),
+            totp,
+            phone: sms.then(|| PhoneNumber::parse("+15550001111").unwrap()),
+            must_reset_password: reset,
+        };
+        let fingerprint = DeviceFingerprint::parse("eyJ1c2VyX2FnZW50IjoicCJ9").unwrap();
+        let mut wizard = Wizard::start(WizardId::random(), t0(), Duration::seconds(TTL));
+        let mut model = Model::Login;
+        let mut elapsed = 0i64;
+        let mut tokens_issued = 0;
+
+        for request in requests {
+            let event = match &request {
+                Request::Wait { secs } => { elapsed += secs; continue; }
+                Request::Password { correct } => Event::Credentials {
+                    account: correct.then(|| account.clone()),
+                    fingerprint: fingerprint.clone(),
+                },
+                Request::Choose(factor) => Event::ChooseFactor { factor: *factor, account: account.clone() },
+                Request::Totp { correct } => Event::TotpCode { accepted: *correct },
+                Request::Sms { correct } => Event::SmsCode {
+                    digest: CodeDigest::new(if *correct { RIGHT } else { WRONG }),
+                },
+            };
+            let ctx = Context {
+                now: t0() + Duration::seconds(elapsed),
+                sms_code_ttl: Duration::seconds(SMS_TTL),
+                fresh_sms: FreshSmsCode { code: OtpCode::parse("123456").unwrap(), digest: CodeDigest::new(RIGHT) },
+            };
+            let expected = expect(model, &request, elapsed, totp, sms, reset);
+            match (transition(&wizard, event, &ctx), expected) {
+                (Ok(t), Ok(next)) => {
+                    let issued = t.effects.iter().filter(|e| matches!(e, Effect::IssueTokens { .. })).count();
+                    let sent = t.effects.iter().filter(|e| matches!(e, Effect::SendSms { .. })).count();
+                    prop_assert_eq!(issued, usize::from(next == Model::Done));
+                    prop_assert_eq!(sent, usize::from(matches!(next, Model::Sms { .. })));
+                    tokens_issued += issued;
+                    wizard = t.wizard;
+                    model = next;
+                }
+                (Err(got), Err(want)) => prop_assert_eq!(got, want, "after {:?} in {:?}", request, model),
+                (got, want) => prop_assert!(false, "{:?} in {:?}: got {:?}, model says {:?}", request, model, got.map(|t| t.wizard.step), want),
+            }
+            prop_assert_eq!(wizard.workflow(), workflow_of(model));
+        }
+        prop_assert!(tokens_issued <= 1, "one wizard, at most one token pair");
+    }
+}
+
+fn expect(
+    model: Model,
+    request: &Request,
+    elapsed: i64,
+    totp: bool,
+    sms: bool,
+    reset: bool,
+) -> Result<Model, Rejection> {
+    if model == Model::Done {
+        return Err(Rejection::Completed);
+    }
+    if elapsed >= TTL {
+        return Err(Rejection::Expired);
+    }
+    let sms_step = Model::Sms { sent_at: elapsed };
+    match (model, request) {
+        (Model::Login, Request::Password { correct: false }) => Err(Rejection::InvalidCredentials),
+        (Model::Login, Request::Password { correct: true }) => Ok(match (reset, totp, sms) {
+            (true, _, _) => Model::Reset,
+            (false, true, true) => Model::Choose,
+            (false, true, false) => Model::Totp,
+            (false, false, true) => sms_step,
+            (false, false, false) => Model::Done,
+        }),
+        (Model::Choose, Request::Choose(Factor::Totp)) => Ok(Model::Totp),
+        (Model::Choose, Request::Choose(Factor::Sms)) => Ok(sms_step),
+        (Model::Totp, Request::Totp { correct }) => {
+            if *correct {
+                Ok(Model::Done)
+            } else {
+                Err(Rejection::InvalidCode)
+            }
+        }
+        (Model::Sms { sent_at }, Request::Sms { correct }) => {
+            if elapsed - sent_at >= SMS_TTL {
+                Err(Rejection::CodeExpired)
+            } else if *correct {
+                Ok(Model::Done)
+            } else {
+                Err(Rejection::InvalidCode)
+            }
+        }
+        _ => Err(Rejection::StepNotAllowed),
+    }
+}
+
+fn workflow_of(model: Model) -> Workflow {
+    match model {
+        Model::Login => Workflow::Login,
+        Model::Choose => Workflow::ChooseFactor,
+        Model::Totp => Workflow::TotpCode,
+        Model::Sms { .. } => Workflow::SmsCode,
+        Model::Reset => Workflow::ResetPassword,
+        Model::Done => Workflow::Terminate,
+    }
+}
