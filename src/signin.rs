@@ -87,19 +87,8 @@ impl<E: Into<SignInError>> From<E> for Failure {
     }
 }
 
+/// The sign-in service; built once in `startup` and shared by all workers.
 pub struct SignIn {
-    store: Arc<dyn Store>,
-    passwords: Arc<PasswordHasher>,
-    sms_codes: SmsCodes,
-    sms: SmsGateway,
-    tokens: Arc<TokenIssuer>,
-    clock: Clock,
-    wizard_ttl: Duration,
-    sms_code_ttl: Duration,
-}
-
-/// The parts a [`SignIn`] is built from (see `startup`).
-pub struct SignInParts {
     pub store: Arc<dyn Store>,
     pub passwords: Arc<PasswordHasher>,
     pub sms_codes: SmsCodes,
@@ -111,19 +100,6 @@ pub struct SignInParts {
 }
 
 impl SignIn {
-    pub fn new(p: SignInParts) -> Self {
-        Self {
-            store: p.store,
-            passwords: p.passwords,
-            sms_codes: p.sms_codes,
-            sms: p.sms,
-            tokens: p.tokens,
-            clock: p.clock,
-            wizard_ttl: p.wizard_ttl,
-            sms_code_ttl: p.sms_code_ttl,
-        }
-    }
-
     #[tracing::instrument(skip_all, fields(wizard_id))]
     pub async fn start(&self) -> Result<Wizard, Failure> {
         let wizard = Wizard::start(WizardId::random(), self.clock.now(), self.wizard_ttl);

@@ -6,7 +6,7 @@ use crate::credentials::{Keyring, PasswordHasher, SmsCodes, TokenIssuer};
 use crate::delivery::SmsGateway;
 use crate::demo::{self, DemoAccount};
 use crate::http::{self, AdminApi};
-use crate::signin::{SignIn, SignInParts};
+use crate::signin::SignIn;
 use crate::store::{MemoryStore, RedisStore, RedisStoreConfig, Store};
 use actix_web::dev::Server;
 use actix_web::middleware::Logger;
@@ -56,7 +56,7 @@ impl Application {
             Some(url) => SmsGateway::webhook(url.clone(), SMS_TIMEOUT)?,
             None => SmsGateway::Log,
         };
-        let signin = web::Data::new(SignIn::new(SignInParts {
+        let signin = web::Data::new(SignIn {
             store: Arc::clone(&store),
             passwords: Arc::clone(&passwords),
             sms_codes: SmsCodes::new(&keyring.code_pepper()?)?,
@@ -65,7 +65,7 @@ impl Application {
             clock,
             wizard_ttl: settings.wizard_ttl(),
             sms_code_ttl: settings.sms_code_ttl(),
-        }));
+        });
 
         // The embedded store can only be reached through this process, so an
         // operator needs the admin API: make a token if none was configured.

@@ -11,4 +11,4 @@ pub use keyring::Keyring;
 pub use password::{HashError, PasswordHash, PasswordHasher, PasswordPolicy};
 pub use sms_code::SmsCodes;
 pub use tokens::{AccessClaims, IssuedToken, TokenIssuer, TokenPair, TokenSettings, TokenUse};
-pub use totp::{TotpSecret, current_code};
+pub use totp::TotpSecret;

@@ -63,11 +63,6 @@ impl TotpSecret {
     }
 }
 
-/// The current code for a base32 secret: what `signin-wizard totp-code` prints.
-pub fn current_code(secret: &TotpSecret) -> Option<String> {
-    secret.code_at(Utc::now())
-}
-
 impl TryFrom<String> for TotpSecret {
     type Error = crate::domain::ParseError;
     fn try_from(value: String) -> Result<Self, Self::Error> {

@@ -54,6 +54,15 @@ impl AdminApi {
             ))
         }
     }
+
+    async fn existing(&self, id: &str) -> Result<User, AdminError> {
+        let id = UserId::parse(id).map_err(|_| not_found())?;
+        self.store
+            .user(id)
+            .await
+            .map_err(|e| AdminError(store_error(&e)))?
+            .ok_or_else(not_found)
+    }
 }
 
 /// Admin answers are plain JSON: `{"error": {"code", "message"}}` on failure.
@@ -119,17 +128,6 @@ fn hash_error(e: HashError) -> AdminError {
             tracing::error!(error = ?e, "password hashing failed");
             AdminError::new(ErrorKind::Internal, "something went wrong on our side")
         }
-    }
-}
-
-impl AdminApi {
-    async fn existing(&self, id: &str) -> Result<User, AdminError> {
-        let id = UserId::parse(id).map_err(|_| not_found())?;
-        self.store
-            .user(id)
-            .await
-            .map_err(|e| AdminError(store_error(&e)))?
-            .ok_or_else(not_found)
     }
 }
 
