@@ -1,6 +1,6 @@
 //! The one place the service reads the time, so tests can move it.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -20,4 +20,9 @@ impl Clock {
         self.offset_ms
             .fetch_add(by.num_milliseconds(), Ordering::Relaxed);
     }
+}
+
+/// RFC 3339 in whole seconds with an explicit `+00:00` offset, as B2Core writes it.
+pub fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, false)
 }

@@ -46,7 +46,7 @@ pub async fn create(
             phone: sms.then(|| phone.clone()),
             force_password_reset,
         };
-        users::register(store, passwords, new)
+        upsert(store, passwords, new)
             .await
             .with_context(|| format!("creating demo account {email}"))?;
         accounts.push(DemoAccount {
@@ -57,6 +57,21 @@ pub async fn create(
         });
     }
     Ok(accounts)
+}
+
+/// Creates the account, or resets it to `new` when a previous start (on a
+/// shared store) already made it, so the printed password is always right.
+async fn upsert(store: &dyn Store, passwords: &PasswordHasher, new: NewUser) -> anyhow::Result<()> {
+    let Some(mut existing) = store.user_by_email(&new.email).await? else {
+        users::register(store, passwords, new).await?;
+        return Ok(());
+    };
+    existing.password_hash = passwords.hash(&new.password).await?;
+    existing.totp_secret = new.totp_secret;
+    existing.phone = new.phone;
+    existing.force_password_reset = new.force_password_reset;
+    store.update_user(&existing).await?;
+    Ok(())
 }
 
 fn random_password() -> String {

@@ -8,7 +8,7 @@ use crate::domain::{DeviceFingerprint, Email, OtpCode, Password, UserId, WizardI
 use crate::store::{Loaded, Store, StoreError, Versioned};
 use crate::users::User;
 use crate::wizard::{
-    Action, Context, Effect, Event, Factor, Rejection, Transition, Wizard, transition,
+    Action, Context, Effect, Event, Factor, Rejection, Step, Transition, Wizard, transition,
 };
 use chrono::{DateTime, Duration, Utc};
 use std::sync::Arc;
@@ -201,6 +201,10 @@ impl SignIn {
         wizard
             .admits(action, now)
             .map_err(|r| in_context(r.into()))?;
+        if wizard.user().is_some() && user.is_none() {
+            // The account was deleted mid-flow: nothing more may come of this wizard.
+            return Err(in_context(Rejection::InvalidCredentials.into()));
+        }
         let event = verify(&wizard, user.as_ref()).await.map_err(in_context)?;
         let ctx = Context {
             now,
@@ -214,7 +218,15 @@ impl SignIn {
 
         match self.store.replace_wizard(version, &next).await {
             Ok(true) => {}
-            Ok(false) => return Err(in_context(SignInError::Conflict)),
+            Ok(false) => {
+                // Report where the winning request left the wizard, not what we loaded.
+                let current = self.describe(id).await;
+                return Err(Failure {
+                    error: SignInError::Conflict,
+                    id: Some(id),
+                    wizard: current,
+                });
+            }
             Err(e) => return Err(in_context(e.into())),
         }
 
@@ -233,8 +245,11 @@ impl SignIn {
                 }
             }
         }
-        let factors = match (&tokens, user) {
-            (None, Some(user)) => user.account().factors(),
+        let factors = match (&next.step, user) {
+            (
+                Step::ChooseFactor { .. } | Step::TotpCode { .. } | Step::SmsCode { .. },
+                Some(user),
+            ) => user.account().factors(),
             _ => Vec::new(),
         };
         Ok(Outcome {

@@ -80,7 +80,8 @@ pub struct UserView {
     pub totp_enabled: bool,
     pub phone: Option<PhoneNumber>,
     pub force_password_reset: bool,
-    pub created_at: DateTime<Utc>,
+    /// RFC 3339, whole seconds.
+    pub created_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub otpauth_uri: Option<String>,
 }
@@ -94,7 +95,7 @@ impl User {
             totp_enabled: self.totp_secret.is_some(),
             phone: self.phone.clone(),
             force_password_reset: self.force_password_reset,
-            created_at: self.created_at,
+            created_at: crate::clock::rfc3339(self.created_at),
             otpauth_uri: totp_issuer.and_then(|issuer| {
                 self.totp_secret
                     .as_ref()?

@@ -1,8 +1,8 @@
+pub use crate::clock::rfc3339;
 use crate::domain::WizardId;
 use crate::wizard::{Wizard, Workflow};
 use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
-use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 /// The one response shape of every wizard endpoint, success or error.
@@ -53,9 +53,4 @@ impl<D: Serialize> Envelope<D> {
             .insert_header(("Cache-Control", "no-store"))
             .json(self)
     }
-}
-
-/// RFC 3339 with an explicit `+00:00` offset, as B2Core writes it.
-pub fn rfc3339(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Secs, false)
 }

@@ -11,6 +11,7 @@ pub use admin::AdminApi;
 pub use envelope::Envelope;
 pub use error::{ApiError, ErrorKind};
 
+use actix_web::middleware::DefaultHeaders;
 use actix_web::web;
 
 /// Every route the service answers.
@@ -28,6 +29,8 @@ pub fn routes(cfg: &mut web::ServiceConfig, admin_enabled: bool) {
     if admin_enabled {
         cfg.service(
             web::scope("/api/v2/admin")
+                // Answers can carry an otpauth:// URI, which holds a TOTP secret.
+                .wrap(DefaultHeaders::new().add(("Cache-Control", "no-store")))
                 .route("/users", web::post().to(admin::create_user))
                 .route("/users/{id}", web::get().to(admin::get_user))
                 .route("/users/{id}", web::patch().to(admin::update_user))

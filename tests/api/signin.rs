@@ -5,6 +5,7 @@ use chrono::{DateTime, Duration};
 use reqwest::StatusCode;
 use serde_json::Value;
 use signin_wizard::credentials::TokenUse;
+use signin_wizard::startup::Application;
 
 fn token_lifetime(token: &Value) -> Duration {
     let at = |field: &str| DateTime::parse_from_rfc3339(token[field].as_str().unwrap()).unwrap();
@@ -277,4 +278,70 @@ async fn an_sms_code_expires_after_its_lifetime() {
         (StatusCode::GONE, "code_expired")
     );
     assert_eq!(reply.workflow(), "2fa_sms_auth");
+}
+
+#[tokio::test]
+async fn an_account_deleted_mid_flow_gets_no_tokens() {
+    for backend in BACKENDS {
+        let app = spawn_app(backend).await;
+        let user = app
+            .create_user(UserSpec {
+                phone: Some("+15550101100"),
+                ..Default::default()
+            })
+            .await;
+        let uuid = app.start().await;
+        app.signin(&uuid, &user.email, &user.password).await;
+        let code = app
+            .sms
+            .last_code_for(user.phone.as_deref().unwrap())
+            .unwrap();
+        let (status, _) = app
+            .admin(
+                reqwest::Method::DELETE,
+                &format!("/api/v2/admin/users/{}", user.id),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let reply = app.sms_code(&uuid, &code).await;
+        assert_eq!(
+            (reply.status, reply.error()),
+            (StatusCode::UNAUTHORIZED, "invalid_credentials")
+        );
+        assert_eq!(reply.workflow(), "2fa_sms_auth");
+    }
+}
+
+#[tokio::test]
+async fn demo_accounts_survive_a_restart_on_a_shared_redis() {
+    let sms = crate::helpers::FakeSms::spawn().await;
+    let mut settings = crate::helpers::test_settings(Backend::Redis, &sms);
+    settings.demo_users = Some(true);
+    let first = Application::build(settings.clone()).await.unwrap();
+    let address = format!("http://127.0.0.1:{}", first.port());
+    tokio::spawn(first.run_until_stopped());
+    // A second instance on the same Redis starts too, and resets the accounts.
+    let second = Application::build(settings.clone())
+        .await
+        .expect("a second start on the same Redis");
+    let account = &second.welcome().demo_accounts[3];
+    assert_eq!(account.email.as_str(), "plain@demo.test");
+
+    let app = TestApp {
+        address,
+        client: reqwest::Client::new(),
+        clock: Default::default(),
+        sms,
+        settings,
+    };
+    let uuid = app.start().await;
+    let reply = app
+        .signin(&uuid, account.email.as_str(), &account.password)
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::ACCEPTED,
+        "the password printed last is the one that works"
+    );
 }
