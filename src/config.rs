@@ -2,6 +2,7 @@
 //! (each also a `serve` flag; `signin-wizard serve --help` lists them).
 
 use crate::credentials::{PasswordPolicy, TokenSettings};
+use crate::policy::Policy;
 use clap::Args;
 use secrecy::SecretString;
 use std::net::SocketAddr;
@@ -26,9 +27,33 @@ pub struct Settings {
     #[arg(long, env = "WIZARD_REDIS_TIMEOUT_MS", default_value_t = 1000)]
     pub redis_timeout_ms: u64,
 
-    /// Absolute lifetime of a sign-in wizard, in seconds.
-    #[arg(long, env = "WIZARD_TTL_SECS", default_value_t = 600, value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    /// Absolute lifetime of a sign-in wizard, in seconds (start-up value; see the settings API).
+    #[arg(long, env = "WIZARD_TTL_SECS", default_value_t = 600, value_parser = clap::value_parser!(u32).range(30..=86_400))]
     pub wizard_ttl_secs: u32,
+
+    /// Failed password/code submissions per account within the window before it is blocked.
+    #[arg(long, env = "WIZARD_LOCKOUT_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub lockout_max_attempts: u32,
+
+    /// The window over which failures are counted, in seconds.
+    #[arg(long, env = "WIZARD_LOCKOUT_WINDOW_SECS", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    pub lockout_window_secs: u32,
+
+    /// How long a blocked account stays blocked, in seconds.
+    #[arg(long, env = "WIZARD_LOCKOUT_BLOCK_SECS", default_value_t = 600, value_parser = clap::value_parser!(u32).range(1..=604_800))]
+    pub lockout_block_secs: u32,
+
+    /// Codes (TOTP or SMS) one wizard may try before it is closed.
+    #[arg(long, env = "WIZARD_CODE_ATTEMPTS_PER_WIZARD", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub code_attempts_per_wizard: u32,
+
+    /// Requests per minute per client IP on /api/v2/my/*; 0 turns the limit off.
+    #[arg(long, env = "WIZARD_IP_LIMIT_PER_MINUTE", default_value_t = 120)]
+    pub ip_limit_per_minute: u32,
+
+    /// Peers (comma-separated IPs) whose X-Forwarded-For is believed.
+    #[arg(long, env = "WIZARD_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 
     /// Lifetime of an SMS code, in seconds.
     #[arg(long, env = "WIZARD_SMS_CODE_TTL_SECS", default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=3600))]
@@ -100,8 +125,16 @@ impl Settings {
         <Only as clap::Parser>::try_parse_from(["signin-wizard"]).map(|o| o.settings)
     }
 
-    pub fn wizard_ttl(&self) -> chrono::Duration {
-        chrono::Duration::seconds(self.wizard_ttl_secs.into())
+    /// The runtime policy until an admin changes it through the settings API.
+    pub fn initial_policy(&self) -> Policy {
+        Policy {
+            max_attempts: self.lockout_max_attempts,
+            attempts_window_secs: self.lockout_window_secs,
+            block_secs: self.lockout_block_secs,
+            wizard_ttl_secs: self.wizard_ttl_secs,
+            ip_limit_per_minute: self.ip_limit_per_minute,
+            recaptcha_enabled: false,
+        }
     }
 
     pub fn sms_code_ttl(&self) -> chrono::Duration {

@@ -12,6 +12,8 @@ pub mod delivery;
 pub mod demo;
 pub mod domain;
 pub mod http;
+pub mod lockout;
+pub mod policy;
 pub mod signin;
 pub mod startup;
 pub mod store;

@@ -5,10 +5,13 @@ use crate::clock::Clock;
 use crate::credentials::{HashError, PasswordHasher, SmsCodes, TokenIssuer, TokenPair};
 use crate::delivery::{DeliveryError, SmsGateway};
 use crate::domain::{DeviceFingerprint, Email, OtpCode, Password, UserId, WizardId};
-use crate::store::{Loaded, Store, StoreError, Versioned};
+use crate::lockout::{Admission, AttemptKey, Gate, Limits};
+use crate::policy::LivePolicy;
+use crate::store::{Loaded, Replaced, Settle, Store, StoreError, Versioned};
 use crate::users::User;
 use crate::wizard::{
-    Action, Context, Effect, Event, Factor, Rejection, Step, Transition, Wizard, transition,
+    Action, Context, Effect, Event, Factor, Rejection, Step, Transition, Wizard, Workflow,
+    transition,
 };
 use chrono::{DateTime, Duration, Utc};
 use std::sync::Arc;
@@ -41,6 +44,10 @@ pub enum SignInError {
     Conflict,
     #[error("the service is busy; retry shortly")]
     Overloaded,
+    #[error("too many failed attempts; try again later")]
+    TooManyAttempts { retry_after: u64 },
+    #[error("too many wrong codes for this sign-in; start a new one")]
+    WizardClosed,
     #[error(transparent)]
     SmsDelivery(#[from] DeliveryError),
     #[error(transparent)]
@@ -95,14 +102,17 @@ pub struct SignIn {
     pub sms: SmsGateway,
     pub tokens: Arc<TokenIssuer>,
     pub clock: Clock,
-    pub wizard_ttl: Duration,
+    pub policy: Arc<LivePolicy>,
+    /// Codes one wizard may try before it is closed.
+    pub codes_per_wizard: u32,
     pub sms_code_ttl: Duration,
 }
 
 impl SignIn {
     #[tracing::instrument(skip_all, fields(wizard_id))]
     pub async fn start(&self) -> Result<Wizard, Failure> {
-        let wizard = Wizard::start(WizardId::random(), self.clock.now(), self.wizard_ttl);
+        let ttl = self.policy.get().wizard_ttl();
+        let wizard = Wizard::start(WizardId::random(), self.clock.now(), ttl);
         tracing::Span::current().record("wizard_id", tracing::field::display(wizard.id));
         self.store.insert_wizard(&wizard).await?;
         Ok(wizard)
@@ -111,7 +121,7 @@ impl SignIn {
     /// The wizard as it stands, to give an error its context; `None` when
     /// it cannot be read (the error is then answered without context).
     pub async fn describe(&self, id: WizardId) -> Option<Wizard> {
-        match self.store.load_wizard(id, None).await {
+        match self.store.load_wizard(id, None, None).await {
             Ok(loaded) => loaded.map(|l| l.wizard.wizard),
             Err(_) => None,
         }
@@ -134,7 +144,8 @@ impl SignIn {
             Ok(Event::Credentials {
                 account,
                 fingerprint,
-            })
+            }
+            .into())
         })
         .await
     }
@@ -145,7 +156,8 @@ impl SignIn {
             Ok(Event::ChooseFactor {
                 factor,
                 account: bound(user)?.account(),
-            })
+            }
+            .into())
         })
         .await
     }
@@ -154,11 +166,14 @@ impl SignIn {
     pub async fn totp_code(&self, id: WizardId, code: OtpCode) -> Result<Outcome, Failure> {
         let now = self.clock.now();
         self.step(id, None, Action::TotpCode, async |_, user| {
-            let accepted = bound(user)?
-                .totp_secret
-                .as_ref()
-                .is_some_and(|s| s.verify(&code, now));
-            Ok(Event::TotpCode { accepted })
+            let user = bound(user)?;
+            let step = user.totp_secret.as_ref().and_then(|s| s.verify(&code, now));
+            Ok(Checked {
+                event: Event::TotpCode {
+                    accepted: step.is_some(),
+                },
+                totp_step: step.map(|step| (user.id, step)),
+            })
         })
         .await
     }
@@ -168,27 +183,54 @@ impl SignIn {
         self.step(id, None, Action::SmsCode, async |wizard, _| {
             Ok(Event::SmsCode {
                 digest: self.sms_codes.digest(wizard.id, &code),
-            })
+            }
+            .into())
         })
         .await
     }
 
-    /// One wizard step: two store round trips (load, compare-and-set) plus
-    /// whatever the effects need.
+    /// What `action` asks of the attempt counters (see `lockout`).
+    fn gate(&self, action: Action, now: DateTime<Utc>) -> Gate {
+        let policy = self.policy.get();
+        let (step, take, code) = match action {
+            Action::Credentials => (Workflow::Login, true, false),
+            Action::ChooseFactor => (Workflow::ChooseFactor, false, false),
+            Action::TotpCode => (Workflow::TotpCode, true, true),
+            Action::SmsCode => (Workflow::SmsCode, true, true),
+        };
+        let limits = Limits {
+            now,
+            max_attempts: policy.max_attempts,
+            window: policy.attempts_window(),
+            block: policy.block(),
+            codes_per_wizard: self.codes_per_wizard,
+        };
+        Gate {
+            step,
+            take,
+            code,
+            limits,
+        }
+    }
+
+    /// One wizard step: two store round trips (load with the attempt gate,
+    /// compare-and-set) plus whatever the effects need.
     async fn step(
         &self,
         id: WizardId,
         email: Option<&Email>,
         action: Action,
-        verify: impl AsyncFnOnce(&Wizard, Option<&User>) -> Result<Event, SignInError>,
+        verify: impl AsyncFnOnce(&Wizard, Option<&User>) -> Result<Checked, SignInError>,
     ) -> Result<Outcome, Failure> {
         let now = self.clock.now();
+        let gate = self.gate(action, now);
         let Loaded {
             wizard: Versioned { version, wizard },
             user,
+            admission,
         } = self
             .store
-            .load_wizard(id, email)
+            .load_wizard(id, email, Some(&gate))
             .await
             .map_err(|e| Failure::about(id, e))?
             .ok_or_else(|| Failure::about(id, SignInError::NotFound))?;
@@ -205,7 +247,35 @@ impl SignIn {
             // The account was deleted mid-flow: nothing more may come of this wizard.
             return Err(in_context(Rejection::InvalidCredentials.into()));
         }
-        let event = verify(&wizard, user.as_ref()).await.map_err(in_context)?;
+        let attempt = match admission {
+            Admission::Blocked { until } => return Err(in_context(blocked(until, now))),
+            Admission::WizardClosed => return Err(in_context(SignInError::WizardClosed)),
+            Admission::Admitted { attempt } => attempt,
+            Admission::Unchecked => 0,
+        };
+        let key = match (&user, email) {
+            (Some(user), _) => Some(AttemptKey::User(user.id)),
+            (None, Some(email)) => Some(AttemptKey::Email(email.clone())),
+            (None, None) => None,
+        };
+        // A failed check that used the last attempt of the window blocks the
+        // account from now on; this answer is still the plain failure.
+        let failed = async |rejection: Rejection| -> SignInError {
+            let is_guess = matches!(
+                rejection,
+                Rejection::InvalidCredentials | Rejection::InvalidCode
+            );
+            let last_attempt = is_guess && gate.take && attempt >= gate.limits.max_attempts;
+            if let Some(key) = key.as_ref().filter(|_| last_attempt)
+                && let Err(e) = self.store.block(key, now + gate.limits.block).await
+            {
+                return e.into();
+            }
+            rejection.into()
+        };
+
+        let Checked { event, totp_step } =
+            verify(&wizard, user.as_ref()).await.map_err(in_context)?;
         let ctx = Context {
             now,
             sms_code_ttl: self.sms_code_ttl,
@@ -214,11 +284,21 @@ impl SignIn {
         let Transition {
             wizard: next,
             effects,
-        } = transition(&wizard, event, &ctx).map_err(|r| in_context(r.into()))?;
+        } = match transition(&wizard, event, &ctx) {
+            Ok(transition) => transition,
+            Err(rejection) => return Err(in_context(failed(rejection).await)),
+        };
 
-        match self.store.replace_wizard(version, &next).await {
-            Ok(true) => {}
-            Ok(false) => {
+        let settle = Settle {
+            clear_attempts: key.clone().filter(|_| gate.take),
+            totp_step,
+        };
+        match self.store.replace_wizard(version, &next, &settle).await {
+            Ok(Replaced::Done) => {}
+            Ok(Replaced::TotpReplayed) => {
+                return Err(in_context(failed(Rejection::InvalidCode).await));
+            }
+            Ok(Replaced::Lost) => {
                 // Report where the winning request left the wizard, not what we loaded.
                 let current = self.describe(id).await;
                 return Err(Failure {
@@ -261,9 +341,13 @@ impl SignIn {
 
     /// Undoes a saved step whose side effect failed, so the client can retry it.
     async fn roll_back(&self, saved_version: u64, previous: &Wizard) {
-        match self.store.replace_wizard(saved_version, previous).await {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!("wizard moved on before it could be rolled back"),
+        match self
+            .store
+            .replace_wizard(saved_version, previous, &Settle::default())
+            .await
+        {
+            Ok(Replaced::Done) => {}
+            Ok(_) => tracing::warn!("wizard moved on before it could be rolled back"),
             Err(e) => tracing::error!(error = %e, "could not roll the wizard back"),
         }
     }
@@ -279,6 +363,30 @@ impl SignIn {
             .await
             .map_err(anyhow::Error::from)??;
         Ok(pair)
+    }
+}
+
+/// A verdict from the edges, plus the TOTP step to record if it succeeds.
+struct Checked {
+    event: Event,
+    totp_step: Option<(UserId, u64)>,
+}
+
+impl From<Event> for Checked {
+    fn from(event: Event) -> Self {
+        Checked {
+            event,
+            totp_step: None,
+        }
+    }
+}
+
+/// The answer for a blocked account: how long until a retry can succeed,
+/// in whole seconds rounded up.
+fn blocked(until: DateTime<Utc>, now: DateTime<Utc>) -> SignInError {
+    let millis = u64::try_from((until - now).num_milliseconds()).unwrap_or(0);
+    SignInError::TooManyAttempts {
+        retry_after: millis.div_ceil(1000),
     }
 }
 

@@ -5,7 +5,8 @@ use crate::config::Settings;
 use crate::credentials::{Keyring, PasswordHasher, SmsCodes, TokenIssuer};
 use crate::delivery::SmsGateway;
 use crate::demo::{self, DemoAccount};
-use crate::http::{self, AdminApi};
+use crate::http::{self, AdminApi, AdminParts};
+use crate::policy::LivePolicy;
 use crate::signin::SignIn;
 use crate::store::{MemoryStore, RedisStore, RedisStoreConfig, Store};
 use actix_web::dev::Server;
@@ -52,6 +53,8 @@ impl Application {
             )
             .await?,
         );
+        let policy = Arc::new(LivePolicy::load(store.clone(), settings.initial_policy()).await?);
+        tokio::spawn(Arc::clone(&policy).keep_fresh());
         let sms = match &settings.sms_webhook_url {
             Some(url) => SmsGateway::webhook(url.clone(), SMS_TIMEOUT)?,
             None => SmsGateway::Log,
@@ -63,7 +66,8 @@ impl Application {
             sms,
             tokens: Arc::clone(&tokens),
             clock,
-            wizard_ttl: settings.wizard_ttl(),
+            policy: Arc::clone(&policy),
+            codes_per_wizard: settings.code_attempts_per_wizard,
             sms_code_ttl: settings.sms_code_ttl(),
         });
 
@@ -78,9 +82,13 @@ impl Application {
             .map(|token| {
                 web::Data::new(AdminApi::new(
                     token,
-                    Arc::clone(&store),
-                    Arc::clone(&passwords),
-                    settings.jwt_issuer.clone(),
+                    AdminParts {
+                        store: Arc::clone(&store),
+                        passwords: Arc::clone(&passwords),
+                        policy: Arc::clone(&policy),
+                        recaptcha_configured: false,
+                        totp_issuer: settings.jwt_issuer.clone(),
+                    },
                 ))
             });
         let demo_accounts = if settings.demo_users() {

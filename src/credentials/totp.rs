@@ -1,7 +1,11 @@
 use crate::domain::OtpCode;
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
+use subtle::ConstantTimeEq;
 use totp_rs::{Builder, Secret, Totp};
+
+/// RFC 6238's time step, which every authenticator app uses.
+const STEP_SECS: u64 = 30;
 
 /// An authenticator-app secret (RFC 6238: SHA-1, 6 digits, 30 s steps),
 /// kept in its base32 form. At least 128 bits, as RFC 4226 asks.
@@ -31,12 +35,21 @@ impl TotpSecret {
         self.0.expose_secret()
     }
 
-    /// Accepts a code for the current 30 s step or one step either side (clock skew).
-    pub fn verify(&self, code: &OtpCode, now: DateTime<Utc>) -> bool {
-        match (self.totp(None), u64::try_from(now.timestamp())) {
-            (Ok(totp), Ok(time)) => totp.check(code.expose(), time).is_some(),
-            _ => false,
+    /// Checks a code against the current 30 s step and one step either side
+    /// (clock skew). Returns the matching step, the latest if several match,
+    /// so the caller can refuse it next time (RFC 6238 §5.2).
+    pub fn verify(&self, code: &OtpCode, now: DateTime<Utc>) -> Option<u64> {
+        let totp = self.totp(None).ok()?;
+        let current = u64::try_from(now.timestamp()).ok()? / STEP_SECS;
+        let mut matched = None;
+        // Every candidate is compared, so timing does not tell which step matched.
+        for step in current.saturating_sub(1)..=current + 1 {
+            let expected = totp.generate(step * STEP_SECS).to_string();
+            if bool::from(expected.as_bytes().ct_eq(code.expose().as_bytes())) {
+                matched = Some(step);
+            }
         }
+        matched
     }
 
     /// The code an authenticator app shows at `now`.
@@ -107,17 +120,21 @@ mod tests {
     fn matches_rfc6238_vectors_with_one_step_of_skew() {
         let secret = TotpSecret::parse(RFC_SECRET).unwrap();
         let at = Utc.timestamp_opt(59, 0).unwrap();
-        assert!(secret.verify(&OtpCode::parse("287082").unwrap(), at));
-        assert!(secret.verify(
-            &OtpCode::parse("287082").unwrap(),
-            at + chrono::Duration::seconds(30)
-        ));
-        assert!(!secret.verify(
-            &OtpCode::parse("287082").unwrap(),
-            at + chrono::Duration::seconds(61)
-        ));
+        let code = OtpCode::parse("287082").unwrap();
+        assert_eq!(secret.verify(&code, at), Some(1));
+        assert_eq!(
+            secret.verify(&code, at + chrono::Duration::seconds(30)),
+            Some(1)
+        );
+        assert_eq!(
+            secret.verify(&code, at + chrono::Duration::seconds(61)),
+            None
+        );
         let later = Utc.timestamp_opt(1_111_111_109, 0).unwrap();
-        assert!(secret.verify(&OtpCode::parse("081804").unwrap(), later));
+        assert_eq!(
+            secret.verify(&OtpCode::parse("081804").unwrap(), later),
+            Some(37_037_036)
+        );
     }
 
     #[test]

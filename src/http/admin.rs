@@ -4,6 +4,8 @@ use super::body::read_object;
 use super::error::{ApiError, ErrorKind, store_error};
 use crate::credentials::{HashError, PasswordHasher, TotpSecret};
 use crate::domain::{Email, NewPassword, ParseError, PhoneNumber, UserId};
+use crate::lockout::AttemptKey;
+use crate::policy::{LivePolicy, PolicyPatch};
 use crate::store::{Store, UserWriteError};
 use crate::users::{self, NewUser, RegisterError, User};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -18,22 +20,31 @@ pub struct AdminApi {
     token_digest: [u8; 32],
     store: Arc<dyn Store>,
     passwords: Arc<PasswordHasher>,
+    policy: Arc<LivePolicy>,
+    /// Whether reCAPTCHA keys are configured (so it may be switched on).
+    recaptcha_configured: bool,
     /// Issuer shown by authenticator apps next to the account.
     totp_issuer: String,
 }
 
+/// What the admin API is built from (see `startup`).
+pub struct AdminParts {
+    pub store: Arc<dyn Store>,
+    pub passwords: Arc<PasswordHasher>,
+    pub policy: Arc<LivePolicy>,
+    pub recaptcha_configured: bool,
+    pub totp_issuer: String,
+}
+
 impl AdminApi {
-    pub fn new(
-        token: &SecretString,
-        store: Arc<dyn Store>,
-        passwords: Arc<PasswordHasher>,
-        totp_issuer: String,
-    ) -> Self {
+    pub fn new(token: &SecretString, parts: AdminParts) -> Self {
         Self {
             token_digest: Sha256::digest(token.expose_secret().as_bytes()).into(),
-            store,
-            passwords,
-            totp_issuer,
+            store: parts.store,
+            passwords: parts.passwords,
+            policy: parts.policy,
+            recaptcha_configured: parts.recaptcha_configured,
+            totp_issuer: parts.totp_issuer,
         }
     }
 
@@ -274,4 +285,49 @@ pub async fn delete_user(
     } else {
         Err(not_found())
     }
+}
+
+pub async fn unlock_user(
+    req: HttpRequest,
+    admin: web::Data<AdminApi>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
+    admin.authorize(&req)?;
+    let user = admin.existing(&id).await?;
+    admin
+        .store
+        .clear_attempts(&AttemptKey::User(user.id))
+        .await
+        .map_err(|e| AdminError(store_error(&e)))?;
+    tracing::info!(user_id = %user.id, "user unlocked");
+    Ok(HttpResponse::NoContent().finish())
+}
+
+pub async fn get_settings(
+    req: HttpRequest,
+    admin: web::Data<AdminApi>,
+) -> Result<HttpResponse, AdminError> {
+    admin.authorize(&req)?;
+    Ok(HttpResponse::Ok().json(admin.policy.get()))
+}
+
+pub async fn put_settings(
+    req: HttpRequest,
+    admin: web::Data<AdminApi>,
+    payload: web::Payload,
+) -> Result<HttpResponse, AdminError> {
+    admin.authorize(&req)?;
+    let patch: PolicyPatch = parse(payload).await?;
+    let policy = admin
+        .policy
+        .get()
+        .patched(patch, admin.recaptcha_configured)
+        .map_err(|e| AdminError::new(ErrorKind::InvalidField, e.message))?;
+    admin
+        .policy
+        .set(policy)
+        .await
+        .map_err(|e| AdminError(store_error(&e)))?;
+    tracing::info!(?policy, "settings changed");
+    Ok(HttpResponse::Ok().json(policy))
 }

@@ -3,7 +3,7 @@ use crate::domain::{ParseError, WizardId};
 use crate::signin::{Failure, SignInError};
 use crate::store::StoreError;
 use crate::wizard::{Rejection, Wizard, Workflow};
-use actix_web::http::StatusCode;
+use actix_web::http::{StatusCode, header};
 use actix_web::{HttpResponse, ResponseError};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -24,6 +24,8 @@ pub enum ErrorKind {
     FactorUnavailable,
     ConcurrentRequest,
     SmsDeliveryFailed,
+    TooManyAttempts,
+    WizardClosed,
     Overloaded,
     StoreUnavailable,
     RouteNotFound,
@@ -51,6 +53,8 @@ impl ErrorKind {
             ErrorKind::FactorUnavailable => "factor_unavailable",
             ErrorKind::ConcurrentRequest => "concurrent_request",
             ErrorKind::SmsDeliveryFailed => "sms_delivery_failed",
+            ErrorKind::TooManyAttempts => "too_many_attempts",
+            ErrorKind::WizardClosed => "wizard_closed",
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::StoreUnavailable => "store_unavailable",
             ErrorKind::RouteNotFound => "route_not_found",
@@ -75,7 +79,10 @@ impl ErrorKind {
             ErrorKind::WizardNotFound | ErrorKind::RouteNotFound | ErrorKind::UserNotFound => {
                 StatusCode::NOT_FOUND
             }
-            ErrorKind::CodeExpired | ErrorKind::WizardExpired => StatusCode::GONE,
+            ErrorKind::CodeExpired | ErrorKind::WizardExpired | ErrorKind::WizardClosed => {
+                StatusCode::GONE
+            }
+            ErrorKind::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::WizardCompleted
             | ErrorKind::StepNotAllowed
             | ErrorKind::FactorUnavailable
@@ -110,6 +117,8 @@ pub struct ApiError {
     pub uuid: Option<WizardId>,
     /// The step the wizard is still on, and when it expires.
     pub stands_at: Option<(Workflow, DateTime<Utc>)>,
+    /// Seconds until a retry can succeed (429 answers).
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -121,6 +130,8 @@ struct ErrorData<'a> {
 struct ErrorBody<'a> {
     code: &'static str,
     message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -130,6 +141,7 @@ impl ApiError {
             message: message.into(),
             uuid: None,
             stands_at: None,
+            retry_after: None,
         }
     }
 
@@ -164,12 +176,13 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        Envelope {
+        let mut response = Envelope {
             code: self.kind.status().as_u16(),
             data: ErrorData {
                 error: ErrorBody {
                     code: self.kind.code(),
                     message: &self.message,
+                    retry_after: self.retry_after,
                 },
             },
             done: false,
@@ -182,7 +195,13 @@ impl ResponseError for ApiError {
                 expires_at: rfc3339(expires_at),
             }),
         }
-        .respond()
+        .respond();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
+        response
     }
 }
 
@@ -194,6 +213,11 @@ impl From<Failure> for ApiError {
             SignInError::NotFound => ApiError::new(ErrorKind::WizardNotFound, message),
             SignInError::Conflict => ApiError::new(ErrorKind::ConcurrentRequest, message),
             SignInError::Overloaded => ApiError::new(ErrorKind::Overloaded, message),
+            SignInError::TooManyAttempts { retry_after } => ApiError {
+                retry_after: Some(*retry_after),
+                ..ApiError::new(ErrorKind::TooManyAttempts, message)
+            },
+            SignInError::WizardClosed => ApiError::new(ErrorKind::WizardClosed, message),
             SignInError::SmsDelivery(e) => {
                 tracing::warn!(error = %e, "SMS delivery failed");
                 ApiError::new(

@@ -7,7 +7,7 @@ mod error;
 mod signin;
 mod well_known;
 
-pub use admin::AdminApi;
+pub use admin::{AdminApi, AdminParts};
 pub use envelope::Envelope;
 pub use error::{ApiError, ErrorKind};
 
@@ -34,7 +34,10 @@ pub fn routes(cfg: &mut web::ServiceConfig, admin_enabled: bool) {
                 .route("/users", web::post().to(admin::create_user))
                 .route("/users/{id}", web::get().to(admin::get_user))
                 .route("/users/{id}", web::patch().to(admin::update_user))
-                .route("/users/{id}", web::delete().to(admin::delete_user)),
+                .route("/users/{id}", web::delete().to(admin::delete_user))
+                .route("/users/{id}/unlock", web::post().to(admin::unlock_user))
+                .route("/settings", web::get().to(admin::get_settings))
+                .route("/settings", web::put().to(admin::put_settings)),
         );
     }
     cfg.default_service(web::to(error::unknown_route));

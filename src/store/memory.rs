@@ -1,9 +1,11 @@
 use super::{
-    KeyringStore, Loaded, Store, StoreError, UserStore, UserWriteError, Versioned, WizardStore,
-    purge_at,
+    AttemptStore, KeyringStore, Loaded, PolicyStore, Replaced, Settle, Store, StoreError,
+    UserStore, UserWriteError, Versioned, WizardStore, purge_at,
 };
 use crate::credentials::Keyring;
 use crate::domain::{Email, UserId, WizardId};
+use crate::lockout::{Admission, AttemptKey, Counter, Gate};
+use crate::policy::Policy;
 use crate::users::User;
 use crate::wizard::Wizard;
 use async_trait::async_trait;
@@ -27,12 +29,17 @@ struct Inner {
     users: HashMap<UserId, User>,
     emails: HashMap<Email, UserId>,
     keyring: Option<Keyring>,
+    policy: Option<Policy>,
+    attempts: HashMap<AttemptKey, (Counter, DateTime<Utc>)>,
+    last_totp_step: HashMap<UserId, u64>,
     inserts: u64,
 }
 
 struct Entry {
     version: u64,
     wizard: Wizard,
+    /// Codes tried in this wizard (see `lockout`).
+    codes: u32,
     purge_at: DateTime<Utc>,
 }
 
@@ -58,10 +65,12 @@ impl WizardStore for MemoryStore {
         if inner.inserts.is_multiple_of(SWEEP_EVERY) {
             let now = Utc::now();
             inner.wizards.retain(|_, e| e.purge_at > now);
+            inner.attempts.retain(|_, (_, forget_at)| *forget_at > now);
         }
         let entry = Entry {
             version: 1,
             wizard: wizard.clone(),
+            codes: 0,
             purge_at: purge_at(wizard),
         };
         inner.wizards.insert(wizard.id, entry);
@@ -72,37 +81,109 @@ impl WizardStore for MemoryStore {
         &self,
         id: WizardId,
         email: Option<&Email>,
+        gate: Option<&Gate>,
     ) -> Result<Option<Loaded>, StoreError> {
-        let inner = self.lock();
-        let Some(entry) = inner.wizards.get(&id).filter(|e| e.purge_at > Utc::now()) else {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let Some(entry) = inner
+            .wizards
+            .get_mut(&id)
+            .filter(|e| e.purge_at > Utc::now())
+        else {
             return Ok(None);
         };
         let user_id = entry
             .wizard
             .user()
             .or_else(|| email.and_then(|e| inner.emails.get(e).copied()));
+        let key = match (user_id, email) {
+            (Some(user), _) => Some(AttemptKey::User(user)),
+            (None, Some(email)) => Some(AttemptKey::Email(email.clone())),
+            (None, None) => None,
+        };
+        let admission = match (gate, key) {
+            (Some(gate), Some(key))
+                if entry.wizard.workflow() == gate.step
+                    && gate.limits.now < entry.wizard.expires_at =>
+            {
+                let (counter, forget_at) = inner.attempts.entry(key).or_default();
+                let admission = counter.admit(&mut entry.codes, gate);
+                *forget_at = counter.expires_at(&gate.limits);
+                admission
+            }
+            _ => Admission::Unchecked,
+        };
         Ok(Some(Loaded {
             wizard: Versioned {
                 version: entry.version,
                 wizard: entry.wizard.clone(),
             },
             user: user_id.and_then(|u| inner.users.get(&u).cloned()),
+            admission,
         }))
     }
 
-    async fn replace_wizard(&self, version: u64, wizard: &Wizard) -> Result<bool, StoreError> {
+    async fn replace_wizard(
+        &self,
+        version: u64,
+        wizard: &Wizard,
+        settle: &Settle,
+    ) -> Result<Replaced, StoreError> {
         let mut inner = self.lock();
-        match inner.wizards.get_mut(&wizard.id) {
-            Some(entry) if entry.version == version => {
-                *entry = Entry {
-                    version: version + 1,
-                    wizard: wizard.clone(),
-                    purge_at: purge_at(wizard),
-                };
-                Ok(true)
-            }
-            _ => Ok(false),
+        if inner
+            .wizards
+            .get(&wizard.id)
+            .is_none_or(|e| e.version != version)
+        {
+            return Ok(Replaced::Lost);
         }
+        if let Some((user, step)) = settle.totp_step {
+            if inner
+                .last_totp_step
+                .get(&user)
+                .is_some_and(|last| *last >= step)
+            {
+                return Ok(Replaced::TotpReplayed);
+            }
+            inner.last_totp_step.insert(user, step);
+        }
+        if let Some(key) = &settle.clear_attempts {
+            inner.attempts.remove(key);
+        }
+        if let Some(entry) = inner.wizards.get_mut(&wizard.id) {
+            entry.version = version + 1;
+            entry.wizard = wizard.clone();
+            entry.purge_at = purge_at(wizard);
+        }
+        Ok(Replaced::Done)
+    }
+}
+
+#[async_trait]
+impl AttemptStore for MemoryStore {
+    async fn block(&self, key: &AttemptKey, until: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let (counter, forget_at) = inner.attempts.entry(key.clone()).or_default();
+        counter.blocked_until = Some(until);
+        *forget_at = (*forget_at).max(until);
+        Ok(())
+    }
+
+    async fn clear_attempts(&self, key: &AttemptKey) -> Result<(), StoreError> {
+        self.lock().attempts.remove(key);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl PolicyStore for MemoryStore {
+    async fn policy(&self) -> Result<Option<Policy>, StoreError> {
+        Ok(self.lock().policy)
+    }
+
+    async fn save_policy(&self, policy: &Policy) -> Result<(), StoreError> {
+        self.lock().policy = Some(*policy);
+        Ok(())
     }
 }
 

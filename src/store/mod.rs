@@ -12,6 +12,8 @@ pub use redis::{RedisStore, RedisStoreConfig};
 
 use crate::credentials::Keyring;
 use crate::domain::{Email, UserId, WizardId};
+use crate::lockout::{Admission, AttemptKey, Gate};
+use crate::policy::Policy;
 use crate::users::User;
 use crate::wizard::Wizard;
 use async_trait::async_trait;
@@ -44,11 +46,30 @@ pub struct Versioned {
     pub wizard: Wizard,
 }
 
-/// A wizard and the user it concerns, read in one round trip.
+/// A wizard, the user it concerns and the verdict of its gate, all from one round trip.
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub wizard: Versioned,
     pub user: Option<User>,
+    pub admission: Admission,
+}
+
+/// What a successful step settles atomically with its compare-and-set.
+#[derive(Debug, Clone, Default)]
+pub struct Settle {
+    /// A success forgives the account's earlier failures.
+    pub clear_attempts: Option<AttemptKey>,
+    /// A TOTP step accepted for this user: refused unless newer than the last one (RFC 6238 §5.2).
+    pub totp_step: Option<(UserId, u64)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replaced {
+    Done,
+    /// Another request moved the wizard first.
+    Lost,
+    /// The TOTP step was not newer than the last one accepted for the user.
+    TotpReplayed,
 }
 
 #[async_trait]
@@ -56,16 +77,37 @@ pub trait WizardStore: Send + Sync {
     async fn insert_wizard(&self, wizard: &Wizard) -> Result<(), StoreError>;
 
     /// The wizard and its user: the user it is bound to once the password
-    /// was accepted, else the owner of `email` (if any).
+    /// was accepted, else the owner of `email` (if any). With a `gate`, the
+    /// account's attempt counter (see `lockout`) is applied atomically.
     async fn load_wizard(
         &self,
         id: WizardId,
         email: Option<&Email>,
+        gate: Option<&Gate>,
     ) -> Result<Option<Loaded>, StoreError>;
 
     /// Stores `wizard` as version `version + 1` if the stored version is
-    /// still `version`; false when another request got there first.
-    async fn replace_wizard(&self, version: u64, wizard: &Wizard) -> Result<bool, StoreError>;
+    /// still `version`, together with what `settle` asks.
+    async fn replace_wizard(
+        &self,
+        version: u64,
+        wizard: &Wizard,
+        settle: &Settle,
+    ) -> Result<Replaced, StoreError>;
+}
+
+#[async_trait]
+pub trait AttemptStore: Send + Sync {
+    /// Blocks sign-in for `key` until `until` (after its last allowed attempt failed).
+    async fn block(&self, key: &AttemptKey, until: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Forgets `key`'s failures and any block (an admin's unlock).
+    async fn clear_attempts(&self, key: &AttemptKey) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+pub trait PolicyStore: Send + Sync {
+    async fn policy(&self) -> Result<Option<Policy>, StoreError>;
+    async fn save_policy(&self, policy: &Policy) -> Result<(), StoreError>;
 }
 
 #[async_trait]
@@ -86,7 +128,7 @@ pub trait KeyringStore: Send + Sync {
     async fn keyring(&self) -> Result<Option<Keyring>, StoreError>;
 }
 
-pub trait Store: WizardStore + UserStore + KeyringStore {
+pub trait Store: WizardStore + UserStore + KeyringStore + AttemptStore + PolicyStore {
     fn backend(&self) -> &'static str;
 }
 

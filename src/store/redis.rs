@@ -1,13 +1,16 @@
 use super::{
-    KeyringStore, Loaded, Store, StoreError, UserStore, UserWriteError, Versioned, WizardStore,
-    purge_at,
+    AttemptStore, KeyringStore, Loaded, PolicyStore, Replaced, Settle, Store, StoreError,
+    UserStore, UserWriteError, Versioned, WizardStore, purge_at,
 };
 use crate::credentials::Keyring;
 use crate::domain::{Email, UserId, WizardId};
+use crate::lockout::{Admission, AttemptKey, Gate};
+use crate::policy::Policy;
 use crate::users::User;
 use crate::wizard::Wizard;
 use anyhow::Context as _;
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use std::time::Duration;
@@ -99,9 +102,15 @@ fn from_json<T: serde::de::DeserializeOwned>(raw: &str) -> Result<T, StoreError>
 impl WizardStore for RedisStore {
     async fn insert_wizard(&self, wizard: &Wizard) -> Result<(), StoreError> {
         let key = self.key("wizard", wizard.id);
+        let fields = [
+            ("v", "1".to_owned()),
+            ("body", to_json(wizard)?),
+            ("step", wizard.workflow().as_str().to_owned()),
+            ("exp", wizard.expires_at.timestamp_millis().to_string()),
+        ];
         redis::pipe()
             .atomic()
-            .hset_multiple(&key, &[("v", "1"), ("body", &to_json(wizard)?)])
+            .hset_multiple(&key, &fields)
             .ignore()
             .pexpire_at(&key, purge_at(wizard).timestamp_millis())
             .ignore()
@@ -114,18 +123,51 @@ impl WizardStore for RedisStore {
         &self,
         id: WizardId,
         email: Option<&Email>,
+        gate: Option<&Gate>,
     ) -> Result<Option<Loaded>, StoreError> {
-        let row: Option<(u64, String, Option<String>)> = self
-            .scripts
-            .load_wizard
-            .key(self.key("wizard", id))
+        let mut invocation = self.scripts.load_wizard.key(self.key("wizard", id));
+        invocation
             .arg(&self.prefix)
-            .arg(email.map_or("", Email::as_str))
+            .arg(email.map_or("", Email::as_str));
+        match gate {
+            Some(gate) => {
+                let limits = &gate.limits;
+                invocation
+                    .arg(gate.step.as_str())
+                    .arg(u8::from(gate.take))
+                    .arg(u8::from(gate.code))
+                    .arg(limits.now.timestamp_millis())
+                    .arg(limits.max_attempts)
+                    .arg(limits.window.num_milliseconds())
+                    .arg(limits.block.num_milliseconds())
+                    .arg(limits.codes_per_wizard)
+            }
+            None => invocation
+                .arg("")
+                .arg(0)
+                .arg(0)
+                .arg(0)
+                .arg(0)
+                .arg(0)
+                .arg(0)
+                .arg(0),
+        };
+        let row: Option<(u64, String, Option<String>, String, i64)> = invocation
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        let Some((version, body, user)) = row else {
+        let Some((version, body, user, verdict, value)) = row else {
             return Ok(None);
+        };
+        let admission = match verdict.as_str() {
+            "admitted" => Admission::Admitted {
+                attempt: u32::try_from(value).unwrap_or(u32::MAX),
+            },
+            "blocked" => Admission::Blocked {
+                until: from_millis(value)?,
+            },
+            "closed" => Admission::WizardClosed,
+            _ => Admission::Unchecked,
         };
         Ok(Some(Loaded {
             wizard: Versioned {
@@ -133,11 +175,21 @@ impl WizardStore for RedisStore {
                 wizard: from_json(&body)?,
             },
             user: user.as_deref().map(from_json).transpose()?,
+            admission,
         }))
     }
 
-    async fn replace_wizard(&self, version: u64, wizard: &Wizard) -> Result<bool, StoreError> {
-        let replaced: i64 = self
+    async fn replace_wizard(
+        &self,
+        version: u64,
+        wizard: &Wizard,
+        settle: &Settle,
+    ) -> Result<Replaced, StoreError> {
+        let (totp_user, totp_step) = match settle.totp_step {
+            Some((user, step)) => (user.to_string(), step),
+            None => (String::new(), 0),
+        };
+        let outcome: String = self
             .scripts
             .replace_wizard
             .key(self.key("wizard", wizard.id))
@@ -145,10 +197,78 @@ impl WizardStore for RedisStore {
             .arg(to_json(wizard)?)
             .arg(wizard.user().map(|u| u.to_string()).unwrap_or_default())
             .arg(purge_at(wizard).timestamp_millis())
+            .arg(wizard.workflow().as_str())
+            .arg(wizard.expires_at.timestamp_millis())
+            .arg(&self.prefix)
+            .arg(
+                settle
+                    .clear_attempts
+                    .as_ref()
+                    .map(AttemptKey::name)
+                    .unwrap_or_default(),
+            )
+            .arg(totp_user)
+            .arg(totp_step)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        Ok(replaced == 1)
+        Ok(match outcome.as_str() {
+            "done" => Replaced::Done,
+            "replayed" => Replaced::TotpReplayed,
+            _ => Replaced::Lost,
+        })
+    }
+}
+
+fn from_millis(ms: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| StoreError::Corrupt(anyhow::anyhow!("timestamp {ms} out of range")))
+}
+
+#[async_trait]
+impl AttemptStore for RedisStore {
+    async fn block(&self, key: &AttemptKey, until: DateTime<Utc>) -> Result<(), StoreError> {
+        let key = format!("{}attempts:{}", self.prefix, key.name());
+        redis::pipe()
+            .atomic()
+            .hset(&key, "until", until.timestamp_millis())
+            .ignore()
+            .pexpire_at(&key, until.timestamp_millis())
+            .ignore()
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn clear_attempts(&self, key: &AttemptKey) -> Result<(), StoreError> {
+        let key = format!("{}attempts:{}", self.prefix, key.name());
+        self.conn
+            .clone()
+            .del::<_, ()>(key)
+            .await
+            .map_err(unavailable)
+    }
+}
+
+#[async_trait]
+impl PolicyStore for RedisStore {
+    async fn policy(&self) -> Result<Option<Policy>, StoreError> {
+        let raw: Option<String> = self
+            .conn
+            .clone()
+            .get(format!("{}policy", self.prefix))
+            .await
+            .map_err(unavailable)?;
+        raw.as_deref().map(from_json).transpose()
+    }
+
+    async fn save_policy(&self, policy: &Policy) -> Result<(), StoreError> {
+        let key = format!("{}policy", self.prefix);
+        self.conn
+            .clone()
+            .set::<_, _, ()>(key, to_json(policy)?)
+            .await
+            .map_err(unavailable)
     }
 }
 

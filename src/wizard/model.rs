@@ -22,6 +22,20 @@ pub enum Workflow {
     Terminate,
 }
 
+impl Workflow {
+    /// The wire name, as serialised.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Workflow::Login => "login",
+            Workflow::ChooseFactor => "2fa",
+            Workflow::TotpCode => "2fa_google_auth",
+            Workflow::SmsCode => "2fa_sms_auth",
+            Workflow::ResetPassword => "reset_password_email",
+            Workflow::Terminate => "Terminate",
+        }
+    }
+}
+
 /// A second factor, under its B2Core wire name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

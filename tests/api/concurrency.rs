@@ -37,12 +37,14 @@ async fn concurrent_final_submissions_mint_exactly_one_token_pair() {
         assert!(winners[0].body["data"]["accessToken"]["token"].is_string());
         for loser in replies.iter().filter(|r| r.status != StatusCode::ACCEPTED) {
             loser.assert_envelope();
-            assert_eq!(loser.status, StatusCode::CONFLICT, "{}", loser.body);
-            assert!(
-                ["wizard_completed", "concurrent_request"].contains(&loser.error()),
-                "{}",
-                loser.body
-            );
+            // Completed, beaten to the compare-and-set, or past the caps on codes.
+            let expected = [
+                "wizard_completed",
+                "concurrent_request",
+                "wizard_closed",
+                "too_many_attempts",
+            ];
+            assert!(expected.contains(&loser.error()), "{}", loser.body);
             assert!(loser.body["data"].get("accessToken").is_none());
         }
         println!("{backend:?}: {RACERS} concurrent final submissions -> 1 token pair");

@@ -5,5 +5,6 @@ mod bad_input;
 mod concurrency;
 mod helpers;
 mod instances;
+mod lockout;
 mod redis_faults;
 mod signin;

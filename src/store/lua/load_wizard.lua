@@ -1,16 +1,69 @@
--- Reads a wizard and the user it concerns in one round trip.
--- KEYS[1] wizard key; ARGV[1] key prefix; ARGV[2] email to look up ('' for none).
--- The user is the one bound to the wizard, else the owner of the email.
-local w = redis.call('HMGET', KEYS[1], 'v', 'body', 'user')
+-- Reads a wizard and the user it concerns, and applies the step's gate to
+-- the account's attempt counter, in one atomic round trip.
+-- KEYS[1] wizard key
+-- ARGV[1] key prefix        ARGV[2] email to look up ('' for none)
+-- ARGV[3] gate step ('' = no gate)   ARGV[4] take an attempt (0/1)   ARGV[5] code step (0/1)
+-- ARGV[6] now (ms)   ARGV[7] max attempts   ARGV[8] window (ms)   ARGV[9] block (ms)
+-- ARGV[10] codes per wizard
+-- The gate mirrors Counter::admit in src/lockout.rs: keep the two in step.
+local w = redis.call('HMGET', KEYS[1], 'v', 'body', 'user', 'step', 'exp', 'codes')
 if not w[1] then
   return false
 end
+local prefix = ARGV[1]
 local uid = w[3]
-if not uid and ARGV[2] ~= '' then
-  uid = redis.call('GET', ARGV[1] .. 'email:' .. ARGV[2])
+local counter = false
+if uid then
+  counter = 'user:' .. uid
+elseif ARGV[2] ~= '' then
+  uid = redis.call('GET', prefix .. 'email:' .. ARGV[2])
+  counter = uid and ('user:' .. uid) or ('email:' .. ARGV[2])
 end
 local user = false
 if uid then
-  user = redis.call('GET', ARGV[1] .. 'user:' .. uid)
+  user = redis.call('GET', prefix .. 'user:' .. uid)
 end
-return {w[1], w[2], user}
+
+local function ms(n)
+  return string.format('%.0f', n)
+end
+
+local function admit(key, now)
+  local take, code = ARGV[4] == '1', ARGV[5] == '1'
+  local max, window, block = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+  if code and (tonumber(w[6]) or 0) >= tonumber(ARGV[10]) then
+    return 'closed', 0
+  end
+  local c = redis.call('HMGET', key, 'count', 'since', 'until')
+  local count, since, blocked = tonumber(c[1]) or 0, tonumber(c[2]), tonumber(c[3])
+  if blocked and blocked > now then
+    return 'blocked', blocked
+  end
+  if not take then
+    return 'admitted', 0
+  end
+  if not since or since + window <= now then
+    count, since, blocked = 0, now, nil
+    redis.call('HDEL', key, 'until')
+  end
+  if count >= max then
+    blocked = now + block
+    redis.call('HSET', key, 'count', count, 'since', ms(since), 'until', ms(blocked))
+    redis.call('PEXPIREAT', key, ms(math.max(since + window, blocked)))
+    return 'blocked', blocked
+  end
+  count = count + 1
+  redis.call('HSET', key, 'count', count, 'since', ms(since))
+  redis.call('PEXPIREAT', key, ms(math.max(since + window, blocked or 0)))
+  if code then
+    redis.call('HINCRBY', KEYS[1], 'codes', 1)
+  end
+  return 'admitted', count
+end
+
+local verdict, value = 'unchecked', 0
+local now = tonumber(ARGV[6])
+if ARGV[3] ~= '' and counter and w[4] == ARGV[3] and now < tonumber(w[5]) then
+  verdict, value = admit(prefix .. 'attempts:' .. counter, now)
+end
+return {w[1], w[2], user, verdict, ms(value)}

@@ -1,0 +1,423 @@
+//! Guessing: per-account lockout, the per-wizard cap on codes, one-time
+//! TOTP codes and the settings API. Time moves by the test clock, never by sleeping.
+
+use crate::helpers::{
+    BACKENDS, Backend, FakeSms, Reply, UserSpec, spawn_app, spawn_with, test_settings,
+};
+use chrono::Duration;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+fn assert_blocked(reply: &Reply) -> u64 {
+    reply.assert_envelope();
+    assert_eq!(
+        (reply.status, reply.error()),
+        (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
+        "{}",
+        reply.body
+    );
+    let retry_after = reply.body["data"]["error"]["retry_after"]
+        .as_u64()
+        .expect("retry_after in seconds");
+    assert!(retry_after > 0);
+    retry_after
+}
+
+#[tokio::test]
+async fn concurrent_wrong_passwords_run_no_more_checks_than_the_limit() {
+    for backend in BACKENDS {
+        let app = spawn_app(backend).await;
+        let user = app.create_user(UserSpec::default()).await;
+        let mut uuids = Vec::new();
+        for _ in 0..50 {
+            uuids.push(app.start().await);
+        }
+        let replies = futures::future::join_all(
+            uuids
+                .iter()
+                .map(|uuid| app.signin(uuid, &user.email, "wrong password")),
+        )
+        .await;
+        let checked = replies
+            .iter()
+            .filter(|r| r.error() == "invalid_credentials")
+            .count();
+        let refused = replies
+            .iter()
+            .filter(|r| r.error() == "too_many_attempts")
+            .count();
+        println!(
+            "{backend:?}: 50 concurrent wrong passwords -> {checked} checked (argon2), {refused} refused unchecked"
+        );
+        assert_eq!(
+            checked, 5,
+            "{backend:?}: exactly max_attempts verifications"
+        );
+        assert_eq!(refused, 45);
+        // Blocked now: the right password gets the same answer as a wrong one.
+        let uuid = app.start().await;
+        let right = app.signin(&uuid, &user.email, &user.password).await;
+        let wrong = app.signin(&uuid, &user.email, "still wrong").await;
+        assert_blocked(&right);
+        assert_blocked(&wrong);
+        assert_eq!(right.body["data"], wrong.body["data"]);
+        assert_eq!(right.workflow(), "login", "the wizard stays where it was");
+    }
+}
+
+#[tokio::test]
+async fn a_block_lasts_its_time_and_attempts_while_blocked_do_not_extend_it() {
+    for backend in BACKENDS {
+        let app = spawn_app(backend).await;
+        let user = app.create_user(UserSpec::default()).await;
+        let uuid = app.start().await;
+        for _ in 0..5 {
+            assert_eq!(
+                app.signin(&uuid, &user.email, "wrong").await.error(),
+                "invalid_credentials"
+            );
+        }
+        let first = app.signin(&uuid, &user.email, &user.password).await;
+        assert!((599..=600).contains(&assert_blocked(&first)));
+        let response = app
+            .client
+            .post(format!("{}/api/v2/my/signin", app.address))
+            .json(&json!({ "uuid": uuid, "email": user.email, "password": "x", "device_fingerprint": crate::helpers::fingerprint("a") }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["retry-after"], "600");
+
+        app.advance_clock(Duration::seconds(300));
+        let later = app.signin(&uuid, &user.email, "wrong").await;
+        assert!(
+            (299..=300).contains(&assert_blocked(&later)),
+            "not extended by attempts"
+        );
+        app.advance_clock(Duration::seconds(300));
+        let uuid = app.start().await;
+        assert_eq!(
+            app.signin(&uuid, &user.email, &user.password).await.status,
+            StatusCode::ACCEPTED
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_success_forgives_earlier_failures() {
+    let app = spawn_app(Backend::Redis).await;
+    let user = app.create_user(UserSpec::default()).await;
+    for _ in 0..3 {
+        let uuid = app.start().await;
+        for _ in 0..4 {
+            assert_eq!(
+                app.signin(&uuid, &user.email, "wrong").await.error(),
+                "invalid_credentials"
+            );
+        }
+        assert_eq!(
+            app.signin(&uuid, &user.email, &user.password).await.status,
+            StatusCode::ACCEPTED
+        );
+    }
+}
+
+#[tokio::test]
+async fn unknown_emails_lock_exactly_like_known_ones() {
+    for backend in BACKENDS {
+        let app = spawn_app(backend).await;
+        let user = app.create_user(UserSpec::default()).await;
+        let unknown = format!("ghost-{}@example.test", uuid::Uuid::new_v4().simple());
+        let mut answers = Vec::new();
+        for email in [user.email.as_str(), unknown.as_str()] {
+            let uuid = app.start().await;
+            let mut seen = Vec::new();
+            for _ in 0..6 {
+                let reply = app.signin(&uuid, email, "wrong").await;
+                seen.push((reply.status, reply.error().to_owned()));
+            }
+            answers.push(seen);
+        }
+        assert_eq!(
+            answers[0], answers[1],
+            "{backend:?}: no enumeration through the lockout"
+        );
+        assert_eq!(answers[0][5].1, "too_many_attempts");
+    }
+}
+
+#[tokio::test]
+async fn wrong_codes_count_against_the_account_and_close_the_wizard() {
+    for backend in BACKENDS {
+        let app = spawn_app(backend).await;
+        let user = app
+            .create_user(UserSpec {
+                totp: true,
+                ..Default::default()
+            })
+            .await;
+        let uuid = app.start().await;
+        assert_eq!(
+            app.signin(&uuid, &user.email, &user.password)
+                .await
+                .workflow(),
+            "2fa_google_auth"
+        );
+        let right = app.totp_now(&user);
+        let wrong = format!(
+            "{:06}",
+            (right.parse::<u32>().unwrap() + 500_000) % 1_000_000
+        );
+        for _ in 0..5 {
+            assert_eq!(app.totp(&uuid, &wrong).await.error(), "invalid_code");
+        }
+        let closed = app.totp(&uuid, &right).await;
+        closed.assert_envelope();
+        assert_eq!(
+            (closed.status, closed.error()),
+            (StatusCode::GONE, "wizard_closed")
+        );
+        // Five wrong codes were five failures of the account too.
+        let uuid = app.start().await;
+        assert_blocked(&app.signin(&uuid, &user.email, &user.password).await);
+    }
+}
+
+#[tokio::test]
+async fn the_wizard_cap_on_codes_holds_even_when_the_account_limit_is_high() {
+    let app = spawn_app(Backend::Memory).await;
+    let (status, _) = app
+        .admin(
+            Method::PUT,
+            "/api/v2/admin/settings",
+            Some(json!({ "max_attempts": 100 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let user = app
+        .create_user(UserSpec {
+            phone: Some("+15550101200"),
+            ..Default::default()
+        })
+        .await;
+    let uuid = app.start().await;
+    app.signin(&uuid, &user.email, &user.password).await;
+    let right = app
+        .sms
+        .last_code_for(user.phone.as_deref().unwrap())
+        .unwrap();
+    let wrong = format!("{:06}", (right.parse::<u32>().unwrap() + 1) % 1_000_000);
+    for _ in 0..5 {
+        assert_eq!(app.sms_code(&uuid, &wrong).await.error(), "invalid_code");
+    }
+    assert_eq!(app.sms_code(&uuid, &right).await.error(), "wizard_closed");
+    let uuid = app.start().await;
+    assert_eq!(
+        app.signin(&uuid, &user.email, &user.password)
+            .await
+            .workflow(),
+        "2fa_sms_auth"
+    );
+}
+
+#[tokio::test]
+async fn a_totp_code_is_accepted_once_per_account() {
+    for backend in BACKENDS {
+        let app = spawn_app(backend).await;
+        let user = app
+            .create_user(UserSpec {
+                totp: true,
+                ..Default::default()
+            })
+            .await;
+        let code = app.totp_now(&user);
+        let first = app.start().await;
+        app.signin(&first, &user.email, &user.password).await;
+        assert_eq!(app.totp(&first, &code).await.status, StatusCode::ACCEPTED);
+        let second = app.start().await;
+        app.signin(&second, &user.email, &user.password).await;
+        let replay = app.totp(&second, &code).await;
+        assert_eq!(
+            (replay.status, replay.error()),
+            (StatusCode::UNAUTHORIZED, "invalid_code"),
+            "{backend:?}"
+        );
+        // The next time step brings a new code, which works.
+        app.advance_clock(Duration::seconds(30));
+        assert_eq!(
+            app.totp(&second, &app.totp_now(&user)).await.status,
+            StatusCode::ACCEPTED
+        );
+    }
+}
+
+#[tokio::test]
+async fn one_totp_code_raced_through_many_wizards_on_two_instances_succeeds_once() {
+    let sms = FakeSms::spawn().await;
+    let settings = test_settings(Backend::Redis, &sms);
+    let first = spawn_with(settings.clone(), sms.clone()).await;
+    let second = spawn_with(settings, sms).await;
+    let user = first
+        .create_user(UserSpec {
+            totp: true,
+            ..Default::default()
+        })
+        .await;
+    let mut uuids = Vec::new();
+    for i in 0..16 {
+        let app = if i % 2 == 0 { &first } else { &second };
+        let uuid = app.start().await;
+        assert_eq!(
+            app.signin(&uuid, &user.email, &user.password)
+                .await
+                .workflow(),
+            "2fa_google_auth"
+        );
+        uuids.push(uuid);
+    }
+    let code = first.totp_now(&user);
+    let replies = futures::future::join_all(uuids.iter().enumerate().map(|(i, uuid)| {
+        let app = if i % 2 == 0 { &first } else { &second };
+        app.totp(uuid, &code)
+    }))
+    .await;
+    let accepted = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::ACCEPTED)
+        .count();
+    println!(
+        "16 concurrent submissions of one TOTP code over 16 wizards, 2 instances -> {accepted} accepted"
+    );
+    assert_eq!(accepted, 1);
+    assert!(replies.iter().all(|r| r.status == StatusCode::ACCEPTED
+        || ["invalid_code", "too_many_attempts"].contains(&r.error())));
+
+    // And 16 on a single wizard.
+    let uuid = first.start().await;
+    let user = first
+        .create_user(UserSpec {
+            totp: true,
+            ..Default::default()
+        })
+        .await;
+    first.signin(&uuid, &user.email, &user.password).await;
+    let code = first.totp_now(&user);
+    let replies = futures::future::join_all((0..16).map(|i| {
+        if i % 2 == 0 {
+            first.totp(&uuid, &code)
+        } else {
+            second.totp(&uuid, &code)
+        }
+    }))
+    .await;
+    assert_eq!(
+        replies
+            .iter()
+            .filter(|r| r.status == StatusCode::ACCEPTED)
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_admin_can_unlock_a_blocked_account() {
+    let app = spawn_app(Backend::Redis).await;
+    let user = app.create_user(UserSpec::default()).await;
+    let uuid = app.start().await;
+    for _ in 0..6 {
+        app.signin(&uuid, &user.email, "wrong").await;
+    }
+    assert_blocked(&app.signin(&uuid, &user.email, &user.password).await);
+    let (status, _) = app
+        .admin(
+            Method::POST,
+            &format!("/api/v2/admin/users/{}/unlock", user.id),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.signin(&uuid, &user.email, &user.password).await.status,
+        StatusCode::ACCEPTED
+    );
+}
+
+#[tokio::test]
+async fn settings_are_validated_and_reach_every_instance() {
+    let sms = FakeSms::spawn().await;
+    let settings = test_settings(Backend::Redis, &sms);
+    let first = spawn_with(settings.clone(), sms.clone()).await;
+    let second = spawn_with(settings, sms).await;
+    let (status, current) = first
+        .admin(Method::GET, "/api/v2/admin/settings", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        current,
+        json!({ "max_attempts": 5, "attempts_window_secs": 60, "block_secs": 600, "wizard_ttl_secs": 600, "ip_limit_per_minute": 120, "recaptcha_enabled": false })
+    );
+    for (body, field) in [
+        (json!({ "max_attempts": 0 }), "max_attempts"),
+        (json!({ "block_secs": 0 }), "block_secs"),
+        (json!({ "wizard_ttl_secs": 5 }), "wizard_ttl_secs"),
+        (json!({ "recaptcha_enabled": true }), "recaptcha_enabled"),
+    ] {
+        let (status, answer) = first
+            .admin(Method::PUT, "/api/v2/admin/settings", Some(body))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+        assert!(
+            answer["error"]["message"].as_str().unwrap().contains(field),
+            "{answer}"
+        );
+    }
+    let (status, _) = first
+        .admin(
+            Method::PUT,
+            "/api/v2/admin/settings",
+            Some(json!({ "nonsense": 1 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let (status, updated) = first
+        .admin(
+            Method::PUT,
+            "/api/v2/admin/settings",
+            Some(json!({ "max_attempts": 2 })),
+        )
+        .await;
+    assert_eq!(
+        (status, updated["max_attempts"].as_u64()),
+        (StatusCode::OK, Some(2))
+    );
+    assert_eq!(
+        updated["block_secs"], 600,
+        "a PUT changes only what it names"
+    );
+    // The other instance picks it up within its refresh period.
+    let user = first.create_user(UserSpec::default()).await;
+    let mut applied = false;
+    for _ in 0..40 {
+        let (_, seen) = second
+            .admin(Method::GET, "/api/v2/admin/settings", None)
+            .await;
+        if seen["max_attempts"] == 2 {
+            applied = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        applied,
+        "the second instance applies the new settings within seconds"
+    );
+    let uuid = second.start().await;
+    for _ in 0..2 {
+        assert_eq!(
+            second.signin(&uuid, &user.email, "wrong").await.error(),
+            "invalid_credentials"
+        );
+    }
+    assert_blocked(&second.signin(&uuid, &user.email, &user.password).await);
+}
