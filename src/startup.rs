@@ -5,7 +5,7 @@ use crate::config::Settings;
 use crate::credentials::{Keyring, PasswordHasher, SmsCodes, TokenIssuer};
 use crate::delivery::SmsGateway;
 use crate::demo::{self, DemoAccount};
-use crate::http::{self, AdminApi, AdminParts};
+use crate::http::{self, AdminApi, AdminParts, IpLimiter};
 use crate::policy::LivePolicy;
 use crate::signin::SignIn;
 use crate::store::{MemoryStore, RedisStore, RedisStoreConfig, Store};
@@ -97,6 +97,12 @@ impl Application {
             Vec::new()
         };
 
+        let ip_limiter = web::Data::new(IpLimiter::new(
+            Arc::clone(&policy),
+            settings.trusted_proxies.clone(),
+        ));
+        tokio::spawn(forget_idle_addresses(ip_limiter.clone().into_inner()));
+
         let listener = TcpListener::bind(settings.bind)
             .with_context(|| format!("cannot listen on {}", settings.bind))?;
         let port = listener.local_addr()?.port();
@@ -108,7 +114,8 @@ impl Application {
                 .wrap(Logger::new(r#"%a "%r" %s %b %Dms"#))
                 .app_data(signin.clone())
                 .app_data(store.clone())
-                .app_data(tokens.clone());
+                .app_data(tokens.clone())
+                .app_data(ip_limiter.clone());
             if let Some(admin) = &admin {
                 app = app.app_data(admin.clone());
             }
@@ -183,4 +190,12 @@ fn random_token() -> SecretString {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(bytes)
         .into()
+}
+
+async fn forget_idle_addresses(limiter: Arc<IpLimiter>) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        ticks.tick().await;
+        limiter.forget_idle();
+    }
 }

@@ -25,6 +25,7 @@ pub enum ErrorKind {
     ConcurrentRequest,
     SmsDeliveryFailed,
     TooManyAttempts,
+    RateLimited,
     WizardClosed,
     Overloaded,
     StoreUnavailable,
@@ -54,6 +55,7 @@ impl ErrorKind {
             ErrorKind::ConcurrentRequest => "concurrent_request",
             ErrorKind::SmsDeliveryFailed => "sms_delivery_failed",
             ErrorKind::TooManyAttempts => "too_many_attempts",
+            ErrorKind::RateLimited => "rate_limited",
             ErrorKind::WizardClosed => "wizard_closed",
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::StoreUnavailable => "store_unavailable",
@@ -82,7 +84,7 @@ impl ErrorKind {
             ErrorKind::CodeExpired | ErrorKind::WizardExpired | ErrorKind::WizardClosed => {
                 StatusCode::GONE
             }
-            ErrorKind::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::TooManyAttempts | ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::WizardCompleted
             | ErrorKind::StepNotAllowed
             | ErrorKind::FactorUnavailable

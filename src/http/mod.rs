@@ -4,20 +4,23 @@ mod admin;
 mod body;
 mod envelope;
 mod error;
+mod rate_limit;
 mod signin;
 mod well_known;
 
 pub use admin::{AdminApi, AdminParts};
 pub use envelope::Envelope;
 pub use error::{ApiError, ErrorKind};
+pub use rate_limit::IpLimiter;
 
-use actix_web::middleware::DefaultHeaders;
+use actix_web::middleware::{DefaultHeaders, from_fn};
 use actix_web::web;
 
 /// Every route the service answers.
 pub fn routes(cfg: &mut web::ServiceConfig, admin_enabled: bool) {
     cfg.service(
         web::scope("/api/v2/my")
+            .wrap(from_fn(rate_limit::limit_by_ip))
             .route("/signin/wizard", web::get().to(signin::start))
             .route("/signin", web::post().to(signin::credentials))
             .route("/signin/2fa", web::post().to(signin::choose_factor))

@@ -188,6 +188,8 @@ pub fn test_settings(backend: Backend, sms: &FakeSms) -> Settings {
     settings.argon2_iterations = 1;
     settings.jwt_issuer = "https://signin.test".into();
     settings.jwt_audience = "portal".into();
+    // Every test client is 127.0.0.1; the rate-limit tests turn the limit on.
+    settings.ip_limit_per_minute = 0;
     settings
 }
 
@@ -270,6 +272,22 @@ impl Reply {
 }
 
 impl TestApp {
+    /// The same app, reached as if from `ip` through a proxy (X-Forwarded-For).
+    pub fn reached_from(&self, ip: &str) -> TestApp {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("X-Forwarded-For", ip.parse().unwrap());
+        TestApp {
+            address: self.address.clone(),
+            client: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .unwrap(),
+            clock: self.clock.clone(),
+            sms: self.sms.clone(),
+            settings: self.settings.clone(),
+        }
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
         let response = self
             .client

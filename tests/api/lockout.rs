@@ -354,7 +354,7 @@ async fn settings_are_validated_and_reach_every_instance() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         current,
-        json!({ "max_attempts": 5, "attempts_window_secs": 60, "block_secs": 600, "wizard_ttl_secs": 600, "ip_limit_per_minute": 120, "recaptcha_enabled": false })
+        json!({ "max_attempts": 5, "attempts_window_secs": 60, "block_secs": 600, "wizard_ttl_secs": 600, "ip_limit_per_minute": 0, "recaptcha_enabled": false })
     );
     for (body, field) in [
         (json!({ "max_attempts": 0 }), "max_attempts"),

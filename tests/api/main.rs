@@ -6,5 +6,6 @@ mod concurrency;
 mod helpers;
 mod instances;
 mod lockout;
+mod rate_limit;
 mod redis_faults;
 mod signin;

@@ -1,0 +1,183 @@
+//! Per-client-IP request limit on `/api/v2/my/*` (governor's GCRA), with the
+//! `X-RateLimit-*` headers on every answer. It stops one address from
+//! spraying many accounts long before the per-account lockout would lock
+//! real users out (see the README's "Abuse resistance").
+
+use super::error::{ApiError, ErrorKind};
+use crate::policy::LivePolicy;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{Error, ResponseError, web};
+use governor::clock::{Clock as _, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+type Keyed =
+    RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultClock, StateInformationMiddleware>;
+
+pub struct IpLimiter {
+    policy: Arc<LivePolicy>,
+    trusted_proxies: Vec<IpAddr>,
+    /// The limiter for the current per-minute limit, rebuilt when an admin changes it.
+    current: RwLock<Option<(u32, Arc<Keyed>)>>,
+}
+
+enum Decision {
+    Off,
+    Allowed {
+        limit: u32,
+        remaining: u32,
+        reset: Duration,
+    },
+    Limited {
+        limit: u32,
+        retry_after: Duration,
+    },
+}
+
+impl IpLimiter {
+    pub fn new(policy: Arc<LivePolicy>, trusted_proxies: Vec<IpAddr>) -> Self {
+        Self {
+            policy,
+            trusted_proxies,
+            current: RwLock::new(None),
+        }
+    }
+
+    fn limiter(&self) -> Option<(u32, Arc<Keyed>)> {
+        let per_minute = NonZeroU32::new(self.policy.get().ip_limit_per_minute)?;
+        if let Some((limit, limiter)) = self
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            && *limit == per_minute.get()
+        {
+            return Some((*limit, Arc::clone(limiter)));
+        }
+        // A minute's worth of requests may come as one burst, then one per 60/limit seconds.
+        let limiter = Arc::new(RateLimiter::keyed(Quota::per_minute(per_minute)).with_middleware());
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) =
+            Some((per_minute.get(), Arc::clone(&limiter)));
+        Some((per_minute.get(), limiter))
+    }
+
+    fn check(&self, ip: IpAddr) -> Decision {
+        let Some((limit, limiter)) = self.limiter() else {
+            return Decision::Off;
+        };
+        let now = DefaultClock::default().now();
+        match limiter.check_key(&ip) {
+            Ok(state) => {
+                let remaining = state.remaining_burst_capacity();
+                let per_request = Duration::from_secs(60) / limit;
+                Decision::Allowed {
+                    limit,
+                    remaining,
+                    reset: per_request * (limit - remaining),
+                }
+            }
+            Err(not_until) => Decision::Limited {
+                limit,
+                retry_after: not_until.wait_time_from(now),
+            },
+        }
+    }
+
+    /// Forgets addresses whose allowance is full again (bounded memory).
+    pub fn forget_idle(&self) {
+        if let Some((_, limiter)) = self
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            limiter.retain_recent();
+        }
+    }
+
+    /// The client's address: the peer, or behind a trusted proxy the last
+    /// `X-Forwarded-For` entry that is not itself a trusted proxy.
+    fn client_ip(&self, req: &ServiceRequest) -> Option<IpAddr> {
+        let peer = req.peer_addr()?.ip();
+        if !self.trusted_proxies.contains(&peer) {
+            return Some(peer);
+        }
+        let forwarded = req
+            .headers()
+            .get("X-Forwarded-For")
+            .and_then(|v| v.to_str().ok());
+        let hops: Vec<IpAddr> = forwarded
+            .into_iter()
+            .flat_map(|v| v.split(','))
+            .filter_map(|hop| hop.trim().parse().ok())
+            .collect();
+        Some(
+            hops.iter()
+                .rev()
+                .find(|ip| !self.trusted_proxies.contains(ip))
+                .or(hops.first())
+                .copied()
+                .unwrap_or(peer),
+        )
+    }
+}
+
+fn seconds(d: Duration) -> HeaderValue {
+    HeaderValue::from(d.as_millis().div_ceil(1000) as u64)
+}
+
+fn set_headers(headers: &mut HeaderMap, limit: u32, remaining: u32, reset: Duration) {
+    headers.insert(
+        HeaderName::from_static("x-ratelimit-limit"),
+        HeaderValue::from(limit),
+    );
+    headers.insert(
+        HeaderName::from_static("x-ratelimit-remaining"),
+        HeaderValue::from(remaining),
+    );
+    headers.insert(HeaderName::from_static("x-ratelimit-reset"), seconds(reset));
+}
+
+/// The middleware: 429 `rate_limited` past the limit, headers always.
+pub async fn limit_by_ip(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let limiter = req.app_data::<web::Data<IpLimiter>>();
+    let decision = match limiter.and_then(|l| Some((l, l.client_ip(&req)?))) {
+        Some((limiter, ip)) => limiter.check(ip),
+        None => Decision::Off,
+    };
+    match decision {
+        Decision::Off => Ok(next.call(req).await?.map_into_left_body()),
+        Decision::Allowed {
+            limit,
+            remaining,
+            reset,
+        } => {
+            let mut response = next.call(req).await?;
+            set_headers(response.headers_mut(), limit, remaining, reset);
+            Ok(response.map_into_left_body())
+        }
+        Decision::Limited { limit, retry_after } => {
+            let error = ApiError {
+                retry_after: Some(retry_after.as_millis().div_ceil(1000) as u64),
+                ..ApiError::new(
+                    ErrorKind::RateLimited,
+                    "too many requests from this address; slow down",
+                )
+            };
+            let mut response = error.error_response();
+            set_headers(response.headers_mut(), limit, 0, retry_after);
+            Ok(req.into_response(response).map_into_right_body())
+        }
+    }
+}

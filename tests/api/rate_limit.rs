@@ -1,0 +1,126 @@
+//! The per-IP limit on /api/v2/my/*.
+
+use crate::helpers::{Backend, FakeSms, UserSpec, spawn_with, test_settings};
+use reqwest::StatusCode;
+
+async fn app_with_limit(per_minute: u32, trust_localhost: bool) -> crate::helpers::TestApp {
+    let sms = FakeSms::spawn().await;
+    let mut settings = test_settings(Backend::Redis, &sms);
+    settings.ip_limit_per_minute = per_minute;
+    if trust_localhost {
+        settings.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    }
+    spawn_with(settings, sms).await
+}
+
+#[tokio::test]
+async fn one_ip_spraying_many_accounts_is_stopped_while_others_sign_in() {
+    let app = app_with_limit(120, true).await;
+    let victim = app.create_user(UserSpec::default()).await;
+    let attacker = app.reached_from("203.0.113.7");
+    let user = app.reached_from("198.51.100.2");
+
+    let mut passed = 0;
+    let mut limited = 0;
+    for n in 0..200 {
+        let uuid = match attacker.get("/api/v2/my/signin/wizard").await {
+            reply if reply.status == StatusCode::OK => {
+                passed += 1;
+                reply.body["uuid"].as_str().unwrap().to_owned()
+            }
+            reply => {
+                reply.assert_envelope();
+                assert_eq!(reply.error(), "rate_limited");
+                assert!(reply.body["data"]["error"]["retry_after"].as_u64().unwrap() >= 1);
+                limited += 1;
+                continue;
+            }
+        };
+        let reply = attacker
+            .signin(&uuid, &format!("account-{n}@example.test"), "guess")
+            .await;
+        if reply.error() == "rate_limited" {
+            limited += 1;
+        } else {
+            passed += 1;
+        }
+    }
+    println!("one IP, 200 accounts sprayed: {passed} requests served, {limited} refused with 429");
+    assert!(
+        passed <= 125,
+        "at most a minute's allowance (plus refills) gets through: {passed}"
+    );
+    assert!(limited >= 130, "the rest is refused: {limited}");
+
+    // Another address is untouched, and so is the victim's account.
+    let uuid = user.start().await;
+    let reply = user.signin(&uuid, &victim.email, &victim.password).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+}
+
+#[tokio::test]
+async fn every_answer_carries_the_rate_limit_headers() {
+    let app = app_with_limit(3, false).await;
+    let url = format!("{}/api/v2/my/signin/wizard", app.address);
+    let mut remaining = Vec::new();
+    for _ in 0..4 {
+        let response = app.client.get(&url).send().await.unwrap();
+        let headers = response.headers();
+        assert_eq!(headers["x-ratelimit-limit"], "3");
+        assert!(headers.contains_key("x-ratelimit-reset"));
+        remaining.push(
+            headers["x-ratelimit-remaining"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert!(headers.contains_key("retry-after"));
+        }
+    }
+    assert_eq!(remaining, ["2", "1", "0", "0"]);
+}
+
+#[tokio::test]
+async fn forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy() {
+    let app = app_with_limit(2, false).await;
+    for (n, ip) in ["10.0.0.1", "10.0.0.2", "10.0.0.3"].into_iter().enumerate() {
+        let reply = app.reached_from(ip).get("/api/v2/my/signin/wizard").await;
+        let expected = if n < 2 {
+            StatusCode::OK
+        } else {
+            StatusCode::TOO_MANY_REQUESTS
+        };
+        assert_eq!(
+            reply.status, expected,
+            "a spoofed X-Forwarded-For must not buy a fresh allowance"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_limit_can_be_changed_and_switched_off_at_run_time() {
+    let app = app_with_limit(1, false).await;
+    assert_eq!(
+        app.get("/api/v2/my/signin/wizard").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.get("/api/v2/my/signin/wizard").await.error(),
+        "rate_limited"
+    );
+    let (status, _) = app
+        .admin(
+            reqwest::Method::PUT,
+            "/api/v2/admin/settings",
+            Some(serde_json::json!({ "ip_limit_per_minute": 0 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for _ in 0..5 {
+        assert_eq!(
+            app.get("/api/v2/my/signin/wizard").await.status,
+            StatusCode::OK
+        );
+    }
+}
