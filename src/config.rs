@@ -51,6 +51,22 @@ pub struct Settings {
     #[arg(long, env = "WIZARD_IP_LIMIT_PER_MINUTE", default_value_t = 120)]
     pub ip_limit_per_minute: u32,
 
+    /// reCAPTCHA site key, shown to clients by GET /signin/wizard.
+    #[arg(long, env = "WIZARD_RECAPTCHA_SITE_KEY")]
+    pub recaptcha_site_key: Option<String>,
+
+    /// reCAPTCHA secret; with the site key, reCAPTCHA starts enabled.
+    #[arg(long, env = "WIZARD_RECAPTCHA_SECRET", hide_env_values = true)]
+    pub recaptcha_secret: Option<SecretString>,
+
+    /// Where reCAPTCHA answers are verified.
+    #[arg(
+        long,
+        env = "WIZARD_RECAPTCHA_VERIFY_URL",
+        default_value = "https://www.google.com/recaptcha/api/siteverify"
+    )]
+    pub recaptcha_verify_url: reqwest::Url,
+
     /// Peers (comma-separated IPs) whose X-Forwarded-For is believed.
     #[arg(long, env = "WIZARD_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<std::net::IpAddr>,
@@ -133,7 +149,7 @@ impl Settings {
             block_secs: self.lockout_block_secs,
             wizard_ttl_secs: self.wizard_ttl_secs,
             ip_limit_per_minute: self.ip_limit_per_minute,
-            recaptcha_enabled: false,
+            recaptcha_enabled: self.recaptcha_site_key.is_some() && self.recaptcha_secret.is_some(),
         }
     }
 

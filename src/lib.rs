@@ -4,6 +4,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod captcha;
 pub mod cli;
 pub mod clock;
 pub mod config;

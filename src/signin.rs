@@ -1,6 +1,7 @@
 //! The shell around the pure wizard: load, check the step, verify at the
 //! edge, transition, save atomically, then send and sign.
 
+use crate::captcha::{CaptchaError, Recaptcha};
 use crate::clock::Clock;
 use crate::credentials::{HashError, PasswordHasher, SmsCodes, TokenIssuer, TokenPair};
 use crate::delivery::{DeliveryError, SmsGateway};
@@ -14,6 +15,7 @@ use crate::wizard::{
     transition,
 };
 use chrono::{DateTime, Duration, Utc};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// What a client sends at the `login` step, already parsed.
@@ -22,6 +24,9 @@ pub struct Credentials {
     pub email: Email,
     pub password: Password,
     pub fingerprint: DeviceFingerprint,
+    /// The reCAPTCHA token (`recaptchaResponse`), required while reCAPTCHA is on.
+    pub captcha: Option<String>,
+    pub client_ip: Option<IpAddr>,
 }
 
 /// A step that went through.
@@ -50,6 +55,8 @@ pub enum SignInError {
     WizardClosed,
     #[error(transparent)]
     SmsDelivery(#[from] DeliveryError),
+    #[error(transparent)]
+    Captcha(#[from] CaptchaError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -103,6 +110,8 @@ pub struct SignIn {
     pub tokens: Arc<TokenIssuer>,
     pub clock: Clock,
     pub policy: Arc<LivePolicy>,
+    /// Configured reCAPTCHA; checked while the policy has it on.
+    pub captcha: Option<Recaptcha>,
     /// Codes one wizard may try before it is closed.
     pub codes_per_wizard: u32,
     pub sms_code_ttl: Duration,
@@ -133,7 +142,16 @@ impl SignIn {
             email,
             password,
             fingerprint,
+            captcha,
+            client_ip,
         } = input;
+        if let Some(recaptcha) = self.captcha_in_force() {
+            // Before anything costly, and before the attempt counts against the account.
+            recaptcha
+                .verify(captcha.as_deref(), client_ip)
+                .await
+                .map_err(|e| Failure::about(id, e))?;
+        }
         self.step(id, Some(&email), Action::Credentials, async |_, user| {
             // Unknown email or wrong password: the same work and the same answer.
             let matched = self
@@ -187,6 +205,13 @@ impl SignIn {
             .into())
         })
         .await
+    }
+
+    /// reCAPTCHA, if it is configured and switched on.
+    pub fn captcha_in_force(&self) -> Option<&Recaptcha> {
+        self.captcha
+            .as_ref()
+            .filter(|_| self.policy.get().recaptcha_enabled)
     }
 
     /// What `action` asks of the attempt counters (see `lockout`).

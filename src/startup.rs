@@ -1,5 +1,6 @@
 //! Wiring: builds every part from the settings and binds the HTTP server.
 
+use crate::captcha::Recaptcha;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::credentials::{Keyring, PasswordHasher, SmsCodes, TokenIssuer};
@@ -67,6 +68,7 @@ impl Application {
             tokens: Arc::clone(&tokens),
             clock,
             policy: Arc::clone(&policy),
+            captcha: recaptcha(&settings)?,
             codes_per_wizard: settings.code_attempts_per_wizard,
             sms_code_ttl: settings.sms_code_ttl(),
         });
@@ -86,7 +88,7 @@ impl Application {
                         store: Arc::clone(&store),
                         passwords: Arc::clone(&passwords),
                         policy: Arc::clone(&policy),
-                        recaptcha_configured: false,
+                        recaptcha_configured: signin.captcha.is_some(),
                         totp_issuer: settings.jwt_issuer.clone(),
                     },
                 ))
@@ -197,5 +199,19 @@ async fn forget_idle_addresses(limiter: Arc<IpLimiter>) {
     loop {
         ticks.tick().await;
         limiter.forget_idle();
+    }
+}
+
+fn recaptcha(settings: &Settings) -> anyhow::Result<Option<Recaptcha>> {
+    match (&settings.recaptcha_site_key, &settings.recaptcha_secret) {
+        (Some(site_key), Some(secret)) => Ok(Some(Recaptcha::new(
+            site_key.clone(),
+            secret.clone(),
+            settings.recaptcha_verify_url.clone(),
+        )?)),
+        (None, None) => Ok(None),
+        _ => anyhow::bail!(
+            "set both WIZARD_RECAPTCHA_SITE_KEY and WIZARD_RECAPTCHA_SECRET, or neither"
+        ),
     }
 }

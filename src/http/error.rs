@@ -1,4 +1,5 @@
 use super::envelope::{Envelope, Meta, rfc3339};
+use crate::captcha::CaptchaError;
 use crate::domain::{ParseError, WizardId};
 use crate::signin::{Failure, SignInError};
 use crate::store::StoreError;
@@ -26,6 +27,8 @@ pub enum ErrorKind {
     SmsDeliveryFailed,
     TooManyAttempts,
     RateLimited,
+    CaptchaFailed,
+    CaptchaUnavailable,
     WizardClosed,
     Overloaded,
     StoreUnavailable,
@@ -56,6 +59,8 @@ impl ErrorKind {
             ErrorKind::SmsDeliveryFailed => "sms_delivery_failed",
             ErrorKind::TooManyAttempts => "too_many_attempts",
             ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::CaptchaFailed => "captcha_failed",
+            ErrorKind::CaptchaUnavailable => "captcha_unavailable",
             ErrorKind::WizardClosed => "wizard_closed",
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::StoreUnavailable => "store_unavailable",
@@ -77,7 +82,7 @@ impl ErrorKind {
             ErrorKind::InvalidCredentials | ErrorKind::InvalidCode | ErrorKind::Unauthorized => {
                 StatusCode::UNAUTHORIZED
             }
-            ErrorKind::InvalidField => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorKind::InvalidField | ErrorKind::CaptchaFailed => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorKind::WizardNotFound | ErrorKind::RouteNotFound | ErrorKind::UserNotFound => {
                 StatusCode::NOT_FOUND
             }
@@ -91,7 +96,9 @@ impl ErrorKind {
             | ErrorKind::ConcurrentRequest
             | ErrorKind::EmailTaken => StatusCode::CONFLICT,
             ErrorKind::SmsDeliveryFailed => StatusCode::BAD_GATEWAY,
-            ErrorKind::Overloaded | ErrorKind::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Overloaded | ErrorKind::StoreUnavailable | ErrorKind::CaptchaUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -220,6 +227,13 @@ impl From<Failure> for ApiError {
                 ..ApiError::new(ErrorKind::TooManyAttempts, message)
             },
             SignInError::WizardClosed => ApiError::new(ErrorKind::WizardClosed, message),
+            SignInError::Captcha(CaptchaError::Failed) => {
+                ApiError::new(ErrorKind::CaptchaFailed, message)
+            }
+            SignInError::Captcha(CaptchaError::Unavailable(e)) => {
+                tracing::warn!(error = %e, "reCAPTCHA verifier unreachable");
+                ApiError::new(ErrorKind::CaptchaUnavailable, message)
+            }
             SignInError::SmsDelivery(e) => {
                 tracing::warn!(error = %e, "SMS delivery failed");
                 ApiError::new(

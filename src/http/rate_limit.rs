@@ -9,7 +9,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{Error, ResponseError, web};
+use actix_web::{Error, HttpRequest, ResponseError, web};
 use governor::clock::{Clock as _, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
@@ -105,7 +105,7 @@ impl IpLimiter {
 
     /// The client's address: the peer, or behind a trusted proxy the last
     /// `X-Forwarded-For` entry that is not itself a trusted proxy.
-    fn client_ip(&self, req: &ServiceRequest) -> Option<IpAddr> {
+    pub fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
         let peer = req.peer_addr()?.ip();
         if !self.trusted_proxies.contains(&peer) {
             return Some(peer);
@@ -152,7 +152,7 @@ pub async fn limit_by_ip(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let limiter = req.app_data::<web::Data<IpLimiter>>();
-    let decision = match limiter.and_then(|l| Some((l, l.client_ip(&req)?))) {
+    let decision = match limiter.and_then(|l| Some((l, l.client_ip(req.request())?))) {
         Some((limiter, ip)) => limiter.check(ip),
         None => Decision::Off,
     };

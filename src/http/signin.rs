@@ -1,24 +1,28 @@
 use super::body::StepBody;
 use super::envelope::{Envelope, rfc3339};
 use super::error::{ApiError, ErrorKind};
+use super::rate_limit::IpLimiter;
 use crate::credentials::{IssuedToken, TokenPair};
 use crate::domain::{DeviceFingerprint, Email, OtpCode, Password, WizardId};
 use crate::signin::{Credentials, Outcome, SignIn};
 use crate::wizard::Factor;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
 
 #[derive(Serialize)]
-struct StartData {
-    recaptcha: Recaptcha,
+struct StartData<'a> {
+    recaptcha: Recaptcha<'a>,
     is_qr_available: bool,
     is_password_recovery_available: bool,
 }
 
 #[derive(Serialize)]
-struct Recaptcha {
+struct Recaptcha<'a> {
     enabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    site_key: Option<&'a str>,
 }
 
 /// B2Core's step data: both tokens once done, else the factors on offer.
@@ -91,7 +95,16 @@ impl From<Outcome> for Envelope<StepData> {
 pub async fn start(signin: web::Data<SignIn>) -> Result<HttpResponse, ApiError> {
     let wizard = signin.start().await?;
     let data = StartData {
-        recaptcha: Recaptcha { enabled: false },
+        recaptcha: match signin.captcha_in_force() {
+            Some(captcha) => Recaptcha {
+                enabled: true,
+                site_key: Some(&captcha.site_key),
+            },
+            None => Recaptcha {
+                enabled: false,
+                site_key: None,
+            },
+        },
         is_qr_available: false,
         is_password_recovery_available: false,
     };
@@ -103,14 +116,22 @@ struct CredentialsBody {
     email: String,
     password: SecretString,
     device_fingerprint: String,
+    #[serde(rename = "recaptchaResponse")]
+    recaptcha_response: Option<String>,
 }
 
 pub async fn credentials(
+    req: HttpRequest,
     signin: web::Data<SignIn>,
+    limiter: web::Data<IpLimiter>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let mut body = StepBody::read(payload).await?;
-    let input = match body.take::<CredentialsBody>().and_then(parse_credentials) {
+    let client_ip = limiter.client_ip(&req);
+    let parsed = body
+        .take::<CredentialsBody>()
+        .and_then(|b| parse_credentials(b, client_ip));
+    let input = match parsed {
         Ok(input) => input,
         Err(e) => return Err(in_context(&signin, body.id, e).await),
     };
@@ -118,12 +139,17 @@ pub async fn credentials(
     Ok(Envelope::from(outcome).respond())
 }
 
-fn parse_credentials(body: CredentialsBody) -> Result<Credentials, ApiError> {
+fn parse_credentials(
+    body: CredentialsBody,
+    client_ip: Option<IpAddr>,
+) -> Result<Credentials, ApiError> {
     Ok(Credentials {
         email: Email::parse(&body.email).map_err(ApiError::invalid)?,
         password: Password::parse(body.password).map_err(ApiError::invalid)?,
         fingerprint: DeviceFingerprint::parse(&body.device_fingerprint)
             .map_err(|e| ApiError::new(ErrorKind::InvalidDeviceFingerprint, e.0))?,
+        captcha: body.recaptcha_response,
+        client_ip,
     })
 }
 

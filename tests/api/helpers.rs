@@ -163,6 +163,69 @@ impl FakeSms {
     }
 }
 
+/// A reCAPTCHA `siteverify` endpoint: tokens starting with `pass-` succeed
+/// once each (like Google's, a token cannot be used twice); `slow` makes it
+/// answer after 3 s.
+#[derive(Clone)]
+pub struct FakeRecaptcha {
+    pub url: String,
+    pub remote_ips: Arc<Mutex<Vec<String>>>,
+}
+
+pub const RECAPTCHA_SECRET: &str = "test-recaptcha-secret";
+
+impl FakeRecaptcha {
+    pub async fn spawn(slow: bool) -> Self {
+        let used = Arc::new(Mutex::new(std::collections::HashSet::<String>::new()));
+        let remote_ips = Arc::new(Mutex::new(Vec::new()));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!(
+            "http://127.0.0.1:{}/siteverify",
+            listener.local_addr().unwrap().port()
+        );
+        let state = (used, remote_ips.clone());
+        let server = HttpServer::new(move || {
+            let state = state.clone();
+            App::new().route(
+                "/siteverify",
+                web::post().to(
+                    move |form: web::Form<std::collections::HashMap<String, String>>| {
+                        let (used, remote_ips) = state.clone();
+                        async move {
+                            if slow {
+                                tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+                            }
+                            let response = form.get("response").cloned().unwrap_or_default();
+                            remote_ips
+                                .lock()
+                                .unwrap()
+                                .push(form.get("remoteip").cloned().unwrap_or_default());
+                            let fresh = used.lock().unwrap().insert(response.clone());
+                            let success = form.get("secret").map(String::as_str)
+                                == Some(RECAPTCHA_SECRET)
+                                && response.starts_with("pass-")
+                                && fresh;
+                            let errors: Vec<&str> = if success {
+                                vec![]
+                            } else {
+                                vec!["invalid-input-response"]
+                            };
+                            HttpResponse::Ok()
+                                .json(json!({ "success": success, "error-codes": errors }))
+                        }
+                    },
+                ),
+            )
+        })
+        .workers(1)
+        .listen(listener)
+        .unwrap()
+        .run();
+        tokio::spawn(server);
+        Self { url, remote_ips }
+    }
+}
+
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
@@ -322,6 +385,17 @@ impl TestApp {
 
     pub async fn signin(&self, uuid: &str, email: &str, password: &str) -> Reply {
         let body = json!({ "uuid": uuid, "email": email, "password": password, "device_fingerprint": fingerprint("test-agent/1.0") });
+        self.post("/api/v2/my/signin", body).await
+    }
+
+    pub async fn signin_with_captcha(
+        &self,
+        uuid: &str,
+        email: &str,
+        password: &str,
+        captcha: &str,
+    ) -> Reply {
+        let body = json!({ "uuid": uuid, "email": email, "password": password, "device_fingerprint": fingerprint("test-agent/1.0"), "recaptchaResponse": captcha });
         self.post("/api/v2/my/signin", body).await
     }
 

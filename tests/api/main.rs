@@ -2,6 +2,7 @@
 
 mod admin;
 mod bad_input;
+mod captcha;
 mod concurrency;
 mod helpers;
 mod instances;

@@ -1,0 +1,134 @@
+//! reCAPTCHA at the login step, against a fake `siteverify` server.
+
+use crate::helpers::{
+    Backend, FakeRecaptcha, FakeSms, RECAPTCHA_SECRET, TestApp, UserSpec, free_port, spawn_with,
+    test_settings,
+};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+async fn app_with_verifier(url: &str) -> TestApp {
+    let sms = FakeSms::spawn().await;
+    let mut settings = test_settings(Backend::Memory, &sms);
+    settings.recaptcha_site_key = Some("site-key-123".into());
+    settings.recaptcha_secret = Some(RECAPTCHA_SECRET.to_owned().into());
+    settings.recaptcha_verify_url = url.parse().unwrap();
+    spawn_with(settings, sms).await
+}
+
+#[tokio::test]
+async fn the_login_step_needs_a_fresh_verified_token() {
+    let verifier = FakeRecaptcha::spawn(false).await;
+    let app = app_with_verifier(&verifier.url).await;
+    let start = app.get("/api/v2/my/signin/wizard").await;
+    assert_eq!(
+        start.body["data"]["recaptcha"],
+        json!({ "enabled": true, "site_key": "site-key-123" })
+    );
+    let user = app.create_user(UserSpec::default()).await;
+    let uuid = start.body["uuid"].as_str().unwrap().to_owned();
+
+    let missing = app.signin(&uuid, &user.email, &user.password).await;
+    missing.assert_envelope();
+    assert_eq!(
+        (missing.status, missing.error()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "captcha_failed")
+    );
+    assert_eq!(missing.workflow(), "login");
+    let wrong = app
+        .signin_with_captcha(&uuid, &user.email, &user.password, "robot")
+        .await;
+    assert_eq!(wrong.error(), "captcha_failed");
+    let ok = app
+        .signin_with_captcha(&uuid, &user.email, &user.password, "pass-1")
+        .await;
+    assert_eq!(ok.status, StatusCode::ACCEPTED, "{}", ok.body);
+    assert_eq!(
+        verifier.remote_ips.lock().unwrap().last().unwrap(),
+        "127.0.0.1"
+    );
+
+    let again = app.start().await;
+    let reused = app
+        .signin_with_captcha(&again, &user.email, &user.password, "pass-1")
+        .await;
+    assert_eq!(reused.error(), "captcha_failed", "a token works once");
+}
+
+#[tokio::test]
+async fn failed_captchas_do_not_count_against_the_account() {
+    let verifier = FakeRecaptcha::spawn(false).await;
+    let app = app_with_verifier(&verifier.url).await;
+    let user = app.create_user(UserSpec::default()).await;
+    let uuid = app.start().await;
+    for _ in 0..10 {
+        assert_eq!(
+            app.signin_with_captcha(&uuid, &user.email, "wrong", "robot")
+                .await
+                .error(),
+            "captcha_failed"
+        );
+    }
+    let reply = app
+        .signin_with_captcha(&uuid, &user.email, &user.password, "pass-2")
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn an_unreachable_or_slow_verifier_fails_closed() {
+    let closed = format!("http://127.0.0.1:{}/siteverify", free_port());
+    let slow = FakeRecaptcha::spawn(true).await;
+    for url in [closed.as_str(), slow.url.as_str()] {
+        let app = app_with_verifier(url).await;
+        let user = app.create_user(UserSpec::default()).await;
+        let uuid = app.start().await;
+        let reply = app
+            .signin_with_captcha(&uuid, &user.email, &user.password, "pass-3")
+            .await;
+        reply.assert_envelope();
+        assert_eq!(
+            (reply.status, reply.error()),
+            (StatusCode::SERVICE_UNAVAILABLE, "captcha_unavailable"),
+            "{url}"
+        );
+        assert!(reply.body["data"].get("accessToken").is_none());
+    }
+}
+
+#[tokio::test]
+async fn an_admin_can_switch_recaptcha_off_and_on() {
+    let verifier = FakeRecaptcha::spawn(false).await;
+    let app = app_with_verifier(&verifier.url).await;
+    let (status, _) = app
+        .admin(
+            Method::PUT,
+            "/api/v2/admin/settings",
+            Some(json!({ "recaptcha_enabled": false })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        app.get("/api/v2/my/signin/wizard").await.body["data"]["recaptcha"],
+        json!({ "enabled": false })
+    );
+    let user = app.create_user(UserSpec::default()).await;
+    let uuid = app.start().await;
+    assert_eq!(
+        app.signin(&uuid, &user.email, &user.password).await.status,
+        StatusCode::ACCEPTED
+    );
+    let (status, _) = app
+        .admin(
+            Method::PUT,
+            "/api/v2/admin/settings",
+            Some(json!({ "recaptcha_enabled": true })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let uuid = app.start().await;
+    assert_eq!(
+        app.signin(&uuid, &user.email, &user.password).await.error(),
+        "captcha_failed"
+    );
+}
