@@ -75,6 +75,14 @@ pub struct Settings {
     #[arg(long, env = "WIZARD_SMS_CODE_TTL_SECS", default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=3600))]
     pub sms_code_ttl_secs: u32,
 
+    /// Least time between two SMS codes of one wizard, in seconds.
+    #[arg(long, env = "WIZARD_SMS_RESEND_COOLDOWN_SECS", default_value_t = 30)]
+    pub sms_resend_cooldown_secs: u32,
+
+    /// SMS codes one wizard may have sent again.
+    #[arg(long, env = "WIZARD_SMS_MAX_RESENDS", default_value_t = 3)]
+    pub sms_max_resends: u32,
+
     /// SMS gateway webhook; when unset, SMS messages are written to the log.
     #[arg(long, env = "WIZARD_SMS_WEBHOOK_URL")]
     pub sms_webhook_url: Option<reqwest::Url>,

@@ -115,6 +115,8 @@ pub struct SignIn {
     /// Codes one wizard may try before it is closed.
     pub codes_per_wizard: u32,
     pub sms_code_ttl: Duration,
+    pub resend_cooldown: Duration,
+    pub max_resends: u32,
 }
 
 impl SignIn {
@@ -152,58 +154,113 @@ impl SignIn {
                 .await
                 .map_err(|e| Failure::about(id, e))?;
         }
-        self.step(id, Some(&email), Action::Credentials, async |_, user| {
-            // Unknown email or wrong password: the same work and the same answer.
-            let matched = self
-                .passwords
-                .verify(&password, user.map(|u| &u.password_hash))
-                .await?;
-            let account = user.filter(|_| matched).map(User::account);
-            Ok(Event::Credentials {
-                account,
-                fingerprint,
-            }
-            .into())
-        })
+        self.step(
+            id,
+            Subject::Email(&email),
+            Action::Credentials,
+            async |_, user| {
+                // Unknown email or wrong password: the same work and the same answer.
+                let matched = self
+                    .passwords
+                    .verify(&password, user.map(|u| &u.password_hash))
+                    .await?;
+                let account = user.filter(|_| matched).map(User::account);
+                Ok(Event::Credentials {
+                    account,
+                    fingerprint,
+                }
+                .into())
+            },
+        )
         .await
     }
 
     #[tracing::instrument(skip_all, fields(wizard_id = %id, workflow = "2fa"))]
-    pub async fn choose_factor(&self, id: WizardId, factor: Factor) -> Result<Outcome, Failure> {
-        self.step(id, None, Action::ChooseFactor, async |_, user| {
-            Ok(Event::ChooseFactor {
-                factor,
-                account: bound(user)?.account(),
-            }
-            .into())
-        })
+    pub async fn choose_factor(
+        &self,
+        id: WizardId,
+        factor: Factor,
+        device: Option<&DeviceFingerprint>,
+    ) -> Result<Outcome, Failure> {
+        self.step(
+            id,
+            Subject::Device(device),
+            Action::ChooseFactor,
+            async |_, user| {
+                Ok(Event::ChooseFactor {
+                    factor,
+                    account: bound(user)?.account(),
+                }
+                .into())
+            },
+        )
         .await
     }
 
     #[tracing::instrument(skip_all, fields(wizard_id = %id, workflow = "2fa_google_auth"))]
-    pub async fn totp_code(&self, id: WizardId, code: OtpCode) -> Result<Outcome, Failure> {
+    pub async fn totp_code(
+        &self,
+        id: WizardId,
+        code: OtpCode,
+        device: Option<&DeviceFingerprint>,
+    ) -> Result<Outcome, Failure> {
         let now = self.clock.now();
-        self.step(id, None, Action::TotpCode, async |_, user| {
-            let user = bound(user)?;
-            let step = user.totp_secret.as_ref().and_then(|s| s.verify(&code, now));
-            Ok(Checked {
-                event: Event::TotpCode {
-                    accepted: step.is_some(),
-                },
-                totp_step: step.map(|step| (user.id, step)),
-            })
-        })
+        self.step(
+            id,
+            Subject::Device(device),
+            Action::TotpCode,
+            async |_, user| {
+                let user = bound(user)?;
+                let step = user.totp_secret.as_ref().and_then(|s| s.verify(&code, now));
+                Ok(Checked {
+                    event: Event::TotpCode {
+                        accepted: step.is_some(),
+                    },
+                    totp_step: step.map(|step| (user.id, step)),
+                })
+            },
+        )
         .await
     }
 
     #[tracing::instrument(skip_all, fields(wizard_id = %id, workflow = "2fa_sms_auth"))]
-    pub async fn sms_code(&self, id: WizardId, code: OtpCode) -> Result<Outcome, Failure> {
-        self.step(id, None, Action::SmsCode, async |wizard, _| {
-            Ok(Event::SmsCode {
-                digest: self.sms_codes.digest(wizard.id, &code),
-            }
-            .into())
-        })
+    pub async fn sms_code(
+        &self,
+        id: WizardId,
+        code: OtpCode,
+        device: Option<&DeviceFingerprint>,
+    ) -> Result<Outcome, Failure> {
+        self.step(
+            id,
+            Subject::Device(device),
+            Action::SmsCode,
+            async |wizard, _| {
+                Ok(Event::SmsCode {
+                    digest: self.sms_codes.digest(wizard.id, &code),
+                }
+                .into())
+            },
+        )
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(wizard_id = %id, workflow = "2fa_sms_auth"))]
+    pub async fn resend_sms(
+        &self,
+        id: WizardId,
+        device: Option<&DeviceFingerprint>,
+    ) -> Result<Outcome, Failure> {
+        self.step(
+            id,
+            Subject::Device(device),
+            Action::ResendSms,
+            async |_, user| {
+                Ok(Event::ResendSms {
+                    account: bound(user)?.account(),
+                }
+                .into())
+            },
+        )
         .await
     }
 
@@ -222,6 +279,7 @@ impl SignIn {
             Action::ChooseFactor => (Workflow::ChooseFactor, false, false),
             Action::TotpCode => (Workflow::TotpCode, true, true),
             Action::SmsCode => (Workflow::SmsCode, true, true),
+            Action::ResendSms => (Workflow::SmsCode, false, true),
         };
         let limits = Limits {
             now,
@@ -243,10 +301,14 @@ impl SignIn {
     async fn step(
         &self,
         id: WizardId,
-        email: Option<&Email>,
+        subject: Subject<'_>,
         action: Action,
         verify: impl AsyncFnOnce(&Wizard, Option<&User>) -> Result<Checked, SignInError>,
     ) -> Result<Outcome, Failure> {
+        let (email, device) = match subject {
+            Subject::Email(email) => (Some(email), None),
+            Subject::Device(device) => (None, device),
+        };
         let now = self.clock.now();
         let gate = self.gate(action, now);
         let Loaded {
@@ -267,6 +329,7 @@ impl SignIn {
 
         wizard
             .admits(action, now)
+            .and_then(|()| wizard.same_device(device))
             .map_err(|r| in_context(r.into()))?;
         if wizard.user().is_some() && user.is_none() {
             // The account was deleted mid-flow: nothing more may come of this wizard.
@@ -304,6 +367,8 @@ impl SignIn {
         let ctx = Context {
             now,
             sms_code_ttl: self.sms_code_ttl,
+            resend_cooldown: self.resend_cooldown,
+            max_resends: self.max_resends,
             fresh_sms: self.sms_codes.fresh(id),
         };
         let Transition {
@@ -389,6 +454,13 @@ impl SignIn {
             .map_err(anyhow::Error::from)??;
         Ok(pair)
     }
+}
+
+/// Who a step is about: at `login` the email typed; afterwards the wizard
+/// knows its user, and the client may name its device again.
+enum Subject<'a> {
+    Email(&'a Email),
+    Device(Option<&'a DeviceFingerprint>),
 }
 
 /// A verdict from the edges, plus the TOTP step to record if it succeeds.

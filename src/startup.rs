@@ -71,6 +71,8 @@ impl Application {
             captcha: recaptcha(&settings)?,
             codes_per_wizard: settings.code_attempts_per_wizard,
             sms_code_ttl: settings.sms_code_ttl(),
+            resend_cooldown: chrono::Duration::seconds(settings.sms_resend_cooldown_secs.into()),
+            max_resends: settings.sms_max_resends,
         });
 
         // The embedded store can only be reached through this process, so an

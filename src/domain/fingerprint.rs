@@ -53,8 +53,10 @@ impl DeviceFingerprint {
         if user_agent.chars().count() > MAX_USER_AGENT_CHARS {
             return Err(ParseError("device_fingerprint.user_agent is too long"));
         }
+        // Kept unpadded, so one fingerprint compares equal however it was padded.
+        let encoded = encoded.trim_end_matches('=').to_owned();
         Ok(Self {
-            encoded: encoded.to_owned(),
+            encoded,
             user_agent,
         })
     }
@@ -77,10 +79,13 @@ mod tests {
     }
 
     #[test]
-    fn padding_is_optional() {
+    fn padding_is_optional_and_does_not_matter() {
         let json = br#"{"user_agent":"curl/8","screen":"1x1"}"#;
-        assert!(DeviceFingerprint::parse(&STANDARD.encode(json)).is_ok());
-        assert!(DeviceFingerprint::parse(&STANDARD_NO_PAD.encode(json)).is_ok());
+        let padded = DeviceFingerprint::parse(&STANDARD.encode(json)).unwrap();
+        assert_eq!(
+            padded,
+            DeviceFingerprint::parse(&STANDARD_NO_PAD.encode(json)).unwrap()
+        );
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub enum ErrorKind {
     SmsDeliveryFailed,
     TooManyAttempts,
     RateLimited,
+    DeviceMismatch,
+    ResendTooSoon,
+    ResendLimitReached,
     CaptchaFailed,
     CaptchaUnavailable,
     WizardClosed,
@@ -59,6 +62,9 @@ impl ErrorKind {
             ErrorKind::SmsDeliveryFailed => "sms_delivery_failed",
             ErrorKind::TooManyAttempts => "too_many_attempts",
             ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::DeviceMismatch => "device_mismatch",
+            ErrorKind::ResendTooSoon => "resend_too_soon",
+            ErrorKind::ResendLimitReached => "resend_limit_reached",
             ErrorKind::CaptchaFailed => "captcha_failed",
             ErrorKind::CaptchaUnavailable => "captcha_unavailable",
             ErrorKind::WizardClosed => "wizard_closed",
@@ -89,7 +95,11 @@ impl ErrorKind {
             ErrorKind::CodeExpired | ErrorKind::WizardExpired | ErrorKind::WizardClosed => {
                 StatusCode::GONE
             }
-            ErrorKind::TooManyAttempts | ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::TooManyAttempts
+            | ErrorKind::RateLimited
+            | ErrorKind::ResendTooSoon
+            | ErrorKind::ResendLimitReached => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::DeviceMismatch => StatusCode::FORBIDDEN,
             ErrorKind::WizardCompleted
             | ErrorKind::StepNotAllowed
             | ErrorKind::FactorUnavailable
@@ -114,6 +124,9 @@ impl From<Rejection> for ErrorKind {
             Rejection::InvalidCode => ErrorKind::InvalidCode,
             Rejection::CodeExpired => ErrorKind::CodeExpired,
             Rejection::FactorUnavailable => ErrorKind::FactorUnavailable,
+            Rejection::DeviceMismatch => ErrorKind::DeviceMismatch,
+            Rejection::ResendTooSoon { .. } => ErrorKind::ResendTooSoon,
+            Rejection::ResendLimit => ErrorKind::ResendLimitReached,
         }
     }
 }
@@ -218,7 +231,13 @@ impl From<Failure> for ApiError {
     fn from(failure: Failure) -> Self {
         let message = failure.error.to_string();
         let error = match &failure.error {
-            SignInError::Rejected(r) => ApiError::new((*r).into(), message),
+            SignInError::Rejected(r) => ApiError {
+                retry_after: match r {
+                    Rejection::ResendTooSoon { retry_after_secs } => Some(*retry_after_secs),
+                    _ => None,
+                },
+                ..ApiError::new((*r).into(), message)
+            },
             SignInError::NotFound => ApiError::new(ErrorKind::WizardNotFound, message),
             SignInError::Conflict => ApiError::new(ErrorKind::ConcurrentRequest, message),
             SignInError::Overloaded => ApiError::new(ErrorKind::Overloaded, message),

@@ -25,7 +25,8 @@ pub fn routes(cfg: &mut web::ServiceConfig, admin_enabled: bool) {
             .route("/signin", web::post().to(signin::credentials))
             .route("/signin/2fa", web::post().to(signin::choose_factor))
             .route("/2fa/google", web::post().to(signin::totp_code))
-            .route("/2fa/sms", web::post().to(signin::sms_code)),
+            .route("/2fa/sms", web::post().to(signin::sms_code))
+            .route("/2fa/sms/resend", web::post().to(signin::resend_sms)),
     )
     .route("/.well-known/jwks.json", web::get().to(well_known::jwks))
     .route("/healthz", web::get().to(well_known::health));

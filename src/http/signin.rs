@@ -157,54 +157,122 @@ fn parse_credentials(
 struct ChooseFactorBody {
     #[serde(rename = "type")]
     factor: Factor,
+    device_fingerprint: Option<String>,
 }
 
 pub async fn choose_factor(
+    req: HttpRequest,
     signin: web::Data<SignIn>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let mut body = StepBody::read(payload).await?;
-    let factor = match body.take::<ChooseFactorBody>() {
-        Ok(b) => b.factor,
+    let parsed = body
+        .take::<ChooseFactorBody>()
+        .and_then(|b| Ok((b.factor, device(&req, b.device_fingerprint)?)));
+    let (factor, device) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => return Err(in_context(&signin, body.id, e).await),
     };
-    let outcome = signin.choose_factor(body.id, factor).await?;
+    let outcome = signin
+        .choose_factor(body.id, factor, device.as_ref())
+        .await?;
     Ok(Envelope::for_wizard(&outcome.wizard, ()).respond())
 }
 
 #[derive(Deserialize)]
 struct CodeBody {
     code: String,
+    device_fingerprint: Option<String>,
+}
+
+/// A code step's input: the wizard, the code and the device, if named.
+struct CodeStep {
+    id: WizardId,
+    code: OtpCode,
+    device: Option<DeviceFingerprint>,
 }
 
 pub async fn totp_code(
+    req: HttpRequest,
     signin: web::Data<SignIn>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (id, code) = read_code(&signin, payload).await?;
-    Ok(Envelope::from(signin.totp_code(id, code).await?).respond())
+    let step = read_code(&req, &signin, payload).await?;
+    let outcome = signin
+        .totp_code(step.id, step.code, step.device.as_ref())
+        .await?;
+    Ok(Envelope::from(outcome).respond())
 }
 
 pub async fn sms_code(
+    req: HttpRequest,
     signin: web::Data<SignIn>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (id, code) = read_code(&signin, payload).await?;
-    Ok(Envelope::from(signin.sms_code(id, code).await?).respond())
+    let step = read_code(&req, &signin, payload).await?;
+    let outcome = signin
+        .sms_code(step.id, step.code, step.device.as_ref())
+        .await?;
+    Ok(Envelope::from(outcome).respond())
 }
 
 async fn read_code(
+    req: &HttpRequest,
     signin: &SignIn,
     payload: web::Payload,
-) -> Result<(WizardId, OtpCode), ApiError> {
+) -> Result<CodeStep, ApiError> {
     let mut body = StepBody::read(payload).await?;
-    match body
-        .take::<CodeBody>()
-        .and_then(|b| OtpCode::parse(&b.code).map_err(ApiError::invalid))
-    {
-        Ok(code) => Ok((body.id, code)),
+    let parsed = body.take::<CodeBody>().and_then(|b| {
+        let code = OtpCode::parse(&b.code).map_err(ApiError::invalid)?;
+        Ok(CodeStep {
+            id: body.id,
+            code,
+            device: device(req, b.device_fingerprint)?,
+        })
+    });
+    match parsed {
+        Ok(step) => Ok(step),
         Err(e) => Err(in_context(signin, body.id, e).await),
     }
+}
+
+#[derive(Deserialize)]
+struct ResendBody {
+    device_fingerprint: Option<String>,
+}
+
+pub async fn resend_sms(
+    req: HttpRequest,
+    signin: web::Data<SignIn>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let mut body = StepBody::read(payload).await?;
+    let device = match body
+        .take::<ResendBody>()
+        .and_then(|b| device(&req, b.device_fingerprint))
+    {
+        Ok(device) => device,
+        Err(e) => return Err(in_context(&signin, body.id, e).await),
+    };
+    let outcome = signin.resend_sms(body.id, device.as_ref()).await?;
+    Ok(Envelope::for_wizard(&outcome.wizard, ()).respond())
+}
+
+/// The device a later step names, in its body or an `X-Device-Fingerprint` header.
+fn device(
+    req: &HttpRequest,
+    in_body: Option<String>,
+) -> Result<Option<DeviceFingerprint>, ApiError> {
+    let in_header = req
+        .headers()
+        .get("X-Device-Fingerprint")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    in_body
+        .or(in_header)
+        .map(|raw| DeviceFingerprint::parse(&raw))
+        .transpose()
+        .map_err(|e| ApiError::new(ErrorKind::InvalidDeviceFingerprint, e.0))
 }
 
 /// A malformed body still names the step its wizard is on.

@@ -18,6 +18,8 @@ pub enum Event {
     TotpCode { accepted: bool },
     /// The keyed digest of the SMS code the client typed.
     SmsCode { digest: CodeDigest },
+    /// The client asks for a new SMS code; `account` is the user's current record.
+    ResendSms { account: Account },
 }
 
 impl Event {
@@ -27,6 +29,7 @@ impl Event {
             Event::ChooseFactor { .. } => Action::ChooseFactor,
             Event::TotpCode { .. } => Action::TotpCode,
             Event::SmsCode { .. } => Action::SmsCode,
+            Event::ResendSms { .. } => Action::ResendSms,
         }
     }
 }
@@ -36,6 +39,10 @@ impl Event {
 pub struct Context {
     pub now: DateTime<Utc>,
     pub sms_code_ttl: Duration,
+    /// Least time between two SMS codes of one wizard.
+    pub resend_cooldown: Duration,
+    /// Codes one wizard may have sent again.
+    pub max_resends: u32,
     /// Used only if this transition sends an SMS.
     pub fresh_sms: FreshSmsCode,
 }
@@ -76,7 +83,7 @@ pub fn transition(wizard: &Wizard, event: Event, ctx: &Context) -> Result<Transi
             }
             match (factor, account.phone) {
                 (Factor::Totp, _) if account.totp => (Step::TotpCode { user: *user }, vec![]),
-                (Factor::Sms, Some(phone)) => send_sms(*user, phone, ctx),
+                (Factor::Sms, Some(phone)) => send_sms(*user, phone, ctx, 0),
                 (Factor::Totp | Factor::Sms, _) => return Err(Rejection::FactorUnavailable),
             }
         }
@@ -94,6 +101,23 @@ pub fn transition(wizard: &Wizard, event: Event, ctx: &Context) -> Result<Transi
                 return Err(Rejection::InvalidCode);
             }
             terminate(*user)
+        }
+        (Step::SmsCode { user, challenge }, Event::ResendSms { account }) => {
+            let phone = account
+                .phone
+                .filter(|_| account.id == *user)
+                .ok_or(Rejection::FactorUnavailable)?;
+            let wait = challenge.sent_at + ctx.resend_cooldown - ctx.now;
+            if wait > Duration::zero() {
+                let millis = u64::try_from(wait.num_milliseconds()).unwrap_or(0);
+                return Err(Rejection::ResendTooSoon {
+                    retry_after_secs: millis.div_ceil(1000),
+                });
+            }
+            if challenge.resends >= ctx.max_resends {
+                return Err(Rejection::ResendLimit);
+            }
+            send_sms(*user, phone, ctx, challenge.resends + 1)
         }
         // `admits` has already refused every other pairing; stay defensive.
         (
@@ -124,15 +148,18 @@ fn after_password(account: Account, ctx: &Context) -> (Step, Vec<Effect>) {
     match (account.totp, account.phone) {
         (true, Some(_)) => (Step::ChooseFactor { user }, vec![]),
         (true, None) => (Step::TotpCode { user }, vec![]),
-        (false, Some(phone)) => send_sms(user, phone, ctx),
+        (false, Some(phone)) => send_sms(user, phone, ctx, 0),
         (false, None) => terminate(user),
     }
 }
 
-fn send_sms(user: UserId, to: PhoneNumber, ctx: &Context) -> (Step, Vec<Effect>) {
+/// A new code replaces any earlier one: only the latest is ever valid.
+fn send_sms(user: UserId, to: PhoneNumber, ctx: &Context, resends: u32) -> (Step, Vec<Effect>) {
     let challenge = SmsChallenge {
         digest: ctx.fresh_sms.digest.clone(),
+        sent_at: ctx.now,
         expires_at: ctx.now + ctx.sms_code_ttl,
+        resends,
     };
     let effect = Effect::SendSms {
         to,
@@ -163,6 +190,8 @@ mod tests {
         Context {
             now,
             sms_code_ttl: Duration::minutes(5),
+            resend_cooldown: Duration::seconds(30),
+            max_resends: 2,
             fresh_sms: FreshSmsCode {
                 code: OtpCode::parse("123456").unwrap(),
                 digest: CodeDigest::new([7; 32]),
@@ -280,6 +309,38 @@ mod tests {
             &later,
         );
         assert_eq!(err.unwrap_err(), Rejection::CodeExpired);
+    }
+
+    #[test]
+    fn resending_waits_for_the_cooldown_and_stops_at_the_cap() {
+        let acc = account(false, true, false);
+        let mut w = login(&acc).wizard;
+        let resend = || Event::ResendSms {
+            account: acc.clone(),
+        };
+        let soon = transition(&w, resend(), &ctx_at(now() + Duration::seconds(10)));
+        assert_eq!(
+            soon.unwrap_err(),
+            Rejection::ResendTooSoon {
+                retry_after_secs: 20
+            }
+        );
+        for n in 1..=2 {
+            let t = transition(&w, resend(), &ctx_at(now() + Duration::seconds(30 * n))).unwrap();
+            assert!(matches!(t.effects.as_slice(), [Effect::SendSms { .. }]));
+            w = t.wizard;
+        }
+        let capped = transition(&w, resend(), &ctx_at(now() + Duration::seconds(120)));
+        assert_eq!(capped.unwrap_err(), Rejection::ResendLimit);
+    }
+
+    #[test]
+    fn a_known_device_must_stay_the_same() {
+        let w = login(&account(true, false, false)).wizard;
+        let other = DeviceFingerprint::parse("eyJ1c2VyX2FnZW50Ijoib3RoZXIifQ").unwrap();
+        assert_eq!(w.same_device(Some(&other)), Err(Rejection::DeviceMismatch));
+        assert_eq!(w.same_device(Some(&fingerprint())), Ok(()));
+        assert_eq!(w.same_device(None), Ok(()));
     }
 
     #[test]

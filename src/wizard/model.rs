@@ -52,6 +52,7 @@ pub enum Action {
     ChooseFactor,
     TotpCode,
     SmsCode,
+    ResendSms,
 }
 
 /// Where one sign-in attempt stands. Everything after `Login` knows its user.
@@ -125,21 +126,30 @@ impl Wizard {
     /// Whether `action` may be attempted now. Called before any costly check
     /// (argon2, TOTP) and again inside [`super::transition`].
     pub fn admits(&self, action: Action, now: DateTime<Utc>) -> Result<(), Rejection> {
-        let expected = match self.step {
+        let allowed: &[Action] = match self.step {
             Step::Terminated { .. } => return Err(Rejection::Completed),
-            Step::Login => Some(Action::Credentials),
-            Step::ChooseFactor { .. } => Some(Action::ChooseFactor),
-            Step::TotpCode { .. } => Some(Action::TotpCode),
-            Step::SmsCode { .. } => Some(Action::SmsCode),
-            Step::ResetPassword { .. } => None,
+            Step::Login => &[Action::Credentials],
+            Step::ChooseFactor { .. } => &[Action::ChooseFactor],
+            Step::TotpCode { .. } => &[Action::TotpCode],
+            Step::SmsCode { .. } => &[Action::SmsCode, Action::ResendSms],
+            Step::ResetPassword { .. } => &[],
         };
         if now >= self.expires_at {
             return Err(Rejection::Expired);
         }
-        if expected != Some(action) {
+        if !allowed.contains(&action) {
             return Err(Rejection::StepNotAllowed);
         }
         Ok(())
+    }
+
+    /// Later steps may name the device again (B2Core clients need not); if
+    /// they do, it must be the one that gave the password.
+    pub fn same_device(&self, presented: Option<&DeviceFingerprint>) -> Result<(), Rejection> {
+        match (&self.fingerprint, presented) {
+            (Some(known), Some(presented)) if known != presented => Err(Rejection::DeviceMismatch),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -160,6 +170,12 @@ pub enum Rejection {
     CodeExpired,
     #[error("this second factor is not available for the account")]
     FactorUnavailable,
+    #[error("this request comes from another device than the sign-in")]
+    DeviceMismatch,
+    #[error("a new code can be sent in {retry_after_secs} s")]
+    ResendTooSoon { retry_after_secs: u64 },
+    #[error("no more codes can be sent for this sign-in; start a new one")]
+    ResendLimit,
 }
 
 /// What the edges learnt about an account whose password was accepted.
@@ -229,7 +245,10 @@ impl std::fmt::Debug for CodeDigest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SmsChallenge {
     pub digest: CodeDigest,
+    pub sent_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// Codes sent again after the first.
+    pub resends: u32,
 }
 
 /// A freshly drawn SMS code and its digest, handed to the core in case the

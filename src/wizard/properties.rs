@@ -12,6 +12,7 @@ enum Request {
     Choose(Factor),
     Totp { correct: bool },
     Sms { correct: bool },
+    Resend,
     Wait { secs: i64 },
 }
 
@@ -21,6 +22,7 @@ fn request() -> impl Strategy<Value = Request> {
         prop_oneof![Just(Factor::Totp), Just(Factor::Sms)].prop_map(Request::Choose),
         any::<bool>().prop_map(|correct| Request::Totp { correct }),
         any::<bool>().prop_map(|correct| Request::Sms { correct }),
+        Just(Request::Resend),
         (1i64..400).prop_map(|secs| Request::Wait { secs }),
     ]
 }
@@ -31,13 +33,15 @@ enum Model {
     Login,
     Choose,
     Totp,
-    Sms { sent_at: i64 },
+    Sms { sent_at: i64, resends: u32 },
     Reset,
     Done,
 }
 
 const TTL: i64 = 600;
 const SMS_TTL: i64 = 300;
+const COOLDOWN: i64 = 30;
+const MAX_RESENDS: u32 = 3;
 const RIGHT: [u8; 32] = [1; 32];
 const WRONG: [u8; 32] = [2; 32];
 
@@ -81,10 +85,13 @@ proptest! {
                 Request::Sms { correct } => Event::SmsCode {
                     digest: CodeDigest::new(if *correct { RIGHT } else { WRONG }),
                 },
+                Request::Resend => Event::ResendSms { account: account.clone() },
             };
             let ctx = Context {
                 now: t0() + Duration::seconds(elapsed),
                 sms_code_ttl: Duration::seconds(SMS_TTL),
+                resend_cooldown: Duration::seconds(COOLDOWN),
+                max_resends: MAX_RESENDS,
                 fresh_sms: FreshSmsCode { code: OtpCode::parse("123456").unwrap(), digest: CodeDigest::new(RIGHT) },
             };
             let expected = expect(model, &request, elapsed, totp, sms, reset);
@@ -121,7 +128,10 @@ fn expect(
     if elapsed >= TTL {
         return Err(Rejection::Expired);
     }
-    let sms_step = Model::Sms { sent_at: elapsed };
+    let sms_step = Model::Sms {
+        sent_at: elapsed,
+        resends: 0,
+    };
     match (model, request) {
         (Model::Login, Request::Password { correct: false }) => Err(Rejection::InvalidCredentials),
         (Model::Login, Request::Password { correct: true }) => Ok(match (reset, totp, sms) {
@@ -140,7 +150,20 @@ fn expect(
                 Err(Rejection::InvalidCode)
             }
         }
-        (Model::Sms { sent_at }, Request::Sms { correct }) => {
+        (Model::Sms { sent_at, resends }, Request::Resend) => {
+            if elapsed - sent_at < COOLDOWN {
+                let retry_after_secs = u64::try_from(sent_at + COOLDOWN - elapsed).unwrap_or(0);
+                Err(Rejection::ResendTooSoon { retry_after_secs })
+            } else if resends >= MAX_RESENDS {
+                Err(Rejection::ResendLimit)
+            } else {
+                Ok(Model::Sms {
+                    sent_at: elapsed,
+                    resends: resends + 1,
+                })
+            }
+        }
+        (Model::Sms { sent_at, .. }, Request::Sms { correct }) => {
             if elapsed - sent_at >= SMS_TTL {
                 Err(Rejection::CodeExpired)
             } else if *correct {

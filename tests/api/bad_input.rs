@@ -345,3 +345,60 @@ async fn a_failed_sms_delivery_is_reported_and_the_step_can_be_retried() {
         );
     }
 }
+
+#[tokio::test]
+async fn later_steps_from_another_device_are_refused() {
+    for backend in BACKENDS {
+        let app = spawn_app(backend).await;
+        let user = app
+            .create_user(UserSpec {
+                totp: true,
+                ..Default::default()
+            })
+            .await;
+        let uuid = app.start().await;
+        app.signin(&uuid, &user.email, &user.password).await; // as "test-agent/1.0"
+        let code = app.totp_now(&user);
+        let other = fingerprint("someone-else/2.0");
+
+        let in_body = app
+            .post(
+                "/api/v2/my/2fa/google",
+                json!({ "uuid": uuid, "code": code, "device_fingerprint": other }),
+            )
+            .await;
+        in_body.assert_envelope();
+        assert_eq!(
+            (in_body.status, in_body.error()),
+            (StatusCode::FORBIDDEN, "device_mismatch")
+        );
+        let in_header = app
+            .client
+            .post(format!("{}/api/v2/my/2fa/google", app.address))
+            .header("X-Device-Fingerprint", &other)
+            .json(&json!({ "uuid": uuid, "code": code }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(in_header.status(), StatusCode::FORBIDDEN);
+        let malformed = app
+            .post(
+                "/api/v2/my/2fa/google",
+                json!({ "uuid": uuid, "code": code, "device_fingerprint": "%%" }),
+            )
+            .await;
+        assert_eq!(malformed.error(), "invalid_device_fingerprint");
+
+        // The same device (however padded) or none at all is fine.
+        let same = fingerprint("test-agent/1.0")
+            .trim_end_matches('=')
+            .to_owned();
+        let reply = app
+            .post(
+                "/api/v2/my/2fa/google",
+                json!({ "uuid": uuid, "code": code, "device_fingerprint": same }),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+    }
+}

@@ -9,4 +9,5 @@ mod instances;
 mod lockout;
 mod rate_limit;
 mod redis_faults;
+mod resend;
 mod signin;
