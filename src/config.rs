@@ -67,6 +67,10 @@ pub struct Settings {
     )]
     pub recaptcha_verify_url: reqwest::Url,
 
+    /// Refuse steps that lack the wizard's X-Wizard-Key (plain B2Core clients send none).
+    #[arg(long, env = "WIZARD_REQUIRE_WIZARD_KEY", default_value_t = false)]
+    pub require_wizard_key: bool,
+
     /// Peers (comma-separated IPs) whose X-Forwarded-For is believed.
     #[arg(long, env = "WIZARD_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<std::net::IpAddr>,

@@ -5,7 +5,7 @@ use crate::captcha::{CaptchaError, Recaptcha};
 use crate::clock::Clock;
 use crate::credentials::{HashError, PasswordHasher, SmsCodes, TokenIssuer, TokenPair};
 use crate::delivery::{DeliveryError, SmsGateway};
-use crate::domain::{DeviceFingerprint, Email, OtpCode, Password, UserId, WizardId};
+use crate::domain::{DeviceFingerprint, Email, OtpCode, Password, UserId, WizardId, WizardKey};
 use crate::lockout::{Admission, AttemptKey, Gate, Limits};
 use crate::policy::LivePolicy;
 use crate::store::{Loaded, Replaced, Settle, Store, StoreError, Versioned};
@@ -117,29 +117,40 @@ pub struct SignIn {
     pub sms_code_ttl: Duration,
     pub resend_cooldown: Duration,
     pub max_resends: u32,
+    /// Refuse requests without the wizard's key (see `domain::WizardKey`).
+    pub require_wizard_key: bool,
 }
 
 impl SignIn {
+    /// Starts a wizard; the key is handed to the client once, and only its digest is kept.
     #[tracing::instrument(skip_all, fields(wizard_id))]
-    pub async fn start(&self) -> Result<Wizard, Failure> {
+    pub async fn start(&self) -> Result<(Wizard, WizardKey), Failure> {
         let ttl = self.policy.get().wizard_ttl();
-        let wizard = Wizard::start(WizardId::random(), self.clock.now(), ttl);
+        let key = WizardKey::generate();
+        let wizard = Wizard::start(WizardId::random(), &key, self.clock.now(), ttl);
         tracing::Span::current().record("wizard_id", tracing::field::display(wizard.id));
         self.store.insert_wizard(&wizard).await?;
-        Ok(wizard)
+        Ok((wizard, key))
     }
 
     /// The wizard as it stands, to give an error its context; `None` when
-    /// it cannot be read (the error is then answered without context).
-    pub async fn describe(&self, id: WizardId) -> Option<Wizard> {
+    /// it cannot be read or the key does not open it.
+    pub async fn describe(&self, id: WizardId, key: Option<&WizardKey>) -> Option<Wizard> {
         match self.store.load_wizard(id, None, None).await {
-            Ok(loaded) => loaded.map(|l| l.wizard.wizard),
+            Ok(loaded) => loaded
+                .map(|l| l.wizard.wizard)
+                .filter(|w| w.opens_with(key, self.require_wizard_key)),
             Err(_) => None,
         }
     }
 
     #[tracing::instrument(skip_all, fields(wizard_id = %id, workflow = "login"))]
-    pub async fn credentials(&self, id: WizardId, input: Credentials) -> Result<Outcome, Failure> {
+    pub async fn credentials(
+        &self,
+        id: WizardId,
+        input: Credentials,
+        presented: &Presented,
+    ) -> Result<Outcome, Failure> {
         let Credentials {
             email,
             password,
@@ -156,7 +167,8 @@ impl SignIn {
         }
         self.step(
             id,
-            Subject::Email(&email),
+            Some(&email),
+            presented,
             Action::Credentials,
             async |_, user| {
                 // Unknown email or wrong password: the same work and the same answer.
@@ -180,11 +192,12 @@ impl SignIn {
         &self,
         id: WizardId,
         factor: Factor,
-        device: Option<&DeviceFingerprint>,
+        presented: &Presented,
     ) -> Result<Outcome, Failure> {
         self.step(
             id,
-            Subject::Device(device),
+            None,
+            presented,
             Action::ChooseFactor,
             async |_, user| {
                 Ok(Event::ChooseFactor {
@@ -202,24 +215,19 @@ impl SignIn {
         &self,
         id: WizardId,
         code: OtpCode,
-        device: Option<&DeviceFingerprint>,
+        presented: &Presented,
     ) -> Result<Outcome, Failure> {
         let now = self.clock.now();
-        self.step(
-            id,
-            Subject::Device(device),
-            Action::TotpCode,
-            async |_, user| {
-                let user = bound(user)?;
-                let step = user.totp_secret.as_ref().and_then(|s| s.verify(&code, now));
-                Ok(Checked {
-                    event: Event::TotpCode {
-                        accepted: step.is_some(),
-                    },
-                    totp_step: step.map(|step| (user.id, step)),
-                })
-            },
-        )
+        self.step(id, None, presented, Action::TotpCode, async |_, user| {
+            let user = bound(user)?;
+            let step = user.totp_secret.as_ref().and_then(|s| s.verify(&code, now));
+            Ok(Checked {
+                event: Event::TotpCode {
+                    accepted: step.is_some(),
+                },
+                totp_step: step.map(|step| (user.id, step)),
+            })
+        })
         .await
     }
 
@@ -228,19 +236,14 @@ impl SignIn {
         &self,
         id: WizardId,
         code: OtpCode,
-        device: Option<&DeviceFingerprint>,
+        presented: &Presented,
     ) -> Result<Outcome, Failure> {
-        self.step(
-            id,
-            Subject::Device(device),
-            Action::SmsCode,
-            async |wizard, _| {
-                Ok(Event::SmsCode {
-                    digest: self.sms_codes.digest(wizard.id, &code),
-                }
-                .into())
-            },
-        )
+        self.step(id, None, presented, Action::SmsCode, async |wizard, _| {
+            Ok(Event::SmsCode {
+                digest: self.sms_codes.digest(wizard.id, &code),
+            }
+            .into())
+        })
         .await
     }
 
@@ -248,19 +251,14 @@ impl SignIn {
     pub async fn resend_sms(
         &self,
         id: WizardId,
-        device: Option<&DeviceFingerprint>,
+        presented: &Presented,
     ) -> Result<Outcome, Failure> {
-        self.step(
-            id,
-            Subject::Device(device),
-            Action::ResendSms,
-            async |_, user| {
-                Ok(Event::ResendSms {
-                    account: bound(user)?.account(),
-                }
-                .into())
-            },
-        )
+        self.step(id, None, presented, Action::ResendSms, async |_, user| {
+            Ok(Event::ResendSms {
+                account: bound(user)?.account(),
+            }
+            .into())
+        })
         .await
     }
 
@@ -301,14 +299,11 @@ impl SignIn {
     async fn step(
         &self,
         id: WizardId,
-        subject: Subject<'_>,
+        email: Option<&Email>,
+        presented: &Presented,
         action: Action,
         verify: impl AsyncFnOnce(&Wizard, Option<&User>) -> Result<Checked, SignInError>,
     ) -> Result<Outcome, Failure> {
-        let (email, device) = match subject {
-            Subject::Email(email) => (Some(email), None),
-            Subject::Device(device) => (None, device),
-        };
         let now = self.clock.now();
         let gate = self.gate(action, now);
         let Loaded {
@@ -320,6 +315,11 @@ impl SignIn {
             .load_wizard(id, email, Some(&gate))
             .await
             .map_err(|e| Failure::about(id, e))?
+            .filter(|l| {
+                l.wizard
+                    .wizard
+                    .opens_with(presented.wizard_key.as_ref(), self.require_wizard_key)
+            })
             .ok_or_else(|| Failure::about(id, SignInError::NotFound))?;
         let in_context = |error: SignInError| Failure {
             id: Some(id),
@@ -329,7 +329,7 @@ impl SignIn {
 
         wizard
             .admits(action, now)
-            .and_then(|()| wizard.same_device(device))
+            .and_then(|()| wizard.same_device(presented.device.as_ref()))
             .map_err(|r| in_context(r.into()))?;
         if wizard.user().is_some() && user.is_none() {
             // The account was deleted mid-flow: nothing more may come of this wizard.
@@ -390,7 +390,7 @@ impl SignIn {
             }
             Ok(Replaced::Lost) => {
                 // Report where the winning request left the wizard, not what we loaded.
-                let current = self.describe(id).await;
+                let current = self.describe(id, presented.wizard_key.as_ref()).await;
                 return Err(Failure {
                     error: SignInError::Conflict,
                     id: Some(id),
@@ -456,11 +456,13 @@ impl SignIn {
     }
 }
 
-/// Who a step is about: at `login` the email typed; afterwards the wizard
-/// knows its user, and the client may name its device again.
-enum Subject<'a> {
-    Email(&'a Email),
-    Device(Option<&'a DeviceFingerprint>),
+/// What a client presents with a step besides the body's own fields.
+#[derive(Debug, Default)]
+pub struct Presented {
+    /// `X-Wizard-Key`, when the client kept the key from the start.
+    pub wizard_key: Option<WizardKey>,
+    /// The device, when a step after `login` names it.
+    pub device: Option<DeviceFingerprint>,
 }
 
 /// A verdict from the edges, plus the TOTP step to record if it succeeds.

@@ -73,6 +73,7 @@ impl Application {
             sms_code_ttl: settings.sms_code_ttl(),
             resend_cooldown: chrono::Duration::seconds(settings.sms_resend_cooldown_secs.into()),
             max_resends: settings.sms_max_resends,
+            require_wizard_key: settings.require_wizard_key,
         });
 
         // The embedded store can only be reached through this process, so an

@@ -1,5 +1,5 @@
 use crate::domain::{OtpCode, WizardId};
-use crate::wizard::{CodeDigest, FreshSmsCode};
+use crate::wizard::{FreshSmsCode, SecretDigest};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -23,12 +23,12 @@ impl SmsCodes {
         FreshSmsCode { code, digest }
     }
 
-    pub fn digest(&self, wizard: WizardId, code: &OtpCode) -> CodeDigest {
+    pub fn digest(&self, wizard: WizardId, code: &OtpCode) -> SecretDigest {
         let mut mac = self.keyed.clone();
         mac.update(wizard.to_string().as_bytes());
         mac.update(b":");
         mac.update(code.expose().as_bytes());
-        CodeDigest::new(mac.finalize().into_bytes().into())
+        SecretDigest::new(mac.finalize().into_bytes().into())
     }
 }
 

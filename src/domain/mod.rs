@@ -6,6 +6,7 @@ mod otp_code;
 mod password;
 mod phone;
 mod wizard_id;
+mod wizard_key;
 
 pub use email::Email;
 pub use fingerprint::DeviceFingerprint;
@@ -13,6 +14,7 @@ pub use otp_code::OtpCode;
 pub use password::{NewPassword, Password};
 pub use phone::PhoneNumber;
 pub use wizard_id::{UserId, WizardId};
+pub use wizard_key::WizardKey;
 
 /// Why a value was refused at the door; the message is safe to show a client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

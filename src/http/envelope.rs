@@ -24,6 +24,9 @@ pub struct Meta {
     /// When the wizard stops accepting steps.
     #[serde(rename = "expiresAt")]
     pub expires_at: String,
+    /// Only when a wizard starts: send it back as `X-Wizard-Key`.
+    #[serde(rename = "wizardKey", skip_serializing_if = "Option::is_none")]
+    pub wizard_key: Option<String>,
 }
 
 impl<D: Serialize> Envelope<D> {
@@ -43,6 +46,7 @@ impl<D: Serialize> Envelope<D> {
             workflow: wizard.workflow(),
             meta: Some(Meta {
                 expires_at: rfc3339(wizard.expires_at),
+                wizard_key: None,
             }),
         }
     }

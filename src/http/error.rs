@@ -215,6 +215,7 @@ impl ResponseError for ApiError {
                 .map_or(Workflow::Login, |(workflow, _)| workflow),
             meta: self.stands_at.map(|(_, expires_at)| Meta {
                 expires_at: rfc3339(expires_at),
+                wizard_key: None,
             }),
         }
         .respond();

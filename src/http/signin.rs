@@ -3,8 +3,8 @@ use super::envelope::{Envelope, rfc3339};
 use super::error::{ApiError, ErrorKind};
 use super::rate_limit::IpLimiter;
 use crate::credentials::{IssuedToken, TokenPair};
-use crate::domain::{DeviceFingerprint, Email, OtpCode, Password, WizardId};
-use crate::signin::{Credentials, Outcome, SignIn};
+use crate::domain::{DeviceFingerprint, Email, OtpCode, Password, WizardId, WizardKey};
+use crate::signin::{Credentials, Failure, Outcome, Presented, SignIn, SignInError};
 use crate::wizard::Factor;
 use actix_web::{HttpRequest, HttpResponse, web};
 use secrecy::SecretString;
@@ -93,7 +93,7 @@ impl From<Outcome> for Envelope<StepData> {
 }
 
 pub async fn start(signin: web::Data<SignIn>) -> Result<HttpResponse, ApiError> {
-    let wizard = signin.start().await?;
+    let (wizard, key) = signin.start().await?;
     let data = StartData {
         recaptcha: match signin.captcha_in_force() {
             Some(captcha) => Recaptcha {
@@ -108,7 +108,11 @@ pub async fn start(signin: web::Data<SignIn>) -> Result<HttpResponse, ApiError> 
         is_qr_available: false,
         is_password_recovery_available: false,
     };
-    Ok(Envelope::for_wizard(&wizard, data).respond())
+    let mut envelope = Envelope::for_wizard(&wizard, data);
+    if let Some(meta) = envelope.meta.as_mut() {
+        meta.wizard_key = Some(key.expose().to_owned());
+    }
+    Ok(envelope.respond())
 }
 
 #[derive(Deserialize)]
@@ -127,15 +131,20 @@ pub async fn credentials(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let mut body = StepBody::read(payload).await?;
+    let wizard_key = wizard_key(&req, body.id)?;
     let client_ip = limiter.client_ip(&req);
-    let parsed = body
+    let input = match body
         .take::<CredentialsBody>()
-        .and_then(|b| parse_credentials(b, client_ip));
-    let input = match parsed {
+        .and_then(|b| parse_credentials(b, client_ip))
+    {
         Ok(input) => input,
-        Err(e) => return Err(in_context(&signin, body.id, e).await),
+        Err(e) => return Err(in_context(&signin, body.id, wizard_key.as_ref(), e).await),
     };
-    let outcome = signin.credentials(body.id, input).await?;
+    let presented = Presented {
+        wizard_key,
+        device: None,
+    };
+    let outcome = signin.credentials(body.id, input, &presented).await?;
     Ok(Envelope::from(outcome).respond())
 }
 
@@ -166,15 +175,16 @@ pub async fn choose_factor(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let mut body = StepBody::read(payload).await?;
+    let wizard_key = wizard_key(&req, body.id)?;
     let parsed = body
         .take::<ChooseFactorBody>()
         .and_then(|b| Ok((b.factor, device(&req, b.device_fingerprint)?)));
     let (factor, device) = match parsed {
         Ok(parsed) => parsed,
-        Err(e) => return Err(in_context(&signin, body.id, e).await),
+        Err(e) => return Err(in_context(&signin, body.id, wizard_key.as_ref(), e).await),
     };
     let outcome = signin
-        .choose_factor(body.id, factor, device.as_ref())
+        .choose_factor(body.id, factor, &Presented { wizard_key, device })
         .await?;
     Ok(Envelope::for_wizard(&outcome.wizard, ()).respond())
 }
@@ -185,23 +195,13 @@ struct CodeBody {
     device_fingerprint: Option<String>,
 }
 
-/// A code step's input: the wizard, the code and the device, if named.
-struct CodeStep {
-    id: WizardId,
-    code: OtpCode,
-    device: Option<DeviceFingerprint>,
-}
-
 pub async fn totp_code(
     req: HttpRequest,
     signin: web::Data<SignIn>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let step = read_code(&req, &signin, payload).await?;
-    let outcome = signin
-        .totp_code(step.id, step.code, step.device.as_ref())
-        .await?;
-    Ok(Envelope::from(outcome).respond())
+    let (id, code, presented) = read_code(&req, &signin, payload).await?;
+    Ok(Envelope::from(signin.totp_code(id, code, &presented).await?).respond())
 }
 
 pub async fn sms_code(
@@ -209,30 +209,26 @@ pub async fn sms_code(
     signin: web::Data<SignIn>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let step = read_code(&req, &signin, payload).await?;
-    let outcome = signin
-        .sms_code(step.id, step.code, step.device.as_ref())
-        .await?;
-    Ok(Envelope::from(outcome).respond())
+    let (id, code, presented) = read_code(&req, &signin, payload).await?;
+    Ok(Envelope::from(signin.sms_code(id, code, &presented).await?).respond())
 }
 
 async fn read_code(
     req: &HttpRequest,
     signin: &SignIn,
     payload: web::Payload,
-) -> Result<CodeStep, ApiError> {
+) -> Result<(WizardId, OtpCode, Presented), ApiError> {
     let mut body = StepBody::read(payload).await?;
+    let wizard_key = wizard_key(req, body.id)?;
     let parsed = body.take::<CodeBody>().and_then(|b| {
-        let code = OtpCode::parse(&b.code).map_err(ApiError::invalid)?;
-        Ok(CodeStep {
-            id: body.id,
-            code,
-            device: device(req, b.device_fingerprint)?,
-        })
+        Ok((
+            OtpCode::parse(&b.code).map_err(ApiError::invalid)?,
+            device(req, b.device_fingerprint)?,
+        ))
     });
     match parsed {
-        Ok(step) => Ok(step),
-        Err(e) => Err(in_context(signin, body.id, e).await),
+        Ok((code, device)) => Ok((body.id, code, Presented { wizard_key, device })),
+        Err(e) => Err(in_context(signin, body.id, wizard_key.as_ref(), e).await),
     }
 }
 
@@ -247,15 +243,37 @@ pub async fn resend_sms(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let mut body = StepBody::read(payload).await?;
+    let wizard_key = wizard_key(&req, body.id)?;
     let device = match body
         .take::<ResendBody>()
         .and_then(|b| device(&req, b.device_fingerprint))
     {
         Ok(device) => device,
-        Err(e) => return Err(in_context(&signin, body.id, e).await),
+        Err(e) => return Err(in_context(&signin, body.id, wizard_key.as_ref(), e).await),
     };
-    let outcome = signin.resend_sms(body.id, device.as_ref()).await?;
+    let outcome = signin
+        .resend_sms(body.id, &Presented { wizard_key, device })
+        .await?;
     Ok(Envelope::for_wizard(&outcome.wizard, ()).respond())
+}
+
+/// `X-Wizard-Key`, if sent. One that is not even well formed opens nothing:
+/// the same answer as for a wrong key or an unknown uuid.
+fn wizard_key(req: &HttpRequest, id: WizardId) -> Result<Option<WizardKey>, ApiError> {
+    let Some(raw) = req.headers().get("X-Wizard-Key") else {
+        return Ok(None);
+    };
+    raw.to_str()
+        .ok()
+        .and_then(|raw| WizardKey::parse(raw).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::from(Failure {
+                error: SignInError::NotFound,
+                id: Some(id),
+                wizard: None,
+            })
+        })
 }
 
 /// The device a later step names, in its body or an `X-Device-Fingerprint` header.
@@ -275,7 +293,12 @@ fn device(
         .map_err(|e| ApiError::new(ErrorKind::InvalidDeviceFingerprint, e.0))
 }
 
-/// A malformed body still names the step its wizard is on.
-async fn in_context(signin: &SignIn, id: WizardId, error: ApiError) -> ApiError {
-    error.about(id, signin.describe(id).await.as_ref())
+/// A malformed body still names the step its wizard is on (to whoever may open it).
+async fn in_context(
+    signin: &SignIn,
+    id: WizardId,
+    key: Option<&WizardKey>,
+    error: ApiError,
+) -> ApiError {
+    error.about(id, signin.describe(id, key).await.as_ref())
 }

@@ -1,5 +1,5 @@
 use super::model::{
-    Account, Action, CodeDigest, Factor, FreshSmsCode, Rejection, SmsChallenge, Step, Wizard,
+    Account, Action, Factor, FreshSmsCode, Rejection, SecretDigest, SmsChallenge, Step, Wizard,
 };
 use crate::domain::{DeviceFingerprint, OtpCode, PhoneNumber, UserId};
 use chrono::{DateTime, Duration, Utc};
@@ -17,7 +17,7 @@ pub enum Event {
     /// The TOTP check against the user's secret.
     TotpCode { accepted: bool },
     /// The keyed digest of the SMS code the client typed.
-    SmsCode { digest: CodeDigest },
+    SmsCode { digest: SecretDigest },
     /// The client asks for a new SMS code; `account` is the user's current record.
     ResendSms { account: Account },
 }
@@ -178,7 +178,7 @@ fn terminate(user: UserId) -> (Step, Vec<Effect>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::WizardId;
+    use crate::domain::{WizardId, WizardKey};
     use crate::wizard::Workflow;
     use chrono::TimeZone;
 
@@ -194,7 +194,7 @@ mod tests {
             max_resends: 2,
             fresh_sms: FreshSmsCode {
                 code: OtpCode::parse("123456").unwrap(),
-                digest: CodeDigest::new([7; 32]),
+                digest: SecretDigest::new([7; 32]),
             },
         }
     }
@@ -209,7 +209,12 @@ mod tests {
     }
 
     fn fresh() -> Wizard {
-        Wizard::start(WizardId::random(), now(), Duration::minutes(10))
+        Wizard::start(
+            WizardId::random(),
+            &WizardKey::generate(),
+            now(),
+            Duration::minutes(10),
+        )
     }
 
     fn fingerprint() -> DeviceFingerprint {
@@ -280,14 +285,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(chosen.wizard.workflow(), Workflow::SmsCode);
-        let wrong = CodeDigest::new([8; 32]);
+        let wrong = SecretDigest::new([8; 32]);
         let err = transition(
             &chosen.wizard,
             Event::SmsCode { digest: wrong },
             &ctx_at(now()),
         );
         assert_eq!(err.unwrap_err(), Rejection::InvalidCode);
-        let right = CodeDigest::new([7; 32]);
+        let right = SecretDigest::new([7; 32]);
         let done = transition(
             &chosen.wizard,
             Event::SmsCode { digest: right },
@@ -304,7 +309,7 @@ mod tests {
         let err = transition(
             &w,
             Event::SmsCode {
-                digest: CodeDigest::new([7; 32]),
+                digest: SecretDigest::new([7; 32]),
             },
             &later,
         );

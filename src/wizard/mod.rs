@@ -12,6 +12,6 @@ mod properties;
 
 pub use machine::{Context, Effect, Event, Transition, transition};
 pub use model::{
-    Account, Action, CodeDigest, Factor, FreshSmsCode, Rejection, SmsChallenge, Step, Wizard,
+    Account, Action, Factor, FreshSmsCode, Rejection, SecretDigest, SmsChallenge, Step, Wizard,
     Workflow,
 };

@@ -1,4 +1,4 @@
-use crate::domain::{DeviceFingerprint, OtpCode, PhoneNumber, UserId, WizardId};
+use crate::domain::{DeviceFingerprint, OtpCode, PhoneNumber, UserId, WizardId, WizardKey};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use chrono::{DateTime, Duration, Utc};
@@ -86,17 +86,29 @@ pub struct Wizard {
     /// Absolute deadline: no step is accepted from this instant on.
     pub expires_at: DateTime<Utc>,
     pub fingerprint: Option<DeviceFingerprint>,
+    /// Digest of the key handed out at start (see `domain::WizardKey`).
+    pub key_digest: SecretDigest,
     pub step: Step,
 }
 
 impl Wizard {
-    pub fn start(id: WizardId, now: DateTime<Utc>, ttl: Duration) -> Self {
+    pub fn start(id: WizardId, key: &WizardKey, now: DateTime<Utc>, ttl: Duration) -> Self {
         Self {
             id,
             created_at: now,
             expires_at: now + ttl,
             fingerprint: None,
+            key_digest: SecretDigest::new(key.digest()),
             step: Step::Login,
+        }
+    }
+
+    /// Whether a request may touch this wizard: a presented key must be its
+    /// key; no key at all is accepted unless keys are `required`.
+    pub fn opens_with(&self, presented: Option<&WizardKey>, required: bool) -> bool {
+        match presented {
+            Some(key) => self.key_digest.matches(&SecretDigest::new(key.digest())),
+            None => !required,
         }
     }
 
@@ -204,19 +216,19 @@ impl Account {
 /// A keyed digest of an SMS code: the code itself is never stored.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct CodeDigest([u8; 32]);
+pub struct SecretDigest([u8; 32]);
 
-impl CodeDigest {
+impl SecretDigest {
     pub fn new(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }
 
-    pub fn matches(&self, other: &CodeDigest) -> bool {
+    pub fn matches(&self, other: &SecretDigest) -> bool {
         self.0.ct_eq(&other.0).into()
     }
 }
 
-impl TryFrom<String> for CodeDigest {
+impl TryFrom<String> for SecretDigest {
     type Error = &'static str;
     fn try_from(value: String) -> Result<Self, Self::Error> {
         let bytes = STANDARD_NO_PAD
@@ -229,22 +241,22 @@ impl TryFrom<String> for CodeDigest {
     }
 }
 
-impl From<CodeDigest> for String {
-    fn from(digest: CodeDigest) -> Self {
+impl From<SecretDigest> for String {
+    fn from(digest: SecretDigest) -> Self {
         STANDARD_NO_PAD.encode(digest.0)
     }
 }
 
-impl std::fmt::Debug for CodeDigest {
+impl std::fmt::Debug for SecretDigest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CodeDigest(..)")
+        f.write_str("SecretDigest(..)")
     }
 }
 
 /// The SMS code a wizard waits for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SmsChallenge {
-    pub digest: CodeDigest,
+    pub digest: SecretDigest,
     pub sent_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     /// Codes sent again after the first.
@@ -256,5 +268,5 @@ pub struct SmsChallenge {
 #[derive(Debug, Clone)]
 pub struct FreshSmsCode {
     pub code: OtpCode,
-    pub digest: CodeDigest,
+    pub digest: SecretDigest,
 }

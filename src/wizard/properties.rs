@@ -2,7 +2,7 @@
 //! reference model of the B2Core flow.
 
 use super::*;
-use crate::domain::{DeviceFingerprint, OtpCode, PhoneNumber, UserId, WizardId};
+use crate::domain::{DeviceFingerprint, OtpCode, PhoneNumber, UserId, WizardId, WizardKey};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use proptest::prelude::*;
 
@@ -68,7 +68,7 @@ proptest! {
             must_reset_password: reset,
         };
         let fingerprint = DeviceFingerprint::parse("eyJ1c2VyX2FnZW50IjoicCJ9").unwrap();
-        let mut wizard = Wizard::start(WizardId::random(), t0(), Duration::seconds(TTL));
+        let mut wizard = Wizard::start(WizardId::random(), &WizardKey::generate(), t0(), Duration::seconds(TTL));
         let mut model = Model::Login;
         let mut elapsed = 0i64;
         let mut tokens_issued = 0;
@@ -83,7 +83,7 @@ proptest! {
                 Request::Choose(factor) => Event::ChooseFactor { factor: *factor, account: account.clone() },
                 Request::Totp { correct } => Event::TotpCode { accepted: *correct },
                 Request::Sms { correct } => Event::SmsCode {
-                    digest: CodeDigest::new(if *correct { RIGHT } else { WRONG }),
+                    digest: SecretDigest::new(if *correct { RIGHT } else { WRONG }),
                 },
                 Request::Resend => Event::ResendSms { account: account.clone() },
             };
@@ -92,7 +92,7 @@ proptest! {
                 sms_code_ttl: Duration::seconds(SMS_TTL),
                 resend_cooldown: Duration::seconds(COOLDOWN),
                 max_resends: MAX_RESENDS,
-                fresh_sms: FreshSmsCode { code: OtpCode::parse("123456").unwrap(), digest: CodeDigest::new(RIGHT) },
+                fresh_sms: FreshSmsCode { code: OtpCode::parse("123456").unwrap(), digest: SecretDigest::new(RIGHT) },
             };
             let expected = expect(model, &request, elapsed, totp, sms, reset);
             match (transition(&wizard, event, &ctx), expected) {

@@ -11,3 +11,4 @@ mod rate_limit;
 mod redis_faults;
 mod resend;
 mod signin;
+mod wizard_key;
