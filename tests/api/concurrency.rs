@@ -78,3 +78,44 @@ async fn concurrent_password_submissions_move_the_wizard_once() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_full_password_queue_sheds_load_with_503_overloaded() {
+    let sms = crate::helpers::FakeSms::spawn().await;
+    let mut settings = crate::helpers::test_settings(crate::helpers::Backend::Memory, &sms);
+    // Slow hashes, one worker, one waiting slot: the rest must be turned away at once.
+    settings.argon2_memory_kib = 32_768;
+    settings.argon2_iterations = 3;
+    settings.hash_workers = Some(1);
+    settings.hash_queue = 1;
+    let app = crate::helpers::spawn_with(settings, sms).await;
+    let mut uuids = Vec::new();
+    for _ in 0..12 {
+        uuids.push(app.start().await);
+    }
+    let emails: Vec<String> = (0..uuids.len())
+        .map(|n| format!("nobody-{n}@example.test"))
+        .collect();
+    let replies = futures::future::join_all(
+        uuids
+            .iter()
+            .zip(&emails)
+            .map(|(uuid, email)| app.signin(uuid, email, "pw")),
+    )
+    .await;
+    let shed = replies.iter().filter(|r| r.error() == "overloaded").count();
+    let checked = replies
+        .iter()
+        .filter(|r| r.error() == "invalid_credentials")
+        .count();
+    println!(
+        "12 concurrent password checks, 1 worker + 1 queue slot: {checked} checked, {shed} shed with 503"
+    );
+    assert!(shed >= 1, "some requests are shed");
+    assert!(checked >= 2);
+    for reply in replies.iter().filter(|r| r.error() == "overloaded") {
+        reply.assert_envelope();
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(reply.workflow(), "login", "the wizard stays where it was");
+    }
+}

@@ -73,3 +73,48 @@ async fn redis_down_mid_flow_answers_503_and_recovers_when_it_returns() {
         StatusCode::ACCEPTED
     );
 }
+
+#[tokio::test]
+async fn a_stalled_redis_answers_503_within_the_timeout_and_issues_no_token() {
+    let redis = RedisServer::spawn();
+    let sms = FakeSms::spawn().await;
+    let mut settings = test_settings(Backend::Redis, &sms);
+    settings.redis_url = Some(redis.url());
+    settings.redis_timeout_ms = 300;
+    let app = spawn_with(settings, sms).await;
+    let user = app
+        .create_user(UserSpec {
+            totp: true,
+            ..Default::default()
+        })
+        .await;
+    let uuid = app.start().await;
+    app.signin(&uuid, &user.email, &user.password).await;
+    let code = app.totp_now(&user);
+
+    redis.signal("-STOP");
+    let started = std::time::Instant::now();
+    let reply = app.totp(&uuid, &code).await;
+    let waited = started.elapsed();
+    redis.signal("-CONT");
+    reply.assert_envelope();
+    assert_eq!(
+        (reply.status, reply.error()),
+        (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
+    );
+    assert!(reply.body["data"].get("accessToken").is_none());
+    println!("stalled Redis: 503 after {waited:?} (timeout 300 ms per command)");
+
+    // Thawed: the same wizard completes, once.
+    let mut finished = None;
+    for _ in 0..50 {
+        let reply = app.totp(&uuid, &code).await;
+        if reply.status != StatusCode::SERVICE_UNAVAILABLE {
+            finished = Some(reply);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let reply = finished.expect("the service recovers when Redis thaws");
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+}
