@@ -27,7 +27,12 @@ pub async fn read_object(
         }
         bytes.extend_from_slice(&chunk);
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
+    parse_object(&bytes)
+}
+
+/// A JSON object, or why the bytes are not one.
+pub fn parse_object(bytes: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
         ApiError::new(
             ErrorKind::InvalidRequest,
             format!("the body must be a JSON object: {e}"),
@@ -44,7 +49,17 @@ pub struct StepBody {
 
 impl StepBody {
     pub async fn read(payload: web::Payload) -> Result<Self, ApiError> {
-        let mut fields = read_object(payload).await?;
+        Self::from_object(read_object(payload).await?)
+    }
+
+    /// Parses a whole body (what the fuzz target drives).
+    pub fn parse(bytes: &[u8]) -> Result<Self, ApiError> {
+        Self::from_object(parse_object(bytes)?)
+    }
+
+    fn from_object(
+        mut fields: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Self, ApiError> {
         let id = match fields.remove("uuid") {
             Some(serde_json::Value::String(raw)) => {
                 WizardId::parse(&raw).map_err(ApiError::invalid)?

@@ -9,6 +9,7 @@ mod signin;
 mod well_known;
 
 pub use admin::{AdminApi, AdminParts};
+pub use body::StepBody;
 pub use envelope::Envelope;
 pub use error::{ApiError, ErrorKind};
 pub use rate_limit::IpLimiter;
