@@ -48,7 +48,7 @@ pub struct Settings {
     pub code_attempts_per_wizard: u32,
 
     /// Requests per minute per client IP on /api/v2/my/*; 0 turns the limit off.
-    #[arg(long, env = "WIZARD_IP_LIMIT_PER_MINUTE", default_value_t = 120)]
+    #[arg(long, env = "WIZARD_IP_LIMIT_PER_MINUTE", default_value_t = 120, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub ip_limit_per_minute: u32,
 
     /// reCAPTCHA site key, shown to clients by GET /signin/wizard.
@@ -80,11 +80,11 @@ pub struct Settings {
     pub sms_code_ttl_secs: u32,
 
     /// Least time between two SMS codes of one wizard, in seconds.
-    #[arg(long, env = "WIZARD_SMS_RESEND_COOLDOWN_SECS", default_value_t = 30)]
+    #[arg(long, env = "WIZARD_SMS_RESEND_COOLDOWN_SECS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=3600))]
     pub sms_resend_cooldown_secs: u32,
 
     /// SMS codes one wizard may have sent again.
-    #[arg(long, env = "WIZARD_SMS_MAX_RESENDS", default_value_t = 3)]
+    #[arg(long, env = "WIZARD_SMS_MAX_RESENDS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=100))]
     pub sms_max_resends: u32,
 
     /// SMS gateway webhook; when unset, SMS messages are written to the log.

@@ -82,10 +82,11 @@ impl Counter {
         if !gate.take {
             return Admission::Admitted { attempt: 0 };
         }
-        if self
+        // A new window, or a block served: the account starts afresh.
+        let window_over = self
             .since
-            .is_none_or(|since| since + limits.window <= limits.now)
-        {
+            .is_none_or(|since| since + limits.window <= limits.now);
+        if window_over || self.blocked_until.is_some() {
             *self = Counter {
                 count: 0,
                 since: Some(limits.now),
@@ -163,6 +164,24 @@ mod tests {
             counter.admit(&mut codes, &gate(t(610), true, false)),
             Admission::Admitted { attempt: 1 }
         );
+    }
+
+    #[test]
+    fn a_served_block_starts_the_account_afresh_even_inside_a_long_window() {
+        let mut counter = Counter::default();
+        let mut codes = 0;
+        let long = |at| {
+            let mut gate = gate(at, true, false);
+            gate.limits.window = Duration::seconds(3600);
+            gate
+        };
+        for n in 0..4 {
+            counter.admit(&mut codes, &long(t(n)));
+        }
+        assert!(matches!(
+            counter.admit(&mut codes, &long(t(700))),
+            Admission::Admitted { attempt: 1 }
+        ));
     }
 
     #[test]

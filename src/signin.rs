@@ -8,7 +8,7 @@ use crate::delivery::{DeliveryError, SmsGateway};
 use crate::domain::{DeviceFingerprint, Email, OtpCode, Password, UserId, WizardId, WizardKey};
 use crate::lockout::{Admission, AttemptKey, Gate, Limits};
 use crate::policy::LivePolicy;
-use crate::store::{Loaded, Replaced, Settle, Store, StoreError, Versioned};
+use crate::store::{Attempts, Loaded, Replaced, Settle, Store, StoreError, Versioned};
 use crate::users::User;
 use crate::wizard::{
     Action, Context, Effect, Event, Factor, Rejection, Step, Transition, Wizard, Workflow,
@@ -61,6 +61,17 @@ pub enum SignInError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
+}
+
+impl SignInError {
+    /// A verdict on what the client offered (a wrong password or code), as
+    /// opposed to a request that never got that far.
+    pub fn is_verdict(&self) -> bool {
+        matches!(
+            self,
+            SignInError::Rejected(Rejection::InvalidCredentials | Rejection::InvalidCode)
+        )
+    }
 }
 
 impl From<HashError> for SignInError {
@@ -315,118 +326,139 @@ impl SignIn {
             .load_wizard(id, email, Some(&gate))
             .await
             .map_err(|e| Failure::about(id, e))?
-            .filter(|l| {
-                l.wizard
-                    .wizard
-                    .opens_with(presented.wizard_key.as_ref(), self.require_wizard_key)
-            })
             .ok_or_else(|| Failure::about(id, SignInError::NotFound))?;
-        let in_context = |error: SignInError| Failure {
-            id: Some(id),
-            error,
-            wizard: Some(wizard.clone()),
-        };
-
-        wizard
-            .admits(action, now)
-            .and_then(|()| wizard.same_device(presented.device.as_ref()))
-            .map_err(|r| in_context(r.into()))?;
-        if wizard.user().is_some() && user.is_none() {
-            // The account was deleted mid-flow: nothing more may come of this wizard.
-            return Err(in_context(Rejection::InvalidCredentials.into()));
-        }
-        let attempt = match admission {
-            Admission::Blocked { until } => return Err(in_context(blocked(until, now))),
-            Admission::WizardClosed => return Err(in_context(SignInError::WizardClosed)),
-            Admission::Admitted { attempt } => attempt,
-            Admission::Unchecked => 0,
-        };
         let key = match (&user, email) {
             (Some(user), _) => Some(AttemptKey::User(user.id)),
             (None, Some(email)) => Some(AttemptKey::Email(email.clone())),
             (None, None) => None,
         };
-        // A failed check that used the last attempt of the window blocks the
-        // account from now on; this answer is still the plain failure.
-        let failed = async |rejection: Rejection| -> SignInError {
-            let is_guess = matches!(
-                rejection,
-                Rejection::InvalidCredentials | Rejection::InvalidCode
-            );
-            let last_attempt = is_guess && gate.take && attempt >= gate.limits.max_attempts;
-            if let Some(key) = key.as_ref().filter(|_| last_attempt)
-                && let Err(e) = self.store.block(key, now + gate.limits.block).await
-            {
-                return e.into();
-            }
-            rejection.into()
-        };
+        // The gate took an attempt before anything was checked (see `lockout`).
+        let taken =
+            gate.take && matches!(admission, Admission::Admitted { attempt } if attempt > 0);
 
-        let Checked { event, totp_step } =
-            verify(&wizard, user.as_ref()).await.map_err(in_context)?;
-        let ctx = Context {
-            now,
-            sms_code_ttl: self.sms_code_ttl,
-            resend_cooldown: self.resend_cooldown,
-            max_resends: self.max_resends,
-            fresh_sms: self.sms_codes.fresh(id),
-        };
-        let Transition {
-            wizard: next,
-            effects,
-        } = match transition(&wizard, event, &ctx) {
-            Ok(transition) => transition,
-            Err(rejection) => return Err(in_context(failed(rejection).await)),
-        };
-
-        let settle = Settle {
-            clear_attempts: key.clone().filter(|_| gate.take),
-            totp_step,
-        };
-        match self.store.replace_wizard(version, &next, &settle).await {
-            Ok(Replaced::Done) => {}
-            Ok(Replaced::TotpReplayed) => {
-                return Err(in_context(failed(Rejection::InvalidCode).await));
+        let result = async {
+            if !wizard.opens_with(presented.wizard_key.as_ref(), self.require_wizard_key) {
+                return Err(Failure::about(id, SignInError::NotFound));
             }
-            Ok(Replaced::Lost) => {
-                // Report where the winning request left the wizard, not what we loaded.
-                let current = self.describe(id, presented.wizard_key.as_ref()).await;
-                return Err(Failure {
-                    error: SignInError::Conflict,
-                    id: Some(id),
-                    wizard: current,
-                });
-            }
-            Err(e) => return Err(in_context(e.into())),
-        }
+            let in_context = |error: SignInError| Failure {
+                id: Some(id),
+                error,
+                wizard: Some(wizard.clone()),
+            };
 
-        let mut tokens = None;
-        for effect in effects {
-            match effect {
-                Effect::SendSms { to, code } => {
-                    if let Err(e) = self.sms.send_code(&to, &code).await {
-                        tracing::warn!(error = %e, "SMS delivery failed; putting the wizard back");
-                        self.roll_back(version + 1, &wizard).await;
-                        return Err(in_context(e.into()));
+            wizard
+                .admits(action, now)
+                .and_then(|()| wizard.same_device(presented.device.as_ref()))
+                .map_err(|r| in_context(r.into()))?;
+            if wizard.user().is_some() && user.is_none() {
+                // The account was deleted mid-flow: nothing more may come of this wizard.
+                return Err(in_context(Rejection::InvalidCredentials.into()));
+            }
+            let attempt = match admission {
+                Admission::Blocked { until } => return Err(in_context(blocked(until, now))),
+                Admission::WizardClosed => return Err(in_context(SignInError::WizardClosed)),
+                Admission::Admitted { attempt } => attempt,
+                Admission::Unchecked => 0,
+            };
+            // A failed check that used the last attempt of the window blocks the
+            // account from now on; this answer is still the plain failure.
+            let failed = async |rejection: Rejection| -> SignInError {
+                let is_guess = matches!(
+                    rejection,
+                    Rejection::InvalidCredentials | Rejection::InvalidCode
+                );
+                let last_attempt = is_guess && gate.take && attempt >= gate.limits.max_attempts;
+                if let Some(key) = key.as_ref().filter(|_| last_attempt)
+                    && let Err(e) = self.store.block(key, now + gate.limits.block).await
+                {
+                    return e.into();
+                }
+                rejection.into()
+            };
+
+            let Checked { event, totp_step } =
+                verify(&wizard, user.as_ref()).await.map_err(in_context)?;
+            let ctx = Context {
+                now,
+                sms_code_ttl: self.sms_code_ttl,
+                resend_cooldown: self.resend_cooldown,
+                max_resends: self.max_resends,
+                fresh_sms: self.sms_codes.fresh(id),
+            };
+            let Transition {
+                wizard: next,
+                effects,
+            } = match transition(&wizard, event, &ctx) {
+                Ok(transition) => transition,
+                Err(rejection) => return Err(in_context(failed(rejection).await)),
+            };
+
+            let attempt_settles = match (&key, &next.step) {
+                // A completed sign-in forgives the account's earlier failures.
+                (Some(key), Step::Terminated { .. }) => Attempts::Clear(key.clone()),
+                // A success short of the end (the password before a code) was no failure.
+                (Some(key), _) if taken => Attempts::Refund(key.clone()),
+                _ => Attempts::Keep,
+            };
+            let settle = Settle { attempts: attempt_settles, totp_step };
+            match self.store.replace_wizard(version, &next, &settle).await {
+                Ok(Replaced::Done) => {}
+                Ok(Replaced::TotpReplayed) => {
+                    return Err(in_context(failed(Rejection::InvalidCode).await));
+                }
+                Ok(Replaced::Lost) => {
+                    // Report where the winning request left the wizard, not what we loaded.
+                    let current = self.describe(id, presented.wizard_key.as_ref()).await;
+                    return Err(Failure {
+                        error: SignInError::Conflict,
+                        id: Some(id),
+                        wizard: current,
+                    });
+                }
+                Err(e) => return Err(in_context(e.into())),
+            }
+
+            let mut tokens = None;
+            for effect in effects {
+                match effect {
+                    Effect::SendSms { to, code } => {
+                        if let Err(e) = self.sms.send_code(&to, &code).await {
+                            tracing::warn!(error = %e, "SMS delivery failed; putting the wizard back");
+                            self.roll_back(version + 1, &wizard).await;
+                            return Err(in_context(e.into()));
+                        }
+                    }
+                    Effect::IssueTokens { user } => {
+                        tokens = Some(self.issue_tokens(user, now).await.map_err(in_context)?);
                     }
                 }
-                Effect::IssueTokens { user } => {
-                    tokens = Some(self.issue_tokens(user, now).await.map_err(in_context)?);
-                }
             }
+            let factors = match (&next.step, user) {
+                (
+                    Step::ChooseFactor { .. } | Step::TotpCode { .. } | Step::SmsCode { .. },
+                    Some(user),
+                ) => user.account().factors(),
+                _ => Vec::new(),
+            };
+            Ok(Outcome {
+                wizard: next,
+                tokens,
+                factors,
+            })
         }
-        let factors = match (&next.step, user) {
-            (
-                Step::ChooseFactor { .. } | Step::TotpCode { .. } | Step::SmsCode { .. },
-                Some(user),
-            ) => user.account().factors(),
-            _ => Vec::new(),
-        };
-        Ok(Outcome {
-            wizard: next,
-            tokens,
-            factors,
-        })
+        .await;
+
+        // An attempt that ended without a verdict on the password or code
+        // (wrong key or device, overload, a lost race...) is given back.
+        if let Err(failure) = &result
+            && taken
+            && !failure.error.is_verdict()
+            && let Some(key) = &key
+            && let Err(e) = self.store.refund(key, gate.code.then_some(id)).await
+        {
+            tracing::warn!(error = %e, "could not give an attempt back");
+        }
+        result
     }
 
     /// Undoes a saved step whose side effect failed, so the client can retry it.

@@ -55,6 +55,11 @@ impl Application {
             .await?,
         );
         let policy = Arc::new(LivePolicy::load(store.clone(), settings.initial_policy()).await?);
+        if policy.get().recaptcha_enabled && settings.recaptcha_secret.is_none() {
+            tracing::warn!(
+                "the stored settings turn reCAPTCHA on, but this instance has no reCAPTCHA keys: it runs without"
+            );
+        }
         tokio::spawn(Arc::clone(&policy).keep_fresh());
         let sms = match &settings.sms_webhook_url {
             Some(url) => SmsGateway::webhook(url.clone(), SMS_TIMEOUT)?,

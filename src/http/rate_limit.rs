@@ -176,7 +176,9 @@ pub async fn limit_by_ip(
                 )
             };
             let mut response = error.error_response();
-            set_headers(response.headers_mut(), limit, 0, retry_after);
+            // As on every answer: when the whole allowance is back (one request after `retry_after`, the rest after).
+            let full_again = retry_after + Duration::from_secs(60) / limit * (limit - 1);
+            set_headers(response.headers_mut(), limit, 0, full_again);
             Ok(req.into_response(response).map_into_right_body())
         }
     }

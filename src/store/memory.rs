@@ -1,5 +1,5 @@
 use super::{
-    AttemptStore, KeyringStore, Loaded, PolicyStore, Replaced, Settle, Store, StoreError,
+    AttemptStore, Attempts, KeyringStore, Loaded, PolicyStore, Replaced, Settle, Store, StoreError,
     UserStore, UserWriteError, Versioned, WizardStore, purge_at,
 };
 use crate::credentials::Keyring;
@@ -147,8 +147,12 @@ impl WizardStore for MemoryStore {
             }
             inner.last_totp_step.insert(user, step);
         }
-        if let Some(key) = &settle.clear_attempts {
-            inner.attempts.remove(key);
+        match &settle.attempts {
+            Attempts::Keep => {}
+            Attempts::Clear(key) => {
+                inner.attempts.remove(key);
+            }
+            Attempts::Refund(key) => give_back(&mut inner, key, None),
         }
         if let Some(entry) = inner.wizards.get_mut(&wizard.id) {
             entry.version = version + 1;
@@ -172,6 +176,20 @@ impl AttemptStore for MemoryStore {
     async fn clear_attempts(&self, key: &AttemptKey) -> Result<(), StoreError> {
         self.lock().attempts.remove(key);
         Ok(())
+    }
+
+    async fn refund(&self, key: &AttemptKey, wizard: Option<WizardId>) -> Result<(), StoreError> {
+        give_back(&mut self.lock(), key, wizard);
+        Ok(())
+    }
+}
+
+fn give_back(inner: &mut Inner, key: &AttemptKey, wizard: Option<WizardId>) {
+    if let Some((counter, _)) = inner.attempts.get_mut(key) {
+        counter.count = counter.count.saturating_sub(1);
+    }
+    if let Some(entry) = wizard.and_then(|id| inner.wizards.get_mut(&id)) {
+        entry.codes = entry.codes.saturating_sub(1);
     }
 }
 

@@ -54,11 +54,21 @@ pub struct Loaded {
     pub admission: Admission,
 }
 
+/// What a successful step does with the account's attempt counter.
+#[derive(Debug, Clone, Default)]
+pub enum Attempts {
+    #[default]
+    Keep,
+    /// Forget earlier failures (a completed sign-in).
+    Clear(AttemptKey),
+    /// Give back the attempt this step took (it succeeded).
+    Refund(AttemptKey),
+}
+
 /// What a successful step settles atomically with its compare-and-set.
 #[derive(Debug, Clone, Default)]
 pub struct Settle {
-    /// A success forgives the account's earlier failures.
-    pub clear_attempts: Option<AttemptKey>,
+    pub attempts: Attempts,
     /// A TOTP step accepted for this user: refused unless newer than the last one (RFC 6238 §5.2).
     pub totp_step: Option<(UserId, u64)>,
 }
@@ -102,6 +112,9 @@ pub trait AttemptStore: Send + Sync {
     async fn block(&self, key: &AttemptKey, until: DateTime<Utc>) -> Result<(), StoreError>;
     /// Forgets `key`'s failures and any block (an admin's unlock).
     async fn clear_attempts(&self, key: &AttemptKey) -> Result<(), StoreError>;
+    /// Gives back an attempt taken by a request that ended without a
+    /// verdict, and the code try of `wizard` if it was a code step.
+    async fn refund(&self, key: &AttemptKey, wizard: Option<WizardId>) -> Result<(), StoreError>;
 }
 
 #[async_trait]

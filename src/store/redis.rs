@@ -1,5 +1,5 @@
 use super::{
-    AttemptStore, KeyringStore, Loaded, PolicyStore, Replaced, Settle, Store, StoreError,
+    AttemptStore, Attempts, KeyringStore, Loaded, PolicyStore, Replaced, Settle, Store, StoreError,
     UserStore, UserWriteError, Versioned, WizardStore, purge_at,
 };
 use crate::credentials::Keyring;
@@ -16,9 +16,12 @@ use redis::{AsyncCommands, Script};
 use std::time::Duration;
 
 /// Keys (all under the configured prefix):
-/// - `wizard:{uuid}`: hash `v` (version), `body` (JSON), `user` (bound user id), expiring via PEXPIREAT
+/// - `wizard:{uuid}`: hash `v` (version), `body` (JSON), `step` and `exp` (for
+///   the attempt gate), `user` (bound user id), `codes` (codes tried); expires via PEXPIREAT
 /// - `user:{id}`: the user as JSON; `email:{email}`: the id owning that email
-/// - `keyring`: the shared signing key and code pepper
+/// - `attempts:user:{id}` / `attempts:email:{email}`: hash `count`, `since`, `until`
+/// - `totp-step:{user id}`: the last TOTP step accepted
+/// - `keyring`: the shared signing key and code pepper; `policy`: the runtime settings
 ///
 /// The scripts touch keys they derive from stored values (a wizard's user,
 /// a user's email), so this layout targets a single Redis, not Cluster.
@@ -34,6 +37,7 @@ struct Scripts {
     insert_user: Script,
     update_user: Script,
     delete_user: Script,
+    refund_attempt: Script,
 }
 
 #[derive(Debug, Clone)]
@@ -65,6 +69,7 @@ impl RedisStore {
                 insert_user: Script::new(include_str!("lua/insert_user.lua")),
                 update_user: Script::new(include_str!("lua/update_user.lua")),
                 delete_user: Script::new(include_str!("lua/delete_user.lua")),
+                refund_attempt: Script::new(include_str!("lua/refund_attempt.lua")),
             },
         })
     }
@@ -185,6 +190,11 @@ impl WizardStore for RedisStore {
         wizard: &Wizard,
         settle: &Settle,
     ) -> Result<Replaced, StoreError> {
+        let (attempts_mode, attempts_key) = match &settle.attempts {
+            Attempts::Keep => ("", String::new()),
+            Attempts::Clear(key) => ("clear", key.name()),
+            Attempts::Refund(key) => ("refund", key.name()),
+        };
         let (totp_user, totp_step) = match settle.totp_step {
             Some((user, step)) => (user.to_string(), step),
             None => (String::new(), 0),
@@ -200,13 +210,8 @@ impl WizardStore for RedisStore {
             .arg(wizard.workflow().as_str())
             .arg(wizard.expires_at.timestamp_millis())
             .arg(&self.prefix)
-            .arg(
-                settle
-                    .clear_attempts
-                    .as_ref()
-                    .map(AttemptKey::name)
-                    .unwrap_or_default(),
-            )
+            .arg(attempts_mode)
+            .arg(attempts_key)
             .arg(totp_user)
             .arg(totp_step)
             .invoke_async(&mut self.conn.clone())
@@ -236,6 +241,17 @@ impl AttemptStore for RedisStore {
             .pexpire_at(&key, until.timestamp_millis())
             .ignore()
             .query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn refund(&self, key: &AttemptKey, wizard: Option<WizardId>) -> Result<(), StoreError> {
+        let wizard_key = wizard.map(|id| self.key("wizard", id)).unwrap_or_default();
+        self.scripts
+            .refund_attempt
+            .key(format!("{}attempts:{}", self.prefix, key.name()))
+            .key(wizard_key)
+            .invoke_async::<()>(&mut self.conn.clone())
             .await
             .map_err(unavailable)
     }

@@ -421,3 +421,74 @@ async fn settings_are_validated_and_reach_every_instance() {
     }
     assert_blocked(&second.signin(&uuid, &user.email, &user.password).await);
 }
+
+#[tokio::test]
+async fn giving_the_password_again_does_not_wipe_out_wrong_codes() {
+    for backend in BACKENDS {
+        let app = spawn_app(backend).await;
+        let user = app
+            .create_user(UserSpec {
+                totp: true,
+                ..Default::default()
+            })
+            .await;
+        let wrong = || {
+            let right = app.totp_now(&user);
+            format!(
+                "{:06}",
+                (right.parse::<u32>().unwrap() + 500_000) % 1_000_000
+            )
+        };
+        let first = app.start().await;
+        assert_eq!(
+            app.signin(&first, &user.email, &user.password)
+                .await
+                .workflow(),
+            "2fa_google_auth"
+        );
+        for _ in 0..4 {
+            assert_eq!(app.totp(&first, &wrong()).await.error(), "invalid_code");
+        }
+        // A fresh wizard and the right password: the four wrong codes still count.
+        let second = app.start().await;
+        assert_eq!(
+            app.signin(&second, &user.email, &user.password)
+                .await
+                .workflow(),
+            "2fa_google_auth"
+        );
+        assert_eq!(app.totp(&second, &wrong()).await.error(), "invalid_code");
+        assert_blocked(&app.totp(&second, &app.totp_now(&user)).await);
+    }
+}
+
+#[tokio::test]
+async fn requests_that_never_reach_a_check_use_up_nothing() {
+    for backend in BACKENDS {
+        let app = spawn_app(backend).await;
+        let user = app
+            .create_user(UserSpec {
+                totp: true,
+                ..Default::default()
+            })
+            .await;
+        let uuid = app.start().await;
+        app.signin(&uuid, &user.email, &user.password).await;
+        let other_device = crate::helpers::fingerprint("another-device");
+        for _ in 0..10 {
+            let reply = app
+                .post(
+                    "/api/v2/my/2fa/google",
+                    json!({ "uuid": uuid, "code": "123456", "device_fingerprint": other_device }),
+                )
+                .await;
+            assert_eq!(reply.error(), "device_mismatch");
+        }
+        // Neither the account nor the wizard paid for those.
+        assert_eq!(
+            app.totp(&uuid, &app.totp_now(&user)).await.status,
+            StatusCode::ACCEPTED,
+            "{backend:?}"
+        );
+    }
+}

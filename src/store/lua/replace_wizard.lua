@@ -2,22 +2,30 @@
 -- KEYS[1] wizard key
 -- ARGV[1] expected version   ARGV[2] new body   ARGV[3] bound user id ('' for none)
 -- ARGV[4] purge time (ms)    ARGV[5] step name  ARGV[6] expiry (ms)
--- ARGV[7] key prefix         ARGV[8] attempts counter to clear ('' for none)
--- ARGV[9] user whose TOTP step to record ('' for none)   ARGV[10] that TOTP step
+-- ARGV[7] key prefix
+-- ARGV[8] what to do with the attempts counter: 'clear', 'refund' or '' (keep)
+-- ARGV[9] that counter's name
+-- ARGV[10] user whose TOTP step to record ('' for none)   ARGV[11] that TOTP step
 if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then
   return 'lost'
 end
-if ARGV[9] ~= '' then
-  local last_key = ARGV[7] .. 'totp-step:' .. ARGV[9]
+if ARGV[10] ~= '' then
+  local last_key = ARGV[7] .. 'totp-step:' .. ARGV[10]
   local last = tonumber(redis.call('GET', last_key))
-  if last and last >= tonumber(ARGV[10]) then
+  if last and last >= tonumber(ARGV[11]) then
     return 'replayed'
   end
   -- Older steps fall out of the ±1 step window within 90 s; keep a margin.
-  redis.call('SET', last_key, ARGV[10], 'EX', 600)
+  redis.call('SET', last_key, ARGV[11], 'EX', 600)
 end
-if ARGV[8] ~= '' then
-  redis.call('DEL', ARGV[7] .. 'attempts:' .. ARGV[8])
+local counter = ARGV[7] .. 'attempts:' .. ARGV[9]
+if ARGV[8] == 'clear' then
+  redis.call('DEL', counter)
+elseif ARGV[8] == 'refund' then
+  local count = tonumber(redis.call('HGET', counter, 'count'))
+  if count and count > 0 then
+    redis.call('HINCRBY', counter, 'count', -1)
+  end
 end
 redis.call('HSET', KEYS[1], 'v', tostring(tonumber(ARGV[1]) + 1), 'body', ARGV[2], 'step', ARGV[5], 'exp', ARGV[6])
 if ARGV[3] ~= '' then
