@@ -17,7 +17,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const ADMIN_TOKEN: &str = "load-admin-token";
-const USERS: usize = 20;
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -68,30 +67,19 @@ async fn run(
         .pool_max_idle_per_host(concurrency)
         .build()?;
 
-    let mut users = Vec::with_capacity(USERS);
-    for i in 0..USERS {
-        let secret = TotpSecret::generate();
-        let email = format!("load-{i}@example.test");
-        let created: Value = client
-            .post(format!("{base}/api/v2/admin/users"))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&json!({ "email": email, "password": "load test password", "totp_secret": secret.expose_base32() }))
-            .send()
-            .await?
-            .json()
-            .await?;
-        anyhow::ensure!(
-            created["id"].is_string(),
-            "creating a user failed: {created}"
-        );
-        users.push((email, secret));
-    }
+    // One account per sign-in: a TOTP code is accepted once per account and time step.
+    let users: Vec<anyhow::Result<(String, TotpSecret)>> = futures::stream::iter(0..signins)
+        .map(|i| create_user(&client, &base, i))
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let users = users.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
 
     let commands_before = redis.map(PrivateRedis::commands).transpose()?;
     let started = Instant::now();
     let results: Vec<anyhow::Result<[Duration; 3]>> = futures::stream::iter(0..signins)
         .map(|i| {
-            let (email, secret) = &users[i % USERS];
+            let (email, secret) = &users[i];
             sign_in(&client, &base, email, secret)
         })
         .buffer_unordered(concurrency)
@@ -139,6 +127,28 @@ async fn run(
         );
     }
     Ok(())
+}
+
+async fn create_user(
+    client: &reqwest::Client,
+    base: &str,
+    i: usize,
+) -> anyhow::Result<(String, TotpSecret)> {
+    let secret = TotpSecret::generate();
+    let email = format!("load-{i}@example.test");
+    let created: Value = client
+        .post(format!("{base}/api/v2/admin/users"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "email": email, "password": "load test password", "totp_secret": secret.expose_base32() }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    anyhow::ensure!(
+        created["id"].is_string(),
+        "creating a user failed: {created}"
+    );
+    Ok((email, secret))
 }
 
 async fn sign_in(
