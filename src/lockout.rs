@@ -5,7 +5,7 @@
 //! than the limit allows. The Redis store does the same in Lua
 //! (`store/lua/load_wizard.lua`); this module is the reference.
 
-use crate::domain::{Email, UserId};
+use crate::domain::{Email, ParseError, UserId};
 use crate::wizard::Workflow;
 use chrono::{DateTime, Duration, Utc};
 
@@ -23,6 +23,15 @@ impl AttemptKey {
         match self {
             AttemptKey::User(id) => format!("user:{id}"),
             AttemptKey::Email(email) => format!("email:{email}"),
+        }
+    }
+
+    /// The inverse of [`AttemptKey::name`].
+    pub fn from_name(name: &str) -> Result<Self, ParseError> {
+        match name.split_once(':') {
+            Some(("user", id)) => UserId::parse(id).map(AttemptKey::User),
+            Some(("email", email)) => Email::parse(email).map(AttemptKey::Email),
+            _ => Err(ParseError("not an attempt counter name")),
         }
     }
 }

@@ -6,12 +6,12 @@ use crate::clock::Clock;
 use crate::credentials::{HashError, PasswordHasher, SmsCodes, TokenIssuer, TokenPair};
 use crate::delivery::{DeliveryError, SmsGateway};
 use crate::domain::{DeviceFingerprint, Email, OtpCode, Password, UserId, WizardId, WizardKey};
-use crate::lockout::{Admission, AttemptKey, Gate, Limits};
+use crate::lockout::{Admission, Gate, Limits};
 use crate::policy::LivePolicy;
 use crate::store::{Attempts, Loaded, Replaced, Settle, Store, StoreError, Versioned};
 use crate::users::User;
 use crate::wizard::{
-    Action, Context, Effect, Event, Factor, Rejection, Step, Transition, Wizard, Workflow,
+    Action, Context, Effect, Event, Factor, Opener, Rejection, Step, Transition, Wizard, Workflow,
     transition,
 };
 use chrono::{DateTime, Duration, Utc};
@@ -128,7 +128,8 @@ pub struct SignIn {
     pub sms_code_ttl: Duration,
     pub resend_cooldown: Duration,
     pub max_resends: u32,
-    /// Refuse requests without the wizard's key (see `domain::WizardKey`).
+    /// Refuse requests without the wizard's key (see `domain::WizardKey`),
+    /// and later steps that do not name their device.
     pub require_wizard_key: bool,
 }
 
@@ -147,10 +148,9 @@ impl SignIn {
     /// The wizard as it stands, to give an error its context; `None` when
     /// it cannot be read or the key does not open it.
     pub async fn describe(&self, id: WizardId, key: Option<&WizardKey>) -> Option<Wizard> {
-        match self.store.load_wizard(id, None, None).await {
-            Ok(loaded) => loaded
-                .map(|l| l.wizard.wizard)
-                .filter(|w| w.opens_with(key, self.require_wizard_key)),
+        let opener = Opener::new(key, self.require_wizard_key);
+        match self.store.load_wizard(id, None, &opener, None).await {
+            Ok(loaded) => loaded.map(|l| l.wizard.wizard),
             Err(_) => None,
         }
     }
@@ -317,29 +317,25 @@ impl SignIn {
     ) -> Result<Outcome, Failure> {
         let now = self.clock.now();
         let gate = self.gate(action, now);
+        let opener = Opener::new(presented.wizard_key.as_ref(), self.require_wizard_key);
         let Loaded {
             wizard: Versioned { version, wizard },
             user,
             admission,
+            attempt_key: key,
         } = self
             .store
-            .load_wizard(id, email, Some(&gate))
+            .load_wizard(id, email, &opener, Some(&gate))
             .await
             .map_err(|e| Failure::about(id, e))?
             .ok_or_else(|| Failure::about(id, SignInError::NotFound))?;
-        let key = match (&user, email) {
-            (Some(user), _) => Some(AttemptKey::User(user.id)),
-            (None, Some(email)) => Some(AttemptKey::Email(email.clone())),
-            (None, None) => None,
-        };
         // The gate took an attempt before anything was checked (see `lockout`).
         let taken =
             gate.take && matches!(admission, Admission::Admitted { attempt } if attempt > 0);
+        // Set once the compare-and-set went through: the attempt is settled then.
+        let mut settled = false;
 
         let result = async {
-            if !wizard.opens_with(presented.wizard_key.as_ref(), self.require_wizard_key) {
-                return Err(Failure::about(id, SignInError::NotFound));
-            }
             let in_context = |error: SignInError| Failure {
                 id: Some(id),
                 error,
@@ -348,7 +344,7 @@ impl SignIn {
 
             wizard
                 .admits(action, now)
-                .and_then(|()| wizard.same_device(presented.device.as_ref()))
+                .and_then(|()| wizard.same_device(presented.device.as_ref(), self.require_wizard_key))
                 .map_err(|r| in_context(r.into()))?;
             if wizard.user().is_some() && user.is_none() {
                 // The account was deleted mid-flow: nothing more may come of this wizard.
@@ -371,7 +367,8 @@ impl SignIn {
                 if let Some(key) = key.as_ref().filter(|_| last_attempt)
                     && let Err(e) = self.store.block(key, now + gate.limits.block).await
                 {
-                    return e.into();
+                    // The verdict stands; the next attempt past the limit starts the block instead.
+                    tracing::error!(error = %e, "could not block an account after its last attempt");
                 }
                 rejection.into()
             };
@@ -402,7 +399,7 @@ impl SignIn {
             };
             let settle = Settle { attempts: attempt_settles, totp_step };
             match self.store.replace_wizard(version, &next, &settle).await {
-                Ok(Replaced::Done) => {}
+                Ok(Replaced::Done) => settled = true,
                 Ok(Replaced::TotpReplayed) => {
                     return Err(in_context(failed(Rejection::InvalidCode).await));
                 }
@@ -452,6 +449,7 @@ impl SignIn {
         // (wrong key or device, overload, a lost race...) is given back.
         if let Err(failure) = &result
             && taken
+            && !settled
             && !failure.error.is_verdict()
             && let Some(key) = &key
             && let Err(e) = self.store.refund(key, gate.code.then_some(id)).await

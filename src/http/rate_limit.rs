@@ -110,12 +110,12 @@ impl IpLimiter {
         if !self.trusted_proxies.contains(&peer) {
             return Some(peer);
         }
-        let forwarded = req
+        // Every X-Forwarded-For line, in order: a proxy may add its own line
+        // after one the client forged, so reading only the first would trust the forgery.
+        let hops: Vec<IpAddr> = req
             .headers()
-            .get("X-Forwarded-For")
-            .and_then(|v| v.to_str().ok());
-        let hops: Vec<IpAddr> = forwarded
-            .into_iter()
+            .get_all("X-Forwarded-For")
+            .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .filter_map(|hop| hop.trim().parse().ok())
             .collect();

@@ -7,7 +7,7 @@ use crate::domain::{Email, UserId, WizardId};
 use crate::lockout::{Admission, AttemptKey, Counter, Gate};
 use crate::policy::Policy;
 use crate::users::User;
-use crate::wizard::Wizard;
+use crate::wizard::{Opener, Wizard};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
@@ -49,8 +49,8 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding the lock cannot leave the maps half-written
-        // (every write is a single insert/remove), so a poisoned lock is safe to reuse.
+        // Nothing under the lock can panic between related writes (they are
+        // plain map updates), so a poisoned lock still guards consistent data.
         self.inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -81,6 +81,7 @@ impl WizardStore for MemoryStore {
         &self,
         id: WizardId,
         email: Option<&Email>,
+        opener: &Opener,
         gate: Option<&Gate>,
     ) -> Result<Option<Loaded>, StoreError> {
         let mut guard = self.lock();
@@ -88,7 +89,7 @@ impl WizardStore for MemoryStore {
         let Some(entry) = inner
             .wizards
             .get_mut(&id)
-            .filter(|e| e.purge_at > Utc::now())
+            .filter(|e| e.purge_at > Utc::now() && e.wizard.opens_with(opener))
         else {
             return Ok(None);
         };
@@ -101,12 +102,12 @@ impl WizardStore for MemoryStore {
             (None, Some(email)) => Some(AttemptKey::Email(email.clone())),
             (None, None) => None,
         };
-        let admission = match (gate, key) {
+        let admission = match (gate, &key) {
             (Some(gate), Some(key))
                 if entry.wizard.workflow() == gate.step
                     && gate.limits.now < entry.wizard.expires_at =>
             {
-                let (counter, forget_at) = inner.attempts.entry(key).or_default();
+                let (counter, forget_at) = inner.attempts.entry(key.clone()).or_default();
                 let admission = counter.admit(&mut entry.codes, gate);
                 *forget_at = counter.expires_at(&gate.limits);
                 admission
@@ -120,6 +121,7 @@ impl WizardStore for MemoryStore {
             },
             user: user_id.and_then(|u| inner.users.get(&u).cloned()),
             admission,
+            attempt_key: key,
         }))
     }
 

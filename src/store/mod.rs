@@ -15,7 +15,7 @@ use crate::domain::{Email, UserId, WizardId};
 use crate::lockout::{Admission, AttemptKey, Gate};
 use crate::policy::Policy;
 use crate::users::User;
-use crate::wizard::Wizard;
+use crate::wizard::{Opener, Wizard};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
@@ -52,6 +52,9 @@ pub struct Loaded {
     pub wizard: Versioned,
     pub user: Option<User>,
     pub admission: Admission,
+    /// The counter the gate used: the wizard's user, else the owner of the
+    /// email, else the email itself (see `lockout`).
+    pub attempt_key: Option<AttemptKey>,
 }
 
 /// What a successful step does with the account's attempt counter.
@@ -89,10 +92,12 @@ pub trait WizardStore: Send + Sync {
     /// The wizard and its user: the user it is bound to once the password
     /// was accepted, else the owner of `email` (if any). With a `gate`, the
     /// account's attempt counter (see `lockout`) is applied atomically.
+    /// A wizard the `opener` cannot open is reported as absent, before any gate applies.
     async fn load_wizard(
         &self,
         id: WizardId,
         email: Option<&Email>,
+        opener: &Opener,
         gate: Option<&Gate>,
     ) -> Result<Option<Loaded>, StoreError>;
 

@@ -7,7 +7,7 @@ use crate::domain::{Email, UserId, WizardId};
 use crate::lockout::{Admission, AttemptKey, Gate};
 use crate::policy::Policy;
 use crate::users::User;
-use crate::wizard::Wizard;
+use crate::wizard::{Opener, Wizard};
 use anyhow::Context as _;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -77,6 +77,10 @@ impl RedisStore {
     fn key(&self, kind: &str, id: impl std::fmt::Display) -> String {
         format!("{}{kind}:{id}", self.prefix)
     }
+
+    fn attempts_key(&self, key: &AttemptKey) -> String {
+        self.key("attempts", key.name())
+    }
 }
 
 /// Never print a password that may sit in the URL.
@@ -112,6 +116,7 @@ impl WizardStore for RedisStore {
             ("body", to_json(wizard)?),
             ("step", wizard.workflow().as_str().to_owned()),
             ("exp", wizard.expires_at.timestamp_millis().to_string()),
+            ("kd", String::from(wizard.key_digest.clone())),
         ];
         redis::pipe()
             .atomic()
@@ -128,12 +133,15 @@ impl WizardStore for RedisStore {
         &self,
         id: WizardId,
         email: Option<&Email>,
+        opener: &Opener,
         gate: Option<&Gate>,
     ) -> Result<Option<Loaded>, StoreError> {
         let mut invocation = self.scripts.load_wizard.key(self.key("wizard", id));
         invocation
             .arg(&self.prefix)
-            .arg(email.map_or("", Email::as_str));
+            .arg(email.map_or("", Email::as_str))
+            .arg(opener.key.clone().map(String::from).unwrap_or_default())
+            .arg(u8::from(opener.strict));
         match gate {
             Some(gate) => {
                 let limits = &gate.limits;
@@ -157,11 +165,11 @@ impl WizardStore for RedisStore {
                 .arg(0)
                 .arg(0),
         };
-        let row: Option<(u64, String, Option<String>, String, i64)> = invocation
+        let row: Option<(u64, String, Option<String>, String, i64, Option<String>)> = invocation
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        let Some((version, body, user, verdict, value)) = row else {
+        let Some((version, body, user, verdict, value, counter)) = row else {
             return Ok(None);
         };
         let admission = match verdict.as_str() {
@@ -181,6 +189,11 @@ impl WizardStore for RedisStore {
             },
             user: user.as_deref().map(from_json).transpose()?,
             admission,
+            attempt_key: counter
+                .as_deref()
+                .map(AttemptKey::from_name)
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(e.into()))?,
         }))
     }
 
@@ -233,7 +246,7 @@ fn from_millis(ms: i64) -> Result<DateTime<Utc>, StoreError> {
 #[async_trait]
 impl AttemptStore for RedisStore {
     async fn block(&self, key: &AttemptKey, until: DateTime<Utc>) -> Result<(), StoreError> {
-        let key = format!("{}attempts:{}", self.prefix, key.name());
+        let key = self.attempts_key(key);
         redis::pipe()
             .atomic()
             .hset(&key, "until", until.timestamp_millis())
@@ -249,7 +262,7 @@ impl AttemptStore for RedisStore {
         let wizard_key = wizard.map(|id| self.key("wizard", id)).unwrap_or_default();
         self.scripts
             .refund_attempt
-            .key(format!("{}attempts:{}", self.prefix, key.name()))
+            .key(self.attempts_key(key))
             .key(wizard_key)
             .invoke_async::<()>(&mut self.conn.clone())
             .await
@@ -257,7 +270,7 @@ impl AttemptStore for RedisStore {
     }
 
     async fn clear_attempts(&self, key: &AttemptKey) -> Result<(), StoreError> {
-        let key = format!("{}attempts:{}", self.prefix, key.name());
+        let key = self.attempts_key(key);
         self.conn
             .clone()
             .del::<_, ()>(key)

@@ -343,9 +343,14 @@ mod tests {
     fn a_known_device_must_stay_the_same() {
         let w = login(&account(true, false, false)).wizard;
         let other = DeviceFingerprint::parse("eyJ1c2VyX2FnZW50Ijoib3RoZXIifQ").unwrap();
-        assert_eq!(w.same_device(Some(&other)), Err(Rejection::DeviceMismatch));
-        assert_eq!(w.same_device(Some(&fingerprint())), Ok(()));
-        assert_eq!(w.same_device(None), Ok(()));
+        assert_eq!(
+            w.same_device(Some(&other), false),
+            Err(Rejection::DeviceMismatch)
+        );
+        assert_eq!(w.same_device(Some(&fingerprint()), false), Ok(()));
+        assert_eq!(w.same_device(None, false), Ok(()));
+        assert_eq!(w.same_device(None, true), Err(Rejection::DeviceMismatch));
+        assert_eq!(w.same_device(Some(&fingerprint()), true), Ok(()));
     }
 
     #[test]

@@ -103,12 +103,11 @@ impl Wizard {
         }
     }
 
-    /// Whether a request may touch this wizard: a presented key must be its
-    /// key; no key at all is accepted unless keys are `required`.
-    pub fn opens_with(&self, presented: Option<&WizardKey>, required: bool) -> bool {
-        match presented {
-            Some(key) => self.key_digest.matches(&SecretDigest::new(key.digest())),
-            None => !required,
+    /// Whether a request may touch this wizard at all.
+    pub fn opens_with(&self, opener: &Opener) -> bool {
+        match &opener.key {
+            Some(presented) => self.key_digest.matches(presented),
+            None => !opener.strict,
         }
     }
 
@@ -155,12 +154,34 @@ impl Wizard {
         Ok(())
     }
 
-    /// Later steps may name the device again (B2Core clients need not); if
-    /// they do, it must be the one that gave the password.
-    pub fn same_device(&self, presented: Option<&DeviceFingerprint>) -> Result<(), Rejection> {
+    /// Later steps may name the device again (B2Core clients need not,
+    /// unless `strict`); if they do, it must be the one that gave the password.
+    pub fn same_device(
+        &self,
+        presented: Option<&DeviceFingerprint>,
+        strict: bool,
+    ) -> Result<(), Rejection> {
         match (&self.fingerprint, presented) {
             (Some(known), Some(presented)) if known != presented => Err(Rejection::DeviceMismatch),
+            (Some(_), None) if strict => Err(Rejection::DeviceMismatch),
             _ => Ok(()),
+        }
+    }
+}
+
+/// What a request brings to open a wizard: the digest of the `X-Wizard-Key`
+/// it presented, and whether keys (and named devices) are required.
+#[derive(Debug, Clone, Default)]
+pub struct Opener {
+    pub key: Option<SecretDigest>,
+    pub strict: bool,
+}
+
+impl Opener {
+    pub fn new(key: Option<&WizardKey>, strict: bool) -> Self {
+        Self {
+            key: key.map(|k| SecretDigest::new(k.digest())),
+            strict,
         }
     }
 }

@@ -402,3 +402,36 @@ async fn later_steps_from_another_device_are_refused() {
         assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
     }
 }
+
+#[tokio::test]
+async fn a_rolled_back_login_judges_the_next_email_afresh() {
+    for backend in BACKENDS {
+        let app = spawn_app(backend).await;
+        let sms_user = app
+            .create_user(UserSpec {
+                phone: Some("+15550101500"),
+                ..Default::default()
+            })
+            .await;
+        let plain_user = app.create_user(UserSpec::default()).await;
+        let uuid = app.start().await;
+        app.sms.set_failing(true);
+        assert_eq!(
+            app.signin(&uuid, &sms_user.email, &sms_user.password)
+                .await
+                .error(),
+            "sms_delivery_failed"
+        );
+        app.sms.set_failing(false);
+        // Back at `login`, the wizard is bound to nobody: another account may sign in with it.
+        let reply = app
+            .signin(&uuid, &plain_user.email, &plain_user.password)
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::ACCEPTED,
+            "{backend:?}: {}",
+            reply.body
+        );
+    }
+}

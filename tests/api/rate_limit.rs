@@ -124,3 +124,29 @@ async fn the_limit_can_be_changed_and_switched_off_at_run_time() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_forged_forwarded_for_line_before_the_proxys_own_is_not_believed() {
+    let app = app_with_limit(2, true).await;
+    let mut statuses = Vec::new();
+    for forged in ["1.1.1.1", "2.2.2.2", "3.3.3.3"] {
+        // The client forged the first line; the trusted proxy appended the real address.
+        let response = app
+            .client
+            .get(format!("{}/api/v2/my/signin/wizard", app.address))
+            .header("X-Forwarded-For", forged)
+            .header("X-Forwarded-For", "198.51.100.9")
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status());
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+}

@@ -75,3 +75,50 @@ async fn strict_mode_refuses_plain_uuids() {
     let (status, _) = signin_with_key(&app, &uuid, Some(&key), &user.email, &user.password).await;
     assert_eq!(status, StatusCode::ACCEPTED);
 }
+
+#[tokio::test]
+async fn without_the_key_nothing_is_counted_and_later_steps_must_name_the_device() {
+    for backend in crate::helpers::BACKENDS {
+        let sms = FakeSms::spawn().await;
+        let mut settings = test_settings(backend, &sms);
+        settings.require_wizard_key = true;
+        let app = spawn_with(settings, sms).await;
+        let user = app
+            .create_user(UserSpec {
+                totp: true,
+                ..Default::default()
+            })
+            .await;
+        let (uuid, key) = start_with_key(&app).await;
+        let (status, body) =
+            signin_with_key(&app, &uuid, Some(&key), &user.email, &user.password).await;
+        assert_eq!(
+            (status, body["workflow"].as_str()),
+            (StatusCode::OK, Some("2fa_google_auth"))
+        );
+
+        // Someone with the uuid but not the key: 404 every time, and no attempt or code try used.
+        for _ in 0..12 {
+            assert_eq!(app.totp(&uuid, "000000").await.error(), "wizard_not_found");
+        }
+        let submit = |device: Option<String>| {
+            let mut body = json!({ "uuid": uuid, "code": app.totp_now(&user) });
+            if let Some(device) = device {
+                body["device_fingerprint"] = json!(device);
+            }
+            app.client
+                .post(format!("{}/api/v2/my/2fa/google", app.address))
+                .header("X-Wizard-Key", &key)
+                .json(&body)
+                .send()
+        };
+        let unnamed = submit(None).await.unwrap();
+        assert_eq!(
+            unnamed.status(),
+            StatusCode::FORBIDDEN,
+            "strict mode: later steps name their device"
+        );
+        let named = submit(Some(fingerprint("k"))).await.unwrap();
+        assert_eq!(named.status(), StatusCode::ACCEPTED, "{backend:?}");
+    }
+}

@@ -2,12 +2,18 @@
 -- the account's attempt counter, in one atomic round trip.
 -- KEYS[1] wizard key
 -- ARGV[1] key prefix        ARGV[2] email to look up ('' for none)
--- ARGV[3] gate step ('' = no gate)   ARGV[4] take an attempt (0/1)   ARGV[5] code step (0/1)
--- ARGV[6] now (ms)   ARGV[7] max attempts   ARGV[8] window (ms)   ARGV[9] block (ms)
--- ARGV[10] codes per wizard
+-- ARGV[3] digest of the wizard key presented ('' for none)   ARGV[4] key required (0/1)
+-- ARGV[5] gate step ('' = no gate)   ARGV[6] take an attempt (0/1)   ARGV[7] code step (0/1)
+-- ARGV[8] now (ms)   ARGV[9] max attempts   ARGV[10] window (ms)   ARGV[11] block (ms)
+-- ARGV[12] codes per wizard
 -- The gate mirrors Counter::admit in src/lockout.rs: keep the two in step.
-local w = redis.call('HMGET', KEYS[1], 'v', 'body', 'user', 'step', 'exp', 'codes')
+local w = redis.call('HMGET', KEYS[1], 'v', 'body', 'user', 'step', 'exp', 'codes', 'kd')
 if not w[1] then
+  return false
+end
+-- A wizard the request cannot open is absent to it, before anything is counted.
+-- (Digests of 128-bit random keys: a plain comparison reveals nothing useful.)
+if (ARGV[3] ~= '' and ARGV[3] ~= w[7]) or (ARGV[3] == '' and ARGV[4] == '1') then
   return false
 end
 local prefix = ARGV[1]
@@ -29,9 +35,9 @@ local function ms(n)
 end
 
 local function admit(key, now)
-  local take, code = ARGV[4] == '1', ARGV[5] == '1'
-  local max, window, block = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-  if code and (tonumber(w[6]) or 0) >= tonumber(ARGV[10]) then
+  local take, code = ARGV[6] == '1', ARGV[7] == '1'
+  local max, window, block = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+  if code and (tonumber(w[6]) or 0) >= tonumber(ARGV[12]) then
     return 'closed', 0
   end
   local c = redis.call('HMGET', key, 'count', 'since', 'until')
@@ -42,7 +48,8 @@ local function admit(key, now)
   if not take then
     return 'admitted', 0
   end
-  if not since or since + window <= now then
+  -- A new window, or a block served: the account starts afresh.
+  if not since or since + window <= now or blocked then
     count, since, blocked = 0, now, nil
     redis.call('HDEL', key, 'until')
   end
@@ -62,8 +69,8 @@ local function admit(key, now)
 end
 
 local verdict, value = 'unchecked', 0
-local now = tonumber(ARGV[6])
-if ARGV[3] ~= '' and counter and w[4] == ARGV[3] and now < tonumber(w[5]) then
+local now = tonumber(ARGV[8])
+if ARGV[5] ~= '' and counter and w[4] == ARGV[5] and now < tonumber(w[5]) then
   verdict, value = admit(prefix .. 'attempts:' .. counter, now)
 end
-return {w[1], w[2], user, verdict, ms(value)}
+return {w[1], w[2], user, verdict, ms(value), counter}

@@ -30,6 +30,9 @@ end
 redis.call('HSET', KEYS[1], 'v', tostring(tonumber(ARGV[1]) + 1), 'body', ARGV[2], 'step', ARGV[5], 'exp', ARGV[6])
 if ARGV[3] ~= '' then
   redis.call('HSET', KEYS[1], 'user', ARGV[3])
+else
+  -- Back at `login` (a rolled-back step): the email typed decides the user again.
+  redis.call('HDEL', KEYS[1], 'user')
 end
 redis.call('PEXPIREAT', KEYS[1], ARGV[4])
 return 'done'
