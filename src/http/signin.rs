@@ -8,6 +8,7 @@ use crate::signin::{Credentials, Failure, Outcome, Presented, SignIn, SignInErro
 use crate::wizard::Factor;
 use actix_web::{HttpRequest, HttpResponse, web};
 use secrecy::SecretString;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
@@ -162,37 +163,37 @@ fn parse_credentials(
     })
 }
 
+/// The body of a step after `login`: its own fields, and the device if it names it.
+#[derive(Deserialize)]
+struct LaterStep<B> {
+    #[serde(flatten)]
+    fields: B,
+    device_fingerprint: Option<String>,
+}
+
 #[derive(Deserialize)]
 struct ChooseFactorBody {
     #[serde(rename = "type")]
     factor: Factor,
-    device_fingerprint: Option<String>,
 }
+
+#[derive(Deserialize)]
+struct CodeBody {
+    code: String,
+}
+
+#[derive(Deserialize)]
+struct NoFields {}
 
 pub async fn choose_factor(
     req: HttpRequest,
     signin: web::Data<SignIn>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let mut body = StepBody::read(payload).await?;
-    let wizard_key = wizard_key(&req, body.id)?;
-    let parsed = body
-        .take::<ChooseFactorBody>()
-        .and_then(|b| Ok((b.factor, device(&req, b.device_fingerprint)?)));
-    let (factor, device) = match parsed {
-        Ok(parsed) => parsed,
-        Err(e) => return Err(in_context(&signin, body.id, wizard_key.as_ref(), e).await),
-    };
-    let outcome = signin
-        .choose_factor(body.id, factor, &Presented { wizard_key, device })
-        .await?;
+    let (id, factor, presented) =
+        read_later_step(&req, &signin, payload, |b: ChooseFactorBody| Ok(b.factor)).await?;
+    let outcome = signin.choose_factor(id, factor, &presented).await?;
     Ok(Envelope::for_wizard(&outcome.wizard, ()).respond())
-}
-
-#[derive(Deserialize)]
-struct CodeBody {
-    code: String,
-    device_fingerprint: Option<String>,
 }
 
 pub async fn totp_code(
@@ -200,7 +201,7 @@ pub async fn totp_code(
     signin: web::Data<SignIn>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (id, code, presented) = read_code(&req, &signin, payload).await?;
+    let (id, code, presented) = read_later_step(&req, &signin, payload, parse_code).await?;
     Ok(Envelope::from(signin.totp_code(id, code, &presented).await?).respond())
 }
 
@@ -209,32 +210,8 @@ pub async fn sms_code(
     signin: web::Data<SignIn>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (id, code, presented) = read_code(&req, &signin, payload).await?;
+    let (id, code, presented) = read_later_step(&req, &signin, payload, parse_code).await?;
     Ok(Envelope::from(signin.sms_code(id, code, &presented).await?).respond())
-}
-
-async fn read_code(
-    req: &HttpRequest,
-    signin: &SignIn,
-    payload: web::Payload,
-) -> Result<(WizardId, OtpCode, Presented), ApiError> {
-    let mut body = StepBody::read(payload).await?;
-    let wizard_key = wizard_key(req, body.id)?;
-    let parsed = body.take::<CodeBody>().and_then(|b| {
-        Ok((
-            OtpCode::parse(&b.code).map_err(ApiError::invalid)?,
-            device(req, b.device_fingerprint)?,
-        ))
-    });
-    match parsed {
-        Ok((code, device)) => Ok((body.id, code, Presented { wizard_key, device })),
-        Err(e) => Err(in_context(signin, body.id, wizard_key.as_ref(), e).await),
-    }
-}
-
-#[derive(Deserialize)]
-struct ResendBody {
-    device_fingerprint: Option<String>,
 }
 
 pub async fn resend_sms(
@@ -242,19 +219,32 @@ pub async fn resend_sms(
     signin: web::Data<SignIn>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let mut body = StepBody::read(payload).await?;
-    let wizard_key = wizard_key(&req, body.id)?;
-    let device = match body
-        .take::<ResendBody>()
-        .and_then(|b| device(&req, b.device_fingerprint))
-    {
-        Ok(device) => device,
-        Err(e) => return Err(in_context(&signin, body.id, wizard_key.as_ref(), e).await),
-    };
-    let outcome = signin
-        .resend_sms(body.id, &Presented { wizard_key, device })
-        .await?;
+    let (id, (), presented) = read_later_step(&req, &signin, payload, |_: NoFields| Ok(())).await?;
+    let outcome = signin.resend_sms(id, &presented).await?;
     Ok(Envelope::for_wizard(&outcome.wizard, ()).respond())
+}
+
+fn parse_code(body: CodeBody) -> Result<OtpCode, ApiError> {
+    OtpCode::parse(&body.code).map_err(ApiError::invalid)
+}
+
+/// Reads a step after `login`: the wizard, the step's own input (`parse`d
+/// from fields `B`), and what the client presented besides.
+async fn read_later_step<B: DeserializeOwned, T>(
+    req: &HttpRequest,
+    signin: &SignIn,
+    payload: web::Payload,
+    parse: impl FnOnce(B) -> Result<T, ApiError>,
+) -> Result<(WizardId, T, Presented), ApiError> {
+    let mut body = StepBody::read(payload).await?;
+    let wizard_key = wizard_key(req, body.id)?;
+    let parsed = body
+        .take::<LaterStep<B>>()
+        .and_then(|step| Ok((parse(step.fields)?, device(req, step.device_fingerprint)?)));
+    match parsed {
+        Ok((input, device)) => Ok((body.id, input, Presented { wizard_key, device })),
+        Err(e) => Err(in_context(signin, body.id, wizard_key.as_ref(), e).await),
+    }
 }
 
 /// `X-Wizard-Key`, if sent. One that is not even well formed opens nothing:

@@ -1,7 +1,7 @@
 //! Client mistakes: each gets a 4xx envelope with a stable code, and the
 //! wizard stays where it was.
 
-use crate::helpers::{BACKENDS, Backend, UserSpec, fingerprint, spawn_app};
+use crate::helpers::{BACKENDS, Backend, UserSpec, fingerprint, other_code, spawn_app};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -275,10 +275,7 @@ async fn a_wrong_code_can_be_retried() {
         app.signin(&uuid, &totp_user.email, &totp_user.password)
             .await;
         let right = app.totp_now(&totp_user);
-        let wrong = format!(
-            "{:06}",
-            (right.parse::<u32>().unwrap() + 500_000) % 1_000_000
-        );
+        let wrong = other_code(&right);
         let reply = app.totp(&uuid, &wrong).await;
         reply.assert_envelope();
         assert_eq!(
@@ -294,13 +291,9 @@ async fn a_wrong_code_can_be_retried() {
                 ..Default::default()
             })
             .await;
-        let uuid = app.start().await;
-        app.signin(&uuid, &sms_user.email, &sms_user.password).await;
-        let right = app
-            .sms
-            .last_code_for(sms_user.phone.as_deref().unwrap())
-            .unwrap();
-        let wrong = format!("{:06}", (right.parse::<u32>().unwrap() + 1) % 1_000_000);
+        let uuid = app.past_password(&sms_user).await;
+        let right = app.sms_code_of(&sms_user);
+        let wrong = other_code(&right);
         let reply = app.sms_code(&uuid, &wrong).await;
         assert_eq!(
             (reply.status, reply.error(), reply.workflow()),
@@ -335,10 +328,7 @@ async fn a_failed_sms_delivery_is_reported_and_the_step_can_be_retried() {
         app.sms.set_failing(false);
         let reply = app.signin(&uuid, &user.email, &user.password).await;
         assert_eq!(reply.workflow(), "2fa_sms_auth", "{}", reply.body);
-        let code = app
-            .sms
-            .last_code_for(user.phone.as_deref().unwrap())
-            .unwrap();
+        let code = app.sms_code_of(&user);
         assert_eq!(
             app.sms_code(&uuid, &code).await.status,
             StatusCode::ACCEPTED

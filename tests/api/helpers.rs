@@ -427,6 +427,21 @@ impl TestApp {
             .await
     }
 
+    /// The last SMS code sent to the user's phone.
+    pub fn sms_code_of(&self, user: &TestUser) -> String {
+        self.sms
+            .last_code_for(user.phone.as_deref().expect("a user with a phone"))
+            .expect("an SMS was sent")
+    }
+
+    /// A started wizard at which `user` has given the right password.
+    pub async fn past_password(&self, user: &TestUser) -> String {
+        let uuid = self.start().await;
+        let reply = self.signin(&uuid, &user.email, &user.password).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        uuid
+    }
+
     /// The code the user's authenticator app shows now (by this app's clock).
     pub fn totp_now(&self, user: &TestUser) -> String {
         user.totp
@@ -514,4 +529,12 @@ async fn reply(response: reqwest::Response) -> Reply {
     let body =
         serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
     Reply { status, body }
+}
+
+/// A six-digit code other than `code` (never valid in the same window).
+pub fn other_code(code: &str) -> String {
+    format!(
+        "{:06}",
+        (code.parse::<u32>().expect("six digits") + 500_000) % 1_000_000
+    )
 }

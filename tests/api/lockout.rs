@@ -2,7 +2,7 @@
 //! TOTP codes and the settings API. Time moves by the test clock, never by sleeping.
 
 use crate::helpers::{
-    BACKENDS, Backend, FakeSms, Reply, UserSpec, spawn_app, spawn_with, test_settings,
+    BACKENDS, Backend, FakeSms, Reply, UserSpec, other_code, spawn_app, spawn_with, test_settings,
 };
 use chrono::Duration;
 use reqwest::{Method, StatusCode};
@@ -164,10 +164,7 @@ async fn wrong_codes_count_against_the_account_and_close_the_wizard() {
             "2fa_google_auth"
         );
         let right = app.totp_now(&user);
-        let wrong = format!(
-            "{:06}",
-            (right.parse::<u32>().unwrap() + 500_000) % 1_000_000
-        );
+        let wrong = other_code(&right);
         for _ in 0..5 {
             assert_eq!(app.totp(&uuid, &wrong).await.error(), "invalid_code");
         }
@@ -200,13 +197,9 @@ async fn the_wizard_cap_on_codes_holds_even_when_the_account_limit_is_high() {
             ..Default::default()
         })
         .await;
-    let uuid = app.start().await;
-    app.signin(&uuid, &user.email, &user.password).await;
-    let right = app
-        .sms
-        .last_code_for(user.phone.as_deref().unwrap())
-        .unwrap();
-    let wrong = format!("{:06}", (right.parse::<u32>().unwrap() + 1) % 1_000_000);
+    let uuid = app.past_password(&user).await;
+    let right = app.sms_code_of(&user);
+    let wrong = other_code(&right);
     for _ in 0..5 {
         assert_eq!(app.sms_code(&uuid, &wrong).await.error(), "invalid_code");
     }
@@ -434,10 +427,7 @@ async fn giving_the_password_again_does_not_wipe_out_wrong_codes() {
             .await;
         let wrong = || {
             let right = app.totp_now(&user);
-            format!(
-                "{:06}",
-                (right.parse::<u32>().unwrap() + 500_000) % 1_000_000
-            )
+            other_code(&right)
         };
         let first = app.start().await;
         assert_eq!(
@@ -472,8 +462,7 @@ async fn requests_that_never_reach_a_check_use_up_nothing() {
                 ..Default::default()
             })
             .await;
-        let uuid = app.start().await;
-        app.signin(&uuid, &user.email, &user.password).await;
+        let uuid = app.past_password(&user).await;
         let other_device = crate::helpers::fingerprint("another-device");
         for _ in 0..10 {
             let reply = app

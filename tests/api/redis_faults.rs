@@ -88,8 +88,7 @@ async fn a_stalled_redis_answers_503_within_the_timeout_and_issues_no_token() {
             ..Default::default()
         })
         .await;
-    let uuid = app.start().await;
-    app.signin(&uuid, &user.email, &user.password).await;
+    let uuid = app.past_password(&user).await;
     let code = app.totp_now(&user);
 
     redis.signal("-STOP");

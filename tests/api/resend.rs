@@ -16,8 +16,7 @@ async fn a_resent_code_replaces_the_old_one_after_the_cooldown() {
             })
             .await;
         let phone = user.phone.clone().unwrap();
-        let uuid = app.start().await;
-        app.signin(&uuid, &user.email, &user.password).await;
+        let uuid = app.past_password(&user).await;
         let first = app.sms.last_code_for(&phone).unwrap();
 
         let soon = app
@@ -69,8 +68,7 @@ async fn resends_are_capped_per_wizard() {
             ..Default::default()
         })
         .await;
-    let uuid = app.start().await;
-    app.signin(&uuid, &user.email, &user.password).await;
+    let uuid = app.past_password(&user).await;
     for _ in 0..3 {
         app.advance_clock(Duration::seconds(30));
         assert_eq!(
@@ -90,10 +88,7 @@ async fn resends_are_capped_per_wizard() {
     );
     assert_eq!(app.sms.messages().len(), 4);
     // The last code sent still works.
-    let code = app
-        .sms
-        .last_code_for(user.phone.as_deref().unwrap())
-        .unwrap();
+    let code = app.sms_code_of(&user);
     assert_eq!(
         app.sms_code(&uuid, &code).await.status,
         StatusCode::ACCEPTED

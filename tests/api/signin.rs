@@ -162,10 +162,7 @@ async fn account_with_both_factors_chooses_one() {
                 app.totp(&uuid, &app.totp_now(&user)).await
             } else {
                 assert_eq!(reply.workflow(), "2fa_sms_auth");
-                let code = app
-                    .sms
-                    .last_code_for(user.phone.as_deref().unwrap())
-                    .unwrap();
+                let code = app.sms_code_of(&user);
                 app.sms_code(&uuid, &code).await
             };
             assert_signed_in(&app, &reply, &user.id).await;
@@ -211,8 +208,7 @@ async fn a_completed_wizard_never_mints_tokens_again() {
                 ..Default::default()
             })
             .await;
-        let uuid = app.start().await;
-        app.signin(&uuid, &user.email, &user.password).await;
+        let uuid = app.past_password(&user).await;
         let code = app.totp_now(&user);
         assert_eq!(app.totp(&uuid, &code).await.status, StatusCode::ACCEPTED);
         for reply in [
@@ -242,8 +238,7 @@ async fn an_expired_wizard_answers_410_and_keeps_its_step() {
                 ..Default::default()
             })
             .await;
-        let uuid = app.start().await;
-        app.signin(&uuid, &user.email, &user.password).await;
+        let uuid = app.past_password(&user).await;
         app.advance_clock(Duration::seconds(app.settings.wizard_ttl_secs.into()));
         let reply = app.totp(&uuid, &app.totp_now(&user)).await;
         reply.assert_envelope();
@@ -265,12 +260,8 @@ async fn an_sms_code_expires_after_its_lifetime() {
             ..Default::default()
         })
         .await;
-    let uuid = app.start().await;
-    app.signin(&uuid, &user.email, &user.password).await;
-    let code = app
-        .sms
-        .last_code_for(user.phone.as_deref().unwrap())
-        .unwrap();
+    let uuid = app.past_password(&user).await;
+    let code = app.sms_code_of(&user);
     app.advance_clock(Duration::seconds(app.settings.sms_code_ttl_secs.into()));
     let reply = app.sms_code(&uuid, &code).await;
     assert_eq!(
@@ -290,12 +281,8 @@ async fn an_account_deleted_mid_flow_gets_no_tokens() {
                 ..Default::default()
             })
             .await;
-        let uuid = app.start().await;
-        app.signin(&uuid, &user.email, &user.password).await;
-        let code = app
-            .sms
-            .last_code_for(user.phone.as_deref().unwrap())
-            .unwrap();
+        let uuid = app.past_password(&user).await;
+        let code = app.sms_code_of(&user);
         let (status, _) = app
             .admin(
                 reqwest::Method::DELETE,
