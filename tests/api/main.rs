@@ -7,6 +7,7 @@ mod concurrency;
 mod helpers;
 mod instances;
 mod lockout;
+mod model;
 mod rate_limit;
 mod redis_faults;
 mod resend;
