@@ -265,12 +265,7 @@ async fn steps_out_of_order_are_refused_and_change_nothing() {
 async fn a_wrong_code_can_be_retried() {
     for backend in BACKENDS {
         let app = spawn_app(backend).await;
-        let totp_user = app
-            .create_user(UserSpec {
-                totp: true,
-                ..Default::default()
-            })
-            .await;
+        let totp_user = app.create_user(UserSpec::totp()).await;
         let uuid = app.start().await;
         app.signin(&uuid, &totp_user.email, &totp_user.password)
             .await;
@@ -285,12 +280,7 @@ async fn a_wrong_code_can_be_retried() {
         assert_eq!(reply.workflow(), "2fa_google_auth");
         assert_eq!(app.totp(&uuid, &right).await.status, StatusCode::ACCEPTED);
 
-        let sms_user = app
-            .create_user(UserSpec {
-                phone: Some("+15550100600"),
-                ..Default::default()
-            })
-            .await;
+        let sms_user = app.create_user(UserSpec::sms("+15550100600")).await;
         let uuid = app.past_password(&sms_user).await;
         let right = app.sms_code_of(&sms_user);
         let wrong = other_code(&right);
@@ -310,12 +300,7 @@ async fn a_wrong_code_can_be_retried() {
 async fn a_failed_sms_delivery_is_reported_and_the_step_can_be_retried() {
     for backend in BACKENDS {
         let app = spawn_app(backend).await;
-        let user = app
-            .create_user(UserSpec {
-                phone: Some("+15550100700"),
-                ..Default::default()
-            })
-            .await;
+        let user = app.create_user(UserSpec::sms("+15550100700")).await;
         let uuid = app.start().await;
         app.sms.set_failing(true);
         let reply = app.signin(&uuid, &user.email, &user.password).await;
@@ -340,12 +325,7 @@ async fn a_failed_sms_delivery_is_reported_and_the_step_can_be_retried() {
 async fn later_steps_from_another_device_are_refused() {
     for backend in BACKENDS {
         let app = spawn_app(backend).await;
-        let user = app
-            .create_user(UserSpec {
-                totp: true,
-                ..Default::default()
-            })
-            .await;
+        let user = app.create_user(UserSpec::totp()).await;
         let uuid = app.start().await;
         app.signin(&uuid, &user.email, &user.password).await; // as "test-agent/1.0"
         let code = app.totp_now(&user);
@@ -397,12 +377,7 @@ async fn later_steps_from_another_device_are_refused() {
 async fn a_rolled_back_login_judges_the_next_email_afresh() {
     for backend in BACKENDS {
         let app = spawn_app(backend).await;
-        let sms_user = app
-            .create_user(UserSpec {
-                phone: Some("+15550101500"),
-                ..Default::default()
-            })
-            .await;
+        let sms_user = app.create_user(UserSpec::sms("+15550101500")).await;
         let plain_user = app.create_user(UserSpec::default()).await;
         let uuid = app.start().await;
         app.sms.set_failing(true);

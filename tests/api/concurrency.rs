@@ -9,12 +9,7 @@ const RACERS: usize = 20;
 async fn concurrent_final_submissions_mint_exactly_one_token_pair() {
     for backend in BACKENDS {
         let app = spawn_app(backend).await;
-        let user = app
-            .create_user(UserSpec {
-                totp: true,
-                ..Default::default()
-            })
-            .await;
+        let user = app.create_user(UserSpec::totp()).await;
         let uuid = app.start().await;
         assert_eq!(
             app.signin(&uuid, &user.email, &user.password)
@@ -55,12 +50,7 @@ async fn concurrent_final_submissions_mint_exactly_one_token_pair() {
 async fn concurrent_password_submissions_move_the_wizard_once() {
     for backend in BACKENDS {
         let app = spawn_app(backend).await;
-        let user = app
-            .create_user(UserSpec {
-                phone: Some("+15550100800"),
-                ..Default::default()
-            })
-            .await;
+        let user = app.create_user(UserSpec::sms("+15550100800")).await;
         let uuid = app.start().await;
         let replies = futures::future::join_all(
             (0..RACERS).map(|_| app.signin(&uuid, &user.email, &user.password)),

@@ -269,6 +269,16 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_with(settings, sms).await
 }
 
+/// Two instances sharing one Redis (and one key prefix).
+pub async fn spawn_pair() -> (TestApp, TestApp) {
+    let sms = FakeSms::spawn().await;
+    let settings = test_settings(Backend::Redis, &sms);
+    (
+        spawn_with(settings.clone(), sms.clone()).await,
+        spawn_with(settings, sms).await,
+    )
+}
+
 pub async fn spawn_with(settings: Settings, sms: FakeSms) -> TestApp {
     let clock = Clock::default();
     let app = Application::build_with_clock(settings.clone(), clock.clone())
@@ -299,6 +309,24 @@ pub struct UserSpec {
     pub totp: bool,
     pub phone: Option<&'static str>,
     pub force_password_reset: bool,
+}
+
+impl UserSpec {
+    /// An account with an authenticator app.
+    pub fn totp() -> Self {
+        Self {
+            totp: true,
+            ..Self::default()
+        }
+    }
+
+    /// An account with a phone for SMS codes.
+    pub fn sms(phone: &'static str) -> Self {
+        Self {
+            phone: Some(phone),
+            ..Self::default()
+        }
+    }
 }
 
 pub fn fingerprint(user_agent: &str) -> String {

@@ -1,14 +1,11 @@
 //! Several instances sharing one Redis behave as one service.
 
-use crate::helpers::{Backend, FakeSms, UserSpec, spawn_app, spawn_with, test_settings};
+use crate::helpers::{Backend, UserSpec, spawn_app, spawn_pair};
 use reqwest::StatusCode;
 
 #[tokio::test]
 async fn a_wizard_started_on_one_instance_finishes_on_another() {
-    let sms = FakeSms::spawn().await;
-    let settings = test_settings(Backend::Redis, &sms);
-    let first = spawn_with(settings.clone(), sms.clone()).await;
-    let second = spawn_with(settings, sms).await;
+    let (first, second) = spawn_pair().await;
 
     let user = first
         .create_user(UserSpec {

@@ -1,9 +1,7 @@
 //! Guessing: per-account lockout, the per-wizard cap on codes, one-time
 //! TOTP codes and the settings API. Time moves by the test clock, never by sleeping.
 
-use crate::helpers::{
-    BACKENDS, Backend, FakeSms, Reply, UserSpec, other_code, spawn_app, spawn_with, test_settings,
-};
+use crate::helpers::{BACKENDS, Backend, Reply, UserSpec, other_code, spawn_app, spawn_pair};
 use chrono::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -150,12 +148,7 @@ async fn unknown_emails_lock_exactly_like_known_ones() {
 async fn wrong_codes_count_against_the_account_and_close_the_wizard() {
     for backend in BACKENDS {
         let app = spawn_app(backend).await;
-        let user = app
-            .create_user(UserSpec {
-                totp: true,
-                ..Default::default()
-            })
-            .await;
+        let user = app.create_user(UserSpec::totp()).await;
         let uuid = app.start().await;
         assert_eq!(
             app.signin(&uuid, &user.email, &user.password)
@@ -191,12 +184,7 @@ async fn the_wizard_cap_on_codes_holds_even_when_the_account_limit_is_high() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    let user = app
-        .create_user(UserSpec {
-            phone: Some("+15550101200"),
-            ..Default::default()
-        })
-        .await;
+    let user = app.create_user(UserSpec::sms("+15550101200")).await;
     let uuid = app.past_password(&user).await;
     let right = app.sms_code_of(&user);
     let wrong = other_code(&right);
@@ -217,12 +205,7 @@ async fn the_wizard_cap_on_codes_holds_even_when_the_account_limit_is_high() {
 async fn a_totp_code_is_accepted_once_per_account() {
     for backend in BACKENDS {
         let app = spawn_app(backend).await;
-        let user = app
-            .create_user(UserSpec {
-                totp: true,
-                ..Default::default()
-            })
-            .await;
+        let user = app.create_user(UserSpec::totp()).await;
         let code = app.totp_now(&user);
         let first = app.start().await;
         app.signin(&first, &user.email, &user.password).await;
@@ -246,16 +229,8 @@ async fn a_totp_code_is_accepted_once_per_account() {
 
 #[tokio::test]
 async fn one_totp_code_raced_through_many_wizards_on_two_instances_succeeds_once() {
-    let sms = FakeSms::spawn().await;
-    let settings = test_settings(Backend::Redis, &sms);
-    let first = spawn_with(settings.clone(), sms.clone()).await;
-    let second = spawn_with(settings, sms).await;
-    let user = first
-        .create_user(UserSpec {
-            totp: true,
-            ..Default::default()
-        })
-        .await;
+    let (first, second) = spawn_pair().await;
+    let user = first.create_user(UserSpec::totp()).await;
     let mut uuids = Vec::new();
     for i in 0..16 {
         let app = if i % 2 == 0 { &first } else { &second };
@@ -287,12 +262,7 @@ async fn one_totp_code_raced_through_many_wizards_on_two_instances_succeeds_once
 
     // And 16 on a single wizard.
     let uuid = first.start().await;
-    let user = first
-        .create_user(UserSpec {
-            totp: true,
-            ..Default::default()
-        })
-        .await;
+    let user = first.create_user(UserSpec::totp()).await;
     first.signin(&uuid, &user.email, &user.password).await;
     let code = first.totp_now(&user);
     let replies = futures::future::join_all((0..16).map(|i| {
@@ -337,10 +307,7 @@ async fn an_admin_can_unlock_a_blocked_account() {
 
 #[tokio::test]
 async fn settings_are_validated_and_reach_every_instance() {
-    let sms = FakeSms::spawn().await;
-    let settings = test_settings(Backend::Redis, &sms);
-    let first = spawn_with(settings.clone(), sms.clone()).await;
-    let second = spawn_with(settings, sms).await;
+    let (first, second) = spawn_pair().await;
     let (status, current) = first
         .admin(Method::GET, "/api/v2/admin/settings", None)
         .await;
@@ -419,12 +386,7 @@ async fn settings_are_validated_and_reach_every_instance() {
 async fn giving_the_password_again_does_not_wipe_out_wrong_codes() {
     for backend in BACKENDS {
         let app = spawn_app(backend).await;
-        let user = app
-            .create_user(UserSpec {
-                totp: true,
-                ..Default::default()
-            })
-            .await;
+        let user = app.create_user(UserSpec::totp()).await;
         let wrong = || {
             let right = app.totp_now(&user);
             other_code(&right)
@@ -456,12 +418,7 @@ async fn giving_the_password_again_does_not_wipe_out_wrong_codes() {
 async fn requests_that_never_reach_a_check_use_up_nothing() {
     for backend in BACKENDS {
         let app = spawn_app(backend).await;
-        let user = app
-            .create_user(UserSpec {
-                totp: true,
-                ..Default::default()
-            })
-            .await;
+        let user = app.create_user(UserSpec::totp()).await;
         let uuid = app.past_password(&user).await;
         let other_device = crate::helpers::fingerprint("another-device");
         for _ in 0..10 {

@@ -12,12 +12,7 @@ async fn redis_down_mid_flow_answers_503_and_recovers_when_it_returns() {
     settings.redis_timeout_ms = 300;
     let app = spawn_with(settings, sms).await;
 
-    let user = app
-        .create_user(UserSpec {
-            totp: true,
-            ..Default::default()
-        })
-        .await;
+    let user = app.create_user(UserSpec::totp()).await;
     let uuid = app.start().await;
     assert_eq!(
         app.signin(&uuid, &user.email, &user.password)
@@ -82,12 +77,7 @@ async fn a_stalled_redis_answers_503_within_the_timeout_and_issues_no_token() {
     settings.redis_url = Some(redis.url());
     settings.redis_timeout_ms = 300;
     let app = spawn_with(settings, sms).await;
-    let user = app
-        .create_user(UserSpec {
-            totp: true,
-            ..Default::default()
-        })
-        .await;
+    let user = app.create_user(UserSpec::totp()).await;
     let uuid = app.past_password(&user).await;
     let code = app.totp_now(&user);
 

@@ -9,12 +9,7 @@ use serde_json::json;
 async fn a_resent_code_replaces_the_old_one_after_the_cooldown() {
     for backend in BACKENDS {
         let app = spawn_app(backend).await;
-        let user = app
-            .create_user(UserSpec {
-                phone: Some("+15550101300"),
-                ..Default::default()
-            })
-            .await;
+        let user = app.create_user(UserSpec::sms("+15550101300")).await;
         let phone = user.phone.clone().unwrap();
         let uuid = app.past_password(&user).await;
         let first = app.sms.last_code_for(&phone).unwrap();
@@ -62,12 +57,7 @@ async fn a_resent_code_replaces_the_old_one_after_the_cooldown() {
 #[tokio::test]
 async fn resends_are_capped_per_wizard() {
     let app = spawn_app(crate::helpers::Backend::Redis).await;
-    let user = app
-        .create_user(UserSpec {
-            phone: Some("+15550101400"),
-            ..Default::default()
-        })
-        .await;
+    let user = app.create_user(UserSpec::sms("+15550101400")).await;
     let uuid = app.past_password(&user).await;
     for _ in 0..3 {
         app.advance_clock(Duration::seconds(30));
@@ -98,12 +88,7 @@ async fn resends_are_capped_per_wizard() {
 #[tokio::test]
 async fn resend_belongs_to_the_sms_step_only() {
     let app = spawn_app(crate::helpers::Backend::Memory).await;
-    let user = app
-        .create_user(UserSpec {
-            totp: true,
-            ..Default::default()
-        })
-        .await;
+    let user = app.create_user(UserSpec::totp()).await;
     let uuid = app.start().await;
     let reply = app
         .post("/api/v2/my/2fa/sms/resend", json!({ "uuid": uuid }))

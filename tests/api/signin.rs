@@ -73,12 +73,7 @@ async fn password_only_account_gets_tokens_at_once() {
 async fn totp_account_signs_in_with_its_authenticator_code() {
     for backend in BACKENDS {
         let app = spawn_app(backend).await;
-        let user = app
-            .create_user(UserSpec {
-                totp: true,
-                ..Default::default()
-            })
-            .await;
+        let user = app.create_user(UserSpec::totp()).await;
         let uuid = app.start().await;
         let reply = app.signin(&uuid, &user.email, &user.password).await;
         reply.assert_envelope();
@@ -101,12 +96,7 @@ async fn totp_account_signs_in_with_its_authenticator_code() {
 async fn sms_account_is_sent_a_code_right_after_the_password() {
     for backend in BACKENDS {
         let app = spawn_app(backend).await;
-        let user = app
-            .create_user(UserSpec {
-                phone: Some("+1 555-010-0200"),
-                ..Default::default()
-            })
-            .await;
+        let user = app.create_user(UserSpec::sms("+1 555-010-0200")).await;
         let uuid = app.start().await;
         let reply = app.signin(&uuid, &user.email, &user.password).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
@@ -202,12 +192,7 @@ async fn forced_reset_stops_at_reset_password_email_without_tokens() {
 async fn a_completed_wizard_never_mints_tokens_again() {
     for backend in BACKENDS {
         let app = spawn_app(backend).await;
-        let user = app
-            .create_user(UserSpec {
-                totp: true,
-                ..Default::default()
-            })
-            .await;
+        let user = app.create_user(UserSpec::totp()).await;
         let uuid = app.past_password(&user).await;
         let code = app.totp_now(&user);
         assert_eq!(app.totp(&uuid, &code).await.status, StatusCode::ACCEPTED);
@@ -232,12 +217,7 @@ async fn a_completed_wizard_never_mints_tokens_again() {
 async fn an_expired_wizard_answers_410_and_keeps_its_step() {
     for backend in BACKENDS {
         let app = spawn_app(backend).await;
-        let user = app
-            .create_user(UserSpec {
-                totp: true,
-                ..Default::default()
-            })
-            .await;
+        let user = app.create_user(UserSpec::totp()).await;
         let uuid = app.past_password(&user).await;
         app.advance_clock(Duration::seconds(app.settings.wizard_ttl_secs.into()));
         let reply = app.totp(&uuid, &app.totp_now(&user)).await;
@@ -254,12 +234,7 @@ async fn an_expired_wizard_answers_410_and_keeps_its_step() {
 #[tokio::test]
 async fn an_sms_code_expires_after_its_lifetime() {
     let app = spawn_app(Backend::Memory).await;
-    let user = app
-        .create_user(UserSpec {
-            phone: Some("+15550100400"),
-            ..Default::default()
-        })
-        .await;
+    let user = app.create_user(UserSpec::sms("+15550100400")).await;
     let uuid = app.past_password(&user).await;
     let code = app.sms_code_of(&user);
     app.advance_clock(Duration::seconds(app.settings.sms_code_ttl_secs.into()));
@@ -275,12 +250,7 @@ async fn an_sms_code_expires_after_its_lifetime() {
 async fn an_account_deleted_mid_flow_gets_no_tokens() {
     for backend in BACKENDS {
         let app = spawn_app(backend).await;
-        let user = app
-            .create_user(UserSpec {
-                phone: Some("+15550101100"),
-                ..Default::default()
-            })
-            .await;
+        let user = app.create_user(UserSpec::sms("+15550101100")).await;
         let uuid = app.past_password(&user).await;
         let code = app.sms_code_of(&user);
         let (status, _) = app

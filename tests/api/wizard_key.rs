@@ -83,12 +83,7 @@ async fn without_the_key_nothing_is_counted_and_later_steps_must_name_the_device
         let mut settings = test_settings(backend, &sms);
         settings.require_wizard_key = true;
         let app = spawn_with(settings, sms).await;
-        let user = app
-            .create_user(UserSpec {
-                totp: true,
-                ..Default::default()
-            })
-            .await;
+        let user = app.create_user(UserSpec::totp()).await;
         let (uuid, key) = start_with_key(&app).await;
         let (status, body) =
             signin_with_key(&app, &uuid, Some(&key), &user.email, &user.password).await;
