@@ -415,21 +415,10 @@ impl SignIn {
                 Err(e) => return Err(in_context(e.into())),
             }
 
-            let mut tokens = None;
-            for effect in effects {
-                match effect {
-                    Effect::SendSms { to, code } => {
-                        if let Err(e) = self.sms.send_code(&to, &code).await {
-                            tracing::warn!(error = %e, "SMS delivery failed; putting the wizard back");
-                            self.roll_back(version + 1, &wizard).await;
-                            return Err(in_context(e.into()));
-                        }
-                    }
-                    Effect::IssueTokens { user } => {
-                        tokens = Some(self.issue_tokens(user, now).await.map_err(in_context)?);
-                    }
-                }
-            }
+            let tokens = self
+                .perform(effects, now, (version + 1, &wizard))
+                .await
+                .map_err(in_context)?;
             let factors = match (&next.step, user) {
                 (
                     Step::ChooseFactor { .. } | Step::TotpCode { .. } | Step::SmsCode { .. },
@@ -457,6 +446,31 @@ impl SignIn {
             tracing::warn!(error = %e, "could not give an attempt back");
         }
         result
+    }
+
+    /// Performs a saved step's effects; the tokens, if it issued them. When an
+    /// SMS cannot be sent, the step is undone (`saved` is the version it was
+    /// saved as, and the wizard before it) so the client can retry it.
+    async fn perform(
+        &self,
+        effects: Vec<Effect>,
+        now: DateTime<Utc>,
+        saved: (u64, &Wizard),
+    ) -> Result<Option<TokenPair>, SignInError> {
+        let mut tokens = None;
+        for effect in effects {
+            match effect {
+                Effect::SendSms { to, code } => {
+                    if let Err(e) = self.sms.send_code(&to, &code).await {
+                        tracing::warn!(error = %e, "SMS delivery failed; putting the wizard back");
+                        self.roll_back(saved.0, saved.1).await;
+                        return Err(e.into());
+                    }
+                }
+                Effect::IssueTokens { user } => tokens = Some(self.issue_tokens(user, now).await?),
+            }
+        }
+        Ok(tokens)
     }
 
     /// Undoes a saved step whose side effect failed, so the client can retry it.
