@@ -15,6 +15,8 @@ pub struct Recaptcha {
     verify_url: reqwest::Url,
     secret: SecretString,
     pub site_key: String,
+    /// Sites a token may come from (Google's `hostname`); empty accepts any.
+    hostnames: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +32,7 @@ pub enum CaptchaError {
 #[derive(Deserialize)]
 struct Verdict {
     success: bool,
+    hostname: Option<String>,
 }
 
 impl Recaptcha {
@@ -37,6 +40,7 @@ impl Recaptcha {
         site_key: String,
         secret: SecretString,
         verify_url: reqwest::Url,
+        hostnames: Vec<String>,
     ) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .timeout(VERIFY_TIMEOUT)
@@ -47,6 +51,7 @@ impl Recaptcha {
             verify_url,
             secret,
             site_key,
+            hostnames,
         })
     }
 
@@ -76,7 +81,14 @@ impl Recaptcha {
             .json()
             .await
             .map_err(|e| CaptchaError::Unavailable(e.without_url().into()))?;
-        if verdict.success {
+        // A token solved on someone else's site is no proof for ours.
+        let from_our_site = self.hostnames.is_empty()
+            || verdict.hostname.is_some_and(|h| {
+                self.hostnames
+                    .iter()
+                    .any(|ours| ours.eq_ignore_ascii_case(&h))
+            });
+        if verdict.success && from_our_site {
             Ok(())
         } else {
             Err(CaptchaError::Failed)

@@ -67,6 +67,10 @@ pub struct Settings {
     )]
     pub recaptcha_verify_url: reqwest::Url,
 
+    /// Hostnames (comma-separated) reCAPTCHA tokens must have been solved on; unset accepts any.
+    #[arg(long, env = "WIZARD_RECAPTCHA_HOSTNAMES", value_delimiter = ',')]
+    pub recaptcha_hostnames: Vec<String>,
+
     /// Refuse steps that lack the wizard's X-Wizard-Key (plain B2Core clients send none).
     #[arg(long, env = "WIZARD_REQUIRE_WIZARD_KEY", default_value_t = false)]
     pub require_wizard_key: bool,

@@ -216,6 +216,7 @@ fn recaptcha(settings: &Settings) -> anyhow::Result<Option<Recaptcha>> {
             site_key.clone(),
             secret.clone(),
             settings.recaptcha_verify_url.clone(),
+            settings.recaptcha_hostnames.clone(),
         )?)),
         (None, None) => Ok(None),
         _ => anyhow::bail!(

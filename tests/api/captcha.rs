@@ -132,3 +132,31 @@ async fn an_admin_can_switch_recaptcha_off_and_on() {
         "captcha_failed"
     );
 }
+
+#[tokio::test]
+async fn a_token_solved_on_another_site_is_refused() {
+    let verifier = FakeRecaptcha::spawn(false).await; // answers hostname "portal.example"
+    for (ours, accepted) in [
+        ("other.example", false),
+        ("PORTAL.example,other.example", true),
+    ] {
+        let sms = FakeSms::spawn().await;
+        let mut settings = test_settings(Backend::Memory, &sms);
+        settings.recaptcha_site_key = Some("site-key-123".into());
+        settings.recaptcha_secret = Some(RECAPTCHA_SECRET.to_owned().into());
+        settings.recaptcha_verify_url = verifier.url.parse().unwrap();
+        settings.recaptcha_hostnames = ours.split(',').map(str::to_owned).collect();
+        let app = spawn_with(settings, sms).await;
+        let user = app.create_user(UserSpec::default()).await;
+        let uuid = app.start().await;
+        let token = format!("pass-{}", uuid::Uuid::new_v4());
+        let reply = app
+            .signin_with_captcha(&uuid, &user.email, &user.password, &token)
+            .await;
+        if accepted {
+            assert_eq!(reply.status, StatusCode::ACCEPTED, "{ours}");
+        } else {
+            assert_eq!(reply.error(), "captcha_failed", "{ours}");
+        }
+    }
+}

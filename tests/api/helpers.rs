@@ -218,7 +218,7 @@ impl FakeRecaptcha {
                                 vec!["invalid-input-response"]
                             };
                             HttpResponse::Ok()
-                                .json(json!({ "success": success, "error-codes": errors }))
+                                .json(json!({ "success": success, "hostname": "portal.example", "error-codes": errors }))
                         }
                     },
                 ),
