@@ -4,7 +4,7 @@ use crate::helpers::{
     Backend, FakeRecaptcha, FakeSms, RECAPTCHA_SECRET, TestApp, UserSpec, free_port, spawn_with,
     test_settings,
 };
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::json;
 
 async fn app_with_verifier(url: &str) -> TestApp {
@@ -101,11 +101,7 @@ async fn an_admin_can_switch_recaptcha_off_and_on() {
     let verifier = FakeRecaptcha::spawn(false).await;
     let app = app_with_verifier(&verifier.url).await;
     let (status, _) = app
-        .admin(
-            Method::PUT,
-            "/api/v2/admin/settings",
-            Some(json!({ "recaptcha_enabled": false })),
-        )
+        .put_settings(json!({ "recaptcha_enabled": false }))
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
@@ -118,13 +114,7 @@ async fn an_admin_can_switch_recaptcha_off_and_on() {
         app.signin(&uuid, &user.email, &user.password).await.status,
         StatusCode::ACCEPTED
     );
-    let (status, _) = app
-        .admin(
-            Method::PUT,
-            "/api/v2/admin/settings",
-            Some(json!({ "recaptcha_enabled": true })),
-        )
-        .await;
+    let (status, _) = app.put_settings(json!({ "recaptcha_enabled": true })).await;
     assert_eq!(status, StatusCode::OK);
     let uuid = app.start().await;
     assert_eq!(

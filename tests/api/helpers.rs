@@ -498,6 +498,12 @@ impl TestApp {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// `PUT /api/v2/admin/settings` with `patch`.
+    pub async fn put_settings(&self, patch: Value) -> (StatusCode, Value) {
+        self.admin(reqwest::Method::PUT, "/api/v2/admin/settings", Some(patch))
+            .await
+    }
+
     pub async fn create_user(&self, spec: UserSpec) -> TestUser {
         let email = format!("user-{}@Example.test", uuid::Uuid::new_v4().simple());
         let password = format!("pw-{}", uuid::Uuid::new_v4());

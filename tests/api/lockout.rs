@@ -176,13 +176,7 @@ async fn wrong_codes_count_against_the_account_and_close_the_wizard() {
 #[tokio::test]
 async fn the_wizard_cap_on_codes_holds_even_when_the_account_limit_is_high() {
     let app = spawn_app(Backend::Memory).await;
-    let (status, _) = app
-        .admin(
-            Method::PUT,
-            "/api/v2/admin/settings",
-            Some(json!({ "max_attempts": 100 })),
-        )
-        .await;
+    let (status, _) = app.put_settings(json!({ "max_attempts": 100 })).await;
     assert_eq!(status, StatusCode::OK);
     let user = app.create_user(UserSpec::sms("+15550101200")).await;
     let uuid = app.past_password(&user).await;
@@ -322,31 +316,17 @@ async fn settings_are_validated_and_reach_every_instance() {
         (json!({ "wizard_ttl_secs": 5 }), "wizard_ttl_secs"),
         (json!({ "recaptcha_enabled": true }), "recaptcha_enabled"),
     ] {
-        let (status, answer) = first
-            .admin(Method::PUT, "/api/v2/admin/settings", Some(body))
-            .await;
+        let (status, answer) = first.put_settings(body).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
         assert!(
             answer["error"]["message"].as_str().unwrap().contains(field),
             "{answer}"
         );
     }
-    let (status, _) = first
-        .admin(
-            Method::PUT,
-            "/api/v2/admin/settings",
-            Some(json!({ "nonsense": 1 })),
-        )
-        .await;
+    let (status, _) = first.put_settings(json!({ "nonsense": 1 })).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
-    let (status, updated) = first
-        .admin(
-            Method::PUT,
-            "/api/v2/admin/settings",
-            Some(json!({ "max_attempts": 2 })),
-        )
-        .await;
+    let (status, updated) = first.put_settings(json!({ "max_attempts": 2 })).await;
     assert_eq!(
         (status, updated["max_attempts"].as_u64()),
         (StatusCode::OK, Some(2))

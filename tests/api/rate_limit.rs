@@ -110,11 +110,7 @@ async fn the_limit_can_be_changed_and_switched_off_at_run_time() {
         "rate_limited"
     );
     let (status, _) = app
-        .admin(
-            reqwest::Method::PUT,
-            "/api/v2/admin/settings",
-            Some(serde_json::json!({ "ip_limit_per_minute": 0 })),
-        )
+        .put_settings(serde_json::json!({ "ip_limit_per_minute": 0 }))
         .await;
     assert_eq!(status, StatusCode::OK);
     for _ in 0..5 {
