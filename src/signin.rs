@@ -354,7 +354,14 @@ impl SignIn {
                 Admission::Blocked { until } => return Err(in_context(blocked(until, now))),
                 Admission::WizardClosed => return Err(in_context(SignInError::WizardClosed)),
                 Admission::Admitted { attempt } => attempt,
-                Admission::Unchecked => 0,
+                // Every step asks for a gate, and `admits` just found the wizard at
+                // the gate's step and alive: a store that did not apply it disagrees
+                // with us about the wizard, and nothing may be verified unchecked.
+                Admission::Unchecked => {
+                    return Err(in_context(SignInError::Internal(anyhow::anyhow!(
+                        "the store did not apply the attempt gate to an admitted {action:?} step"
+                    ))));
+                }
             };
             // A failed check that used the last attempt of the window blocks the
             // account from now on; this answer is still the plain failure.

@@ -2,7 +2,7 @@
 //! TOTP codes and the settings API. Time moves by the test clock, never by sleeping.
 
 use crate::helpers::{BACKENDS, Backend, Reply, UserSpec, other_code, spawn_app, spawn_pair};
-use chrono::Duration;
+use chrono::{Duration, Utc};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -416,5 +416,59 @@ async fn requests_that_never_reach_a_check_use_up_nothing() {
             StatusCode::ACCEPTED,
             "{backend:?}"
         );
+    }
+}
+
+#[tokio::test]
+async fn the_last_millisecond_before_expiry_is_gated_like_any_other() {
+    for backend in BACKENDS {
+        let app = spawn_app(backend).await;
+        // Wizards started now expire at an instant with a sub-millisecond part,
+        // unless the service keeps whole milliseconds.
+        app.clock.stop_at(Utc::now() + Duration::microseconds(700));
+        let user = app.create_user(UserSpec::default()).await;
+        let blocked = app.start().await;
+        let late = app.start().await;
+        let ttl = Duration::seconds(app.settings.wizard_ttl_secs.into());
+        let expires_at = app.clock.now() + ttl;
+        for _ in 0..5 {
+            assert_eq!(
+                app.signin(&blocked, &user.email, "wrong").await.error(),
+                "invalid_credentials"
+            );
+        }
+        // Half a millisecond before the end: still the wizard's time, and still gated.
+        app.clock.stop_at(expires_at - Duration::microseconds(500));
+        let reply = app.signin(&late, &user.email, &user.password).await;
+        assert_blocked(&reply);
+        assert!(reply.body["data"]["accessToken"].is_null(), "{backend:?}");
+        assert_eq!(
+            app.signin(&late, &user.email, "wrong").await.error(),
+            "too_many_attempts"
+        );
+        // On the instant itself it is over, before any gate.
+        app.clock.stop_at(expires_at);
+        assert_eq!(
+            app.signin(&late, &user.email, &user.password).await.error(),
+            "wizard_expired"
+        );
+
+        // A fresh account, guessed at in the last half millisecond: the sixth guess is refused.
+        let other = app.create_user(UserSpec::default()).await;
+        app.clock.stop_at(Utc::now() + Duration::microseconds(300));
+        let uuid = app.start().await;
+        let expires_at = app.clock.now() + ttl;
+        app.clock.stop_at(expires_at - Duration::microseconds(500));
+        let answers: Vec<String> =
+            futures::future::join_all((0..8).map(|_| app.signin(&uuid, &other.email, "wrong")))
+                .await
+                .iter()
+                .map(|r| r.error().to_owned())
+                .collect();
+        let checked = answers
+            .iter()
+            .filter(|e| *e == "invalid_credentials")
+            .count();
+        assert_eq!(checked, 5, "{backend:?}: {answers:?}");
     }
 }

@@ -1,12 +1,16 @@
 //! Model-based test of the whole service: random request sequences over
-//! real HTTP (embedded store), each answer checked against a plain model of
+//! real HTTP, on both stores, each answer checked against a plain model of
 //! the wizard, the account's attempt counter and the wizard's code cap.
-//! Windows and lifetimes are set long and the resend cooldown to zero, so
-//! the model needs no clock.
+//! The clock is stopped; besides the steps, a sequence may move it to just
+//! before, exactly onto or just after the wizard's `expires_at` (down to
+//! half a millisecond before, where the stores once disagreed). Windows,
+//! blocks and code lifetimes are longer than a wizard lives and the resend
+//! cooldown is zero, so nothing else in the model depends on time.
 
 use crate::helpers::{
-    Backend, FakeSms, TestApp, TestUser, UserSpec, other_code, spawn_with, test_settings,
+    BACKENDS, FakeSms, TestApp, TestUser, UserSpec, other_code, spawn_with, test_settings,
 };
+use chrono::{DateTime, Duration, Utc};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 use reqwest::StatusCode;
@@ -16,14 +20,23 @@ const MAX_ATTEMPTS: u32 = 5;
 /// Below MAX_ATTEMPTS, so that the wizard cap and the account block can be told apart.
 const CODES_PER_WIZARD: u32 = 3;
 const MAX_RESENDS: u32 = 1;
+const WIZARD_TTL_SECS: u32 = 600;
 
 #[derive(Debug, Clone)]
 enum Request {
-    Password { correct: bool },
+    Password {
+        correct: bool,
+    },
     Choose(&'static str),
-    Totp { correct: bool },
-    Sms { correct: bool },
+    Totp {
+        correct: bool,
+    },
+    Sms {
+        correct: bool,
+    },
     Resend,
+    /// Stop the clock this many microseconds from the wizard's `expires_at`.
+    ExpiryEdge(i64),
 }
 
 fn request() -> impl Strategy<Value = Request> {
@@ -34,6 +47,7 @@ fn request() -> impl Strategy<Value = Request> {
         3 => prop::bool::weighted(0.2).prop_map(|correct| Request::Totp { correct }),
         3 => prop::bool::weighted(0.2).prop_map(|correct| Request::Sms { correct }),
         2 => Just(Request::Resend),
+        1 => prop_oneof![Just(-1_000), Just(-500), Just(0), Just(1_000)].prop_map(Request::ExpiryEdge),
     ]
 }
 
@@ -70,13 +84,23 @@ struct Model {
     failures: u32,
     blocked: bool,
     codes: u32,
+    expired: bool,
 }
 
 impl Model {
     /// The expected error code (or `None` for success), updating the model.
     fn apply(&mut self, request: &Request) -> Option<&'static str> {
+        if let Request::ExpiryEdge(micros) = request {
+            // The service's time has whole milliseconds, and `expires_at` is one:
+            // anything short of it is still the millisecond before.
+            self.expired = *micros >= 0;
+            return None;
+        }
         if self.step == Step::Done {
             return Some("wizard_completed");
+        }
+        if self.expired {
+            return Some("wizard_expired");
         }
         let (expected, takes, code) = match (self.step, request) {
             (Step::Login, Request::Password { .. }) => (true, true, false),
@@ -149,13 +173,19 @@ impl Model {
     }
 }
 
+/// Sends `request`; `None` for a move of the clock, which asks nothing.
 async fn send(
     app: &TestApp,
     user: &TestUser,
-    uuid: &str,
+    (uuid, expires_at): (&str, DateTime<Utc>),
     request: &Request,
-) -> crate::helpers::Reply {
-    match request {
+) -> Option<crate::helpers::Reply> {
+    Some(match request {
+        Request::ExpiryEdge(micros) => {
+            app.clock
+                .stop_at(expires_at + Duration::microseconds(*micros));
+            return None;
+        }
         Request::Password { correct } => {
             let password = if *correct {
                 user.password.clone()
@@ -200,7 +230,7 @@ async fn send(
             app.post("/api/v2/my/2fa/sms/resend", json!({ "uuid": uuid }))
                 .await
         }
-    }
+    })
 }
 
 #[test]
@@ -209,16 +239,44 @@ fn random_request_sequences_match_the_model() {
         .enable_all()
         .build()
         .unwrap();
-    let app = runtime.block_on(async {
-        let sms = FakeSms::spawn().await;
-        let mut settings = test_settings(Backend::Memory, &sms);
-        settings.lockout_window_secs = 86_400;
-        settings.lockout_block_secs = 86_400;
-        settings.sms_resend_cooldown_secs = 0;
-        settings.sms_max_resends = MAX_RESENDS;
-        settings.code_attempts_per_wizard = CODES_PER_WIZARD;
-        spawn_with(settings, sms).await
-    });
+    for backend in BACKENDS {
+        let app = runtime.block_on(async {
+            let sms = FakeSms::spawn().await;
+            let mut settings = test_settings(backend, &sms);
+            settings.wizard_ttl_secs = WIZARD_TTL_SECS;
+            settings.lockout_window_secs = 86_400;
+            settings.lockout_block_secs = 86_400;
+            settings.sms_code_ttl_secs = 3_600;
+            settings.sms_resend_cooldown_secs = 0;
+            settings.sms_max_resends = MAX_RESENDS;
+            settings.code_attempts_per_wizard = CODES_PER_WIZARD;
+            spawn_with(settings, sms).await
+        });
+        let seen = run_model(&runtime, &app);
+        // The sequences must actually reach every rule, or the test proves little.
+        for rule in [
+            "invalid_credentials",
+            "invalid_code",
+            "too_many_attempts",
+            "wizard_closed",
+            "wizard_expired",
+            "resend_limit_reached",
+            "step_not_allowed",
+            "wizard_completed",
+        ] {
+            assert!(
+                seen.contains(rule),
+                "{backend:?}: no sequence reached {rule}: {seen:?}"
+            );
+        }
+    }
+}
+
+/// Runs the sequences against `app`; the error codes they reached.
+fn run_model(
+    runtime: &tokio::runtime::Runtime,
+    app: &TestApp,
+) -> std::collections::BTreeSet<&'static str> {
     let strategy = (
         any::<bool>(),
         any::<bool>(),
@@ -229,13 +287,15 @@ fn random_request_sequences_match_the_model() {
     let mut runner = TestRunner::new(Config {
         cases: 512,
         failure_persistence: None,
-        // Fixed, so that the coverage check below is stable; change it to explore.
+        // Fixed, so that the coverage check is stable; change it to explore.
         rng_seed: RngSeed::Fixed(0x5197_1a2d),
         ..Config::default()
     });
     runner
         .run(&strategy, |(totp, sms, reset, requests)| {
             runtime.block_on(async {
+                // A start with a sub-millisecond part, which the service must drop.
+                app.clock.stop_at(Utc::now() + Duration::microseconds(700));
                 let phone = sms.then_some("+15550109999");
                 let user = app
                     .create_user(UserSpec {
@@ -244,6 +304,7 @@ fn random_request_sequences_match_the_model() {
                         force_password_reset: reset,
                     })
                     .await;
+                let expires_at = app.clock.now() + Duration::seconds(WIZARD_TTL_SECS.into());
                 let uuid = app.start().await;
                 let mut model = Model {
                     step: Step::Login,
@@ -253,10 +314,13 @@ fn random_request_sequences_match_the_model() {
                     failures: 0,
                     blocked: false,
                     codes: 0,
+                    expired: false,
                 };
                 for request in &requests {
-                    let reply = send(&app, &user, &uuid, request).await;
                     let expected = model.apply(request);
+                    let Some(reply) = send(app, &user, (&uuid, expires_at), request).await else {
+                        continue;
+                    };
                     if let Some(error) = expected {
                         seen.lock().unwrap().insert(error);
                     }
@@ -276,17 +340,5 @@ fn random_request_sequences_match_the_model() {
             })
         })
         .unwrap();
-    // The sequences must actually reach every rule, or the test proves little.
-    let seen = seen.into_inner().unwrap();
-    for rule in [
-        "invalid_credentials",
-        "invalid_code",
-        "too_many_attempts",
-        "wizard_closed",
-        "resend_limit_reached",
-        "step_not_allowed",
-        "wizard_completed",
-    ] {
-        assert!(seen.contains(rule), "no sequence reached {rule}: {seen:?}");
-    }
+    seen.into_inner().unwrap()
 }
