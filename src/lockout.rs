@@ -3,7 +3,8 @@
 //! wrong codes). Attempts are *taken before* the costly check, atomically
 //! with loading the wizard, so concurrent guesses can never run more checks
 //! than the limit allows. The Redis store does the same in Lua
-//! (`store/lua/load_wizard.lua`); this module is the reference.
+//! (`store/lua/load_wizard.lua`, and the refunds in `replace_wizard.lua` and
+//! `refund_attempt.lua`); this module is the reference.
 
 use crate::domain::{Email, ParseError, UserId};
 use crate::wizard::Workflow;
@@ -61,12 +62,20 @@ pub struct Limits {
 pub enum Admission {
     /// No gate applied (no gate asked for, wizard not at that step, or no account named yet).
     Unchecked,
-    /// Go ahead; `attempt` is this request's number within the window (0 if none taken).
-    Admitted { attempt: u32 },
+    /// Go ahead, holding the attempt taken for this request (none if the gate takes none).
+    Admitted { attempt: Option<Attempt> },
     /// The account is blocked until then.
     Blocked { until: DateTime<Utc> },
     /// The wizard used up its codes and must be started over.
     WizardClosed,
+}
+
+/// An attempt a request took: its number within the window, and the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt {
+    pub number: u32,
+    /// When the window it was taken in began (its counter's `since`).
+    pub window: DateTime<Utc>,
 }
 
 /// One account's counter.
@@ -89,19 +98,22 @@ impl Counter {
             return Admission::Blocked { until };
         }
         if !gate.take {
-            return Admission::Admitted { attempt: 0 };
+            return Admission::Admitted { attempt: None };
         }
         // A new window, or a block served: the account starts afresh.
-        let window_over = self
-            .since
-            .is_none_or(|since| since + limits.window <= limits.now);
-        if window_over || self.blocked_until.is_some() {
-            *self = Counter {
-                count: 0,
-                since: Some(limits.now),
-                blocked_until: None,
-            };
-        }
+        let window = match self.since {
+            Some(since) if since + limits.window > limits.now && self.blocked_until.is_none() => {
+                since
+            }
+            _ => {
+                *self = Counter {
+                    count: 0,
+                    since: Some(limits.now),
+                    blocked_until: None,
+                };
+                limits.now
+            }
+        };
         if self.count >= limits.max_attempts {
             // Earlier attempts of this window are still being checked: this one would exceed the limit.
             let until = limits.now + limits.block;
@@ -113,7 +125,19 @@ impl Counter {
             *wizard_codes += 1;
         }
         Admission::Admitted {
-            attempt: self.count,
+            attempt: Some(Attempt {
+                number: self.count,
+                window,
+            }),
+        }
+    }
+
+    /// Gives back an attempt taken in `window`. Once that window is over (or a
+    /// block was served and the count started afresh) there is nothing to give
+    /// back: a refund never buys an attempt in a later window.
+    pub fn refund(&mut self, window: DateTime<Utc>) {
+        if self.since == Some(window) {
+            self.count = self.count.saturating_sub(1);
         }
     }
 
@@ -145,6 +169,12 @@ mod tests {
         }
     }
 
+    fn taken(number: u32, window: DateTime<Utc>) -> Admission {
+        Admission::Admitted {
+            attempt: Some(Attempt { number, window }),
+        }
+    }
+
     fn t(secs: i64) -> DateTime<Utc> {
         Utc.timestamp_opt(1_800_000_000 + secs, 0).unwrap()
     }
@@ -156,7 +186,7 @@ mod tests {
         for n in 1..=3 {
             assert_eq!(
                 counter.admit(&mut codes, &gate(t(n), true, false)),
-                Admission::Admitted { attempt: n as u32 }
+                taken(n as u32, t(1))
             );
         }
         let blocked = counter.admit(&mut codes, &gate(t(10), true, false));
@@ -171,7 +201,7 @@ mod tests {
         );
         assert_eq!(
             counter.admit(&mut codes, &gate(t(610), true, false)),
-            Admission::Admitted { attempt: 1 }
+            taken(1, t(610))
         );
     }
 
@@ -187,10 +217,7 @@ mod tests {
         for n in 0..4 {
             counter.admit(&mut codes, &long(t(n)));
         }
-        assert!(matches!(
-            counter.admit(&mut codes, &long(t(700))),
-            Admission::Admitted { attempt: 1 }
-        ));
+        assert_eq!(counter.admit(&mut codes, &long(t(700))), taken(1, t(700)));
     }
 
     #[test]
@@ -202,8 +229,31 @@ mod tests {
         }
         assert_eq!(
             counter.admit(&mut codes, &gate(t(61), true, false)),
-            Admission::Admitted { attempt: 1 }
+            taken(1, t(61))
         );
+    }
+
+    #[test]
+    fn a_refund_gives_back_only_within_the_window_that_took_the_attempt() {
+        let mut counter = Counter::default();
+        let mut codes = 0;
+        let Admission::Admitted {
+            attempt: Some(early),
+        } = counter.admit(&mut codes, &gate(t(0), true, false))
+        else {
+            panic!("admitted")
+        };
+        counter.admit(&mut codes, &gate(t(1), true, false));
+        counter.refund(early.window);
+        assert_eq!(counter.count, 1, "same window: given back");
+
+        // Kept in flight across the boundary: the next window owes it nothing.
+        assert_eq!(
+            counter.admit(&mut codes, &gate(t(60), true, false)),
+            taken(1, t(60))
+        );
+        counter.refund(early.window);
+        assert_eq!(counter.count, 1, "another window: nothing given back");
     }
 
     #[test]

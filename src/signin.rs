@@ -330,8 +330,10 @@ impl SignIn {
             .map_err(|e| Failure::about(id, e))?
             .ok_or_else(|| Failure::about(id, SignInError::NotFound))?;
         // The gate took an attempt before anything was checked (see `lockout`).
-        let taken =
-            gate.take && matches!(admission, Admission::Admitted { attempt } if attempt > 0);
+        let taken = match admission {
+            Admission::Admitted { attempt } => attempt,
+            _ => None,
+        };
         // Set once the compare-and-set went through: the attempt is settled then.
         let mut settled = false;
 
@@ -350,10 +352,10 @@ impl SignIn {
                 // The account was deleted mid-flow: nothing more may come of this wizard.
                 return Err(in_context(Rejection::InvalidCredentials.into()));
             }
-            let attempt = match admission {
+            match admission {
                 Admission::Blocked { until } => return Err(in_context(blocked(until, now))),
                 Admission::WizardClosed => return Err(in_context(SignInError::WizardClosed)),
-                Admission::Admitted { attempt } => attempt,
+                Admission::Admitted { .. } => {}
                 // Every step asks for a gate, and `admits` just found the wizard at
                 // the gate's step and alive: a store that did not apply it disagrees
                 // with us about the wizard, and nothing may be verified unchecked.
@@ -370,7 +372,8 @@ impl SignIn {
                     rejection,
                     Rejection::InvalidCredentials | Rejection::InvalidCode
                 );
-                let last_attempt = is_guess && gate.take && attempt >= gate.limits.max_attempts;
+                let last_attempt =
+                    is_guess && taken.is_some_and(|a| a.number >= gate.limits.max_attempts);
                 if let Some(key) = key.as_ref().filter(|_| last_attempt)
                     && let Err(e) = self.store.block(key, now + gate.limits.block).await
                 {
@@ -397,11 +400,11 @@ impl SignIn {
                 Err(rejection) => return Err(in_context(failed(rejection).await)),
             };
 
-            let attempt_settles = match (&key, &next.step) {
+            let attempt_settles = match (&key, &next.step, taken) {
                 // A completed sign-in forgives the account's earlier failures.
-                (Some(key), Step::Terminated { .. }) => Attempts::Clear(key.clone()),
+                (Some(key), Step::Terminated { .. }, _) => Attempts::Clear(key.clone()),
                 // A success short of the end (the password before a code) was no failure.
-                (Some(key), _) if taken => Attempts::Refund(key.clone()),
+                (Some(key), _, Some(attempt)) => Attempts::Refund(key.clone(), attempt),
                 _ => Attempts::Keep,
             };
             let settle = Settle { attempts: attempt_settles, totp_step };
@@ -444,11 +447,14 @@ impl SignIn {
         // An attempt that ended without a verdict on the password or code
         // (wrong key or device, overload, a lost race...) is given back.
         if let Err(failure) = &result
-            && taken
+            && let Some(attempt) = &taken
             && !settled
             && !failure.error.is_verdict()
             && let Some(key) = &key
-            && let Err(e) = self.store.refund(key, gate.code.then_some(id)).await
+            && let Err(e) = self
+                .store
+                .refund(key, attempt, gate.code.then_some(id))
+                .await
         {
             tracing::warn!(error = %e, "could not give an attempt back");
         }

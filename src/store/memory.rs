@@ -4,7 +4,7 @@ use super::{
 };
 use crate::credentials::Keyring;
 use crate::domain::{Email, UserId, WizardId};
-use crate::lockout::{Admission, AttemptKey, Counter, Gate};
+use crate::lockout::{Admission, Attempt, AttemptKey, Counter, Gate};
 use crate::policy::Policy;
 use crate::users::User;
 use crate::wizard::{Opener, Wizard};
@@ -154,7 +154,7 @@ impl WizardStore for MemoryStore {
             Attempts::Clear(key) => {
                 inner.attempts.remove(key);
             }
-            Attempts::Refund(key) => give_back(&mut inner, key, None),
+            Attempts::Refund(key, attempt) => give_back(&mut inner, key, attempt, None),
         }
         if let Some(entry) = inner.wizards.get_mut(&wizard.id) {
             entry.version = version + 1;
@@ -180,15 +180,20 @@ impl AttemptStore for MemoryStore {
         Ok(())
     }
 
-    async fn refund(&self, key: &AttemptKey, wizard: Option<WizardId>) -> Result<(), StoreError> {
-        give_back(&mut self.lock(), key, wizard);
+    async fn refund(
+        &self,
+        key: &AttemptKey,
+        attempt: &Attempt,
+        wizard: Option<WizardId>,
+    ) -> Result<(), StoreError> {
+        give_back(&mut self.lock(), key, attempt, wizard);
         Ok(())
     }
 }
 
-fn give_back(inner: &mut Inner, key: &AttemptKey, wizard: Option<WizardId>) {
+fn give_back(inner: &mut Inner, key: &AttemptKey, attempt: &Attempt, wizard: Option<WizardId>) {
     if let Some((counter, _)) = inner.attempts.get_mut(key) {
-        counter.count = counter.count.saturating_sub(1);
+        counter.refund(attempt.window);
     }
     if let Some(entry) = wizard.and_then(|id| inner.wizards.get_mut(&id)) {
         entry.codes = entry.codes.saturating_sub(1);

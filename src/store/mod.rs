@@ -12,7 +12,7 @@ pub use redis::{RedisStore, RedisStoreConfig};
 
 use crate::credentials::Keyring;
 use crate::domain::{Email, UserId, WizardId};
-use crate::lockout::{Admission, AttemptKey, Gate};
+use crate::lockout::{Admission, Attempt, AttemptKey, Gate};
 use crate::policy::Policy;
 use crate::users::User;
 use crate::wizard::{Opener, Wizard};
@@ -64,8 +64,8 @@ pub enum Attempts {
     Keep,
     /// Forget earlier failures (a completed sign-in).
     Clear(AttemptKey),
-    /// Give back the attempt this step took (it succeeded).
-    Refund(AttemptKey),
+    /// Give back the attempt this step took (it succeeded), if its window is still the current one.
+    Refund(AttemptKey, Attempt),
 }
 
 /// What a successful step settles atomically with its compare-and-set.
@@ -118,8 +118,13 @@ pub trait AttemptStore: Send + Sync {
     /// Forgets `key`'s failures and any block (an admin's unlock).
     async fn clear_attempts(&self, key: &AttemptKey) -> Result<(), StoreError>;
     /// Gives back an attempt taken by a request that ended without a
-    /// verdict, and the code try of `wizard` if it was a code step.
-    async fn refund(&self, key: &AttemptKey, wizard: Option<WizardId>) -> Result<(), StoreError>;
+    /// verdict (see `Counter::refund`), and the code try of `wizard` if it was a code step.
+    async fn refund(
+        &self,
+        key: &AttemptKey,
+        attempt: &Attempt,
+        wizard: Option<WizardId>,
+    ) -> Result<(), StoreError>;
 }
 
 #[async_trait]

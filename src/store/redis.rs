@@ -4,7 +4,7 @@ use super::{
 };
 use crate::credentials::Keyring;
 use crate::domain::{Email, UserId, WizardId};
-use crate::lockout::{Admission, AttemptKey, Gate};
+use crate::lockout::{Admission, Attempt, AttemptKey, Gate};
 use crate::policy::Policy;
 use crate::users::User;
 use crate::wizard::{Opener, Wizard};
@@ -165,17 +165,30 @@ impl WizardStore for RedisStore {
                 .arg(0)
                 .arg(0),
         };
-        let row: Option<(u64, String, Option<String>, String, i64, Option<String>)> = invocation
+        type Row = (
+            u64,
+            String,
+            Option<String>,
+            String,
+            i64,
+            Option<String>,
+            i64,
+        );
+        let row: Option<Row> = invocation
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        let Some((version, body, user, verdict, value, counter)) = row else {
+        let Some((version, body, user, verdict, value, counter, window)) = row else {
             return Ok(None);
         };
         let admission = match verdict.as_str() {
-            "admitted" => Admission::Admitted {
-                attempt: u32::try_from(value).unwrap_or(u32::MAX),
+            "admitted" if value > 0 => Admission::Admitted {
+                attempt: Some(Attempt {
+                    number: u32::try_from(value).unwrap_or(u32::MAX),
+                    window: from_millis(window)?,
+                }),
             },
+            "admitted" => Admission::Admitted { attempt: None },
             "blocked" => Admission::Blocked {
                 until: from_millis(value)?,
             },
@@ -203,10 +216,12 @@ impl WizardStore for RedisStore {
         wizard: &Wizard,
         settle: &Settle,
     ) -> Result<Replaced, StoreError> {
-        let (attempts_mode, attempts_key) = match &settle.attempts {
-            Attempts::Keep => ("", String::new()),
-            Attempts::Clear(key) => ("clear", key.name()),
-            Attempts::Refund(key) => ("refund", key.name()),
+        let (attempts_mode, attempts_key, window) = match &settle.attempts {
+            Attempts::Keep => ("", String::new(), 0),
+            Attempts::Clear(key) => ("clear", key.name(), 0),
+            Attempts::Refund(key, attempt) => {
+                ("refund", key.name(), attempt.window.timestamp_millis())
+            }
         };
         let (totp_user, totp_step) = match settle.totp_step {
             Some((user, step)) => (user.to_string(), step),
@@ -227,6 +242,7 @@ impl WizardStore for RedisStore {
             .arg(attempts_key)
             .arg(totp_user)
             .arg(totp_step)
+            .arg(window)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
@@ -258,12 +274,18 @@ impl AttemptStore for RedisStore {
             .map_err(unavailable)
     }
 
-    async fn refund(&self, key: &AttemptKey, wizard: Option<WizardId>) -> Result<(), StoreError> {
+    async fn refund(
+        &self,
+        key: &AttemptKey,
+        attempt: &Attempt,
+        wizard: Option<WizardId>,
+    ) -> Result<(), StoreError> {
         let wizard_key = wizard.map(|id| self.key("wizard", id)).unwrap_or_default();
         self.scripts
             .refund_attempt
             .key(self.attempts_key(key))
             .key(wizard_key)
+            .arg(attempt.window.timestamp_millis())
             .invoke_async::<()>(&mut self.conn.clone())
             .await
             .map_err(unavailable)

@@ -1,7 +1,10 @@
 //! Guessing: per-account lockout, the per-wizard cap on codes, one-time
 //! TOTP codes and the settings API. Time moves by the test clock, never by sleeping.
 
-use crate::helpers::{BACKENDS, Backend, Reply, UserSpec, other_code, spawn_app, spawn_pair};
+use crate::helpers::{
+    BACKENDS, Backend, FakeSms, Reply, TestApp, UserSpec, other_code, spawn_app, spawn_pair,
+    spawn_with, test_settings,
+};
 use chrono::{Duration, Utc};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -469,6 +472,67 @@ async fn the_last_millisecond_before_expiry_is_gated_like_any_other() {
             .iter()
             .filter(|e| *e == "invalid_credentials")
             .count();
+        assert_eq!(checked, 5, "{backend:?}: {answers:?}");
+    }
+}
+
+/// An app whose password checks are slow and run one at a time, so that
+/// requests sit between taking their attempt and settling it for a while.
+pub async fn slow_hashing_app(backend: Backend) -> TestApp {
+    let sms = FakeSms::spawn().await;
+    let mut settings = test_settings(backend, &sms);
+    settings.argon2_memory_kib = 128 * 1024;
+    settings.argon2_iterations = 4;
+    settings.hash_workers = Some(1);
+    settings.code_attempts_per_wizard = 100;
+    spawn_with(settings, sms).await
+}
+
+#[tokio::test]
+async fn attempts_given_back_late_buy_nothing_in_the_next_window() {
+    for backend in BACKENDS {
+        let app = slow_hashing_app(backend).await;
+        app.clock.stop_at(Utc::now());
+        let user = app.create_user(UserSpec::totp()).await;
+        let guessing = app.past_password(&user).await;
+        let wrong = || other_code(&app.totp_now(&user));
+        let mut in_flight = Vec::new();
+        for _ in 0..4 {
+            in_flight.push(app.start().await);
+        }
+        // Four right passwords queue for the one hash worker, each holding an
+        // attempt of this window; the window ends while they wait, and wrong
+        // codes start counting in the next one.
+        let (passwords, mut answers) = tokio::join!(
+            futures::future::join_all(in_flight.iter().map(|uuid| app.signin(
+                uuid,
+                &user.email,
+                &user.password
+            ))),
+            async {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                app.advance_clock(Duration::seconds(61));
+                let mut answers = Vec::new();
+                for _ in 0..4 {
+                    answers.push(app.totp(&guessing, &wrong()).await.error().to_owned());
+                }
+                answers
+            }
+        );
+        for reply in &passwords {
+            assert_eq!(reply.workflow(), "2fa_google_auth", "{}", reply.body);
+        }
+        // Their successes gave back attempts of a window that is over: the new
+        // window still allows exactly max_attempts wrong codes in all.
+        loop {
+            let answer = app.totp(&guessing, &wrong()).await.error().to_owned();
+            let blocked = answer == "too_many_attempts";
+            answers.push(answer);
+            if blocked || answers.len() > 20 {
+                break;
+            }
+        }
+        let checked = answers.iter().filter(|a| *a == "invalid_code").count();
         assert_eq!(checked, 5, "{backend:?}: {answers:?}");
     }
 }

@@ -38,15 +38,15 @@ local function admit(key, now)
   local take, code = ARGV[6] == '1', ARGV[7] == '1'
   local max, window, block = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
   if code and (tonumber(w[6]) or 0) >= tonumber(ARGV[12]) then
-    return 'closed', 0
+    return 'closed', 0, 0
   end
   local c = redis.call('HMGET', key, 'count', 'since', 'until')
   local count, since, blocked = tonumber(c[1]) or 0, tonumber(c[2]), tonumber(c[3])
   if blocked and blocked > now then
-    return 'blocked', blocked
+    return 'blocked', blocked, 0
   end
   if not take then
-    return 'admitted', 0
+    return 'admitted', 0, 0
   end
   -- A new window, or a block served: the account starts afresh.
   if not since or since + window <= now or blocked then
@@ -57,7 +57,7 @@ local function admit(key, now)
     blocked = now + block
     redis.call('HSET', key, 'count', count, 'since', ms(since), 'until', ms(blocked))
     redis.call('PEXPIREAT', key, ms(math.max(since + window, blocked)))
-    return 'blocked', blocked
+    return 'blocked', blocked, 0
   end
   count = count + 1
   redis.call('HSET', key, 'count', count, 'since', ms(since))
@@ -65,12 +65,13 @@ local function admit(key, now)
   if code then
     redis.call('HINCRBY', KEYS[1], 'codes', 1)
   end
-  return 'admitted', count
+  -- The window is returned with the attempt: a refund names it (Counter::refund).
+  return 'admitted', count, since
 end
 
-local verdict, value = 'unchecked', 0
+local verdict, value, since = 'unchecked', 0, 0
 local now = tonumber(ARGV[8])
 if ARGV[5] ~= '' and counter and w[4] == ARGV[5] and now < tonumber(w[5]) then
-  verdict, value = admit(prefix .. 'attempts:' .. counter, now)
+  verdict, value, since = admit(prefix .. 'attempts:' .. counter, now)
 end
-return {w[1], w[2], user, verdict, ms(value), counter}
+return {w[1], w[2], user, verdict, ms(value), counter, ms(since)}

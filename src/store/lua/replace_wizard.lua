@@ -6,6 +6,8 @@
 -- ARGV[8] what to do with the attempts counter: 'clear', 'refund' or '' (keep)
 -- ARGV[9] that counter's name
 -- ARGV[10] user whose TOTP step to record ('' for none)   ARGV[11] that TOTP step
+-- ARGV[12] for 'refund': start of the attempt's window (ms); nothing is given
+--          back once the counter has moved to another window (Counter::refund)
 if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then
   return 'lost'
 end
@@ -22,8 +24,9 @@ local counter = ARGV[7] .. 'attempts:' .. ARGV[9]
 if ARGV[8] == 'clear' then
   redis.call('DEL', counter)
 elseif ARGV[8] == 'refund' then
-  local count = tonumber(redis.call('HGET', counter, 'count'))
-  if count and count > 0 then
+  local c = redis.call('HMGET', counter, 'count', 'since')
+  local count, since = tonumber(c[1]), tonumber(c[2])
+  if count and count > 0 and since == tonumber(ARGV[12]) then
     redis.call('HINCRBY', counter, 'count', -1)
   end
 end
