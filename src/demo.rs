@@ -3,7 +3,7 @@
 use crate::credentials::{PasswordHasher, TotpSecret};
 use crate::domain::{Email, NewPassword, PhoneNumber};
 use crate::store::Store;
-use crate::users::{self, NewUser};
+use crate::users::{self, AccountChange, NewUser};
 use anyhow::Context as _;
 
 /// A created demo account, for the start-up banner.
@@ -62,15 +62,19 @@ pub async fn create(
 /// Creates the account, or resets it to `new` when a previous start (on a
 /// shared store) already made it, so the printed password is always right.
 async fn upsert(store: &dyn Store, passwords: &PasswordHasher, new: NewUser) -> anyhow::Result<()> {
-    let Some(mut existing) = store.user_by_email(&new.email).await? else {
+    let Some(existing) = store.user_by_email(&new.email).await? else {
         users::register(store, passwords, new).await?;
         return Ok(());
     };
-    existing.password_hash = passwords.hash(&new.password).await?;
-    existing.totp_secret = new.totp_secret;
-    existing.phone = new.phone;
-    existing.force_password_reset = new.force_password_reset;
-    store.update_user(&existing).await?;
+    let read_at = existing.credentials_version;
+    let reset = existing.changed(AccountChange {
+        password_hash: Some(passwords.hash(&new.password).await?),
+        totp_secret: Some(new.totp_secret),
+        phone: Some(new.phone),
+        force_password_reset: Some(new.force_password_reset),
+        email: None,
+    });
+    store.update_user(read_at, &reset).await?;
     Ok(())
 }
 

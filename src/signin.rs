@@ -234,6 +234,7 @@ impl SignIn {
             let step = user.totp_secret.as_ref().and_then(|s| s.verify(&code, now));
             Ok(Checked {
                 event: Event::TotpCode {
+                    account: user.account(),
                     accepted: step.is_some(),
                 },
                 totp_step: step.map(|step| (user.id, step)),
@@ -249,12 +250,19 @@ impl SignIn {
         code: OtpCode,
         presented: &Presented,
     ) -> Result<Outcome, Failure> {
-        self.step(id, None, presented, Action::SmsCode, async |wizard, _| {
-            Ok(Event::SmsCode {
-                digest: self.sms_codes.digest(wizard.id, &code),
-            }
-            .into())
-        })
+        self.step(
+            id,
+            None,
+            presented,
+            Action::SmsCode,
+            async |wizard, user| {
+                Ok(Event::SmsCode {
+                    account: bound(user)?.account(),
+                    digest: self.sms_codes.digest(wizard.id, &code),
+                }
+                .into())
+            },
+        )
         .await
     }
 
@@ -347,11 +355,8 @@ impl SignIn {
             wizard
                 .admits(action, now)
                 .and_then(|()| wizard.same_device(presented.device.as_ref(), self.require_wizard_key))
+                .and_then(|()| wizard.still_bound_to(user.as_ref().map(User::account).as_ref()))
                 .map_err(|r| in_context(r.into()))?;
-            if wizard.user().is_some() && user.is_none() {
-                // The account was deleted mid-flow: nothing more may come of this wizard.
-                return Err(in_context(Rejection::InvalidCredentials.into()));
-            }
             match admission {
                 Admission::Blocked { until } => return Err(in_context(blocked(until, now))),
                 Admission::WizardClosed => return Err(in_context(SignInError::WizardClosed)),
@@ -407,7 +412,12 @@ impl SignIn {
                 (Some(key), _, Some(attempt)) => Attempts::Refund(key.clone(), attempt),
                 _ => Attempts::Keep,
             };
-            let settle = Settle { attempts: attempt_settles, totp_step };
+            let settle = Settle {
+                // No step is saved on an account that changed since it was read.
+                user: next.bound(),
+                attempts: attempt_settles,
+                totp_step,
+            };
             match self.store.replace_wizard(version, &next, &settle).await {
                 Ok(Replaced::Done) => settled = true,
                 Ok(Replaced::TotpReplayed) => {
@@ -546,7 +556,7 @@ fn blocked(until: DateTime<Utc>, now: DateTime<Utc>) -> SignInError {
     }
 }
 
-/// The user a wizard is bound to; gone if an admin deleted it mid-flow.
+/// The user a wizard is bound to (`Wizard::still_bound_to` has refused a deleted one).
 fn bound(user: Option<&User>) -> Result<&User, SignInError> {
-    user.ok_or(SignInError::Rejected(Rejection::InvalidCredentials))
+    user.ok_or(SignInError::Rejected(Rejection::AccountChanged))
 }

@@ -19,6 +19,10 @@ pub struct User {
     /// Set by an admin: the next sign-in must reset the password first.
     pub force_password_reset: bool,
     pub created_at: DateTime<Utc>,
+    /// Bumped by every change to the account, so that sign-ins begun before
+    /// it start over (see `wizard::BoundUser`); writes compare-and-set on it.
+    #[serde(default)]
+    pub credentials_version: u64,
 }
 
 impl User {
@@ -26,11 +30,61 @@ impl User {
     pub fn account(&self) -> Account {
         Account {
             id: self.id,
+            version: self.credentials_version,
             totp: self.totp_secret.is_some(),
             phone: self.phone.clone(),
             must_reset_password: self.force_password_reset,
         }
     }
+
+    /// The account after an operator's `change`, at the next version if the
+    /// change names anything (setting a field to its current value counts:
+    /// a change is a change, and secrets are not compared).
+    pub fn changed(mut self, change: AccountChange) -> User {
+        let AccountChange {
+            email,
+            password_hash,
+            totp_secret,
+            phone,
+            force_password_reset,
+        } = change;
+        let mut named = false;
+        if let Some(email) = email {
+            self.email = email;
+            named = true;
+        }
+        if let Some(hash) = password_hash {
+            self.password_hash = hash;
+            named = true;
+        }
+        if let Some(secret) = totp_secret {
+            self.totp_secret = secret;
+            named = true;
+        }
+        if let Some(phone) = phone {
+            self.phone = phone;
+            named = true;
+        }
+        if let Some(flag) = force_password_reset {
+            self.force_password_reset = flag;
+            named = true;
+        }
+        if named {
+            self.credentials_version += 1;
+        }
+        self
+    }
+}
+
+/// An operator's change to an account, already parsed: `None` leaves a
+/// field as it is; `Some(None)` clears an optional one.
+#[derive(Debug, Default)]
+pub struct AccountChange {
+    pub email: Option<Email>,
+    pub password_hash: Option<PasswordHash>,
+    pub totp_secret: Option<Option<TotpSecret>>,
+    pub phone: Option<Option<PhoneNumber>>,
+    pub force_password_reset: Option<bool>,
 }
 
 /// What an operator supplies to create an account, already parsed.
@@ -65,6 +119,7 @@ pub async fn register(
         phone: new.phone,
         force_password_reset: new.force_password_reset,
         created_at: Utc::now(),
+        credentials_version: 1,
     };
     store.insert_user(&user).await?;
     tracing::info!(user_id = %user.id, "user created");

@@ -7,7 +7,7 @@ use crate::domain::{Email, NewPassword, ParseError, PhoneNumber, UserId};
 use crate::lockout::AttemptKey;
 use crate::policy::{LivePolicy, PolicyPatch};
 use crate::store::{Store, UserWriteError};
-use crate::users::{self, NewUser, RegisterError, User};
+use crate::users::{self, AccountChange, NewUser, RegisterError, User};
 use actix_web::{HttpRequest, HttpResponse, web};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer};
@@ -103,6 +103,10 @@ impl From<UserWriteError> for AdminError {
                 Self::new(ErrorKind::EmailTaken, "another user has this email")
             }
             UserWriteError::NotFound => not_found(),
+            UserWriteError::Changed => Self::new(
+                ErrorKind::ConcurrentRequest,
+                "the user was changed by another request meanwhile; read it again and retry",
+            ),
             UserWriteError::Store(e) => Self(store_error(&e)),
         }
     }
@@ -240,29 +244,35 @@ pub async fn update_user(
 ) -> Result<HttpResponse, AdminError> {
     admin.authorize(&req)?;
     let body: UpdateUser = parse(payload).await?;
-    let mut user = admin.existing(&id).await?;
-    if let Some(raw) = body.email {
-        user.email = Email::parse(&raw).map_err(AdminError::field)?;
-    }
-    if let Some(raw) = body.password {
-        let password = NewPassword::parse(raw).map_err(AdminError::field)?;
-        user.password_hash = admin.passwords.hash(&password).await.map_err(hash_error)?;
-    }
+    let user = admin.existing(&id).await?;
     let totp_changed = body.totp_secret.is_some() || body.generate_totp;
-    if totp_changed {
-        user.totp_secret = totp_from(body.totp_secret.flatten(), body.generate_totp)?;
-    }
-    if let Some(phone) = body.phone {
-        user.phone = phone
-            .as_deref()
-            .map(PhoneNumber::parse)
+    let password_hash = match body.password {
+        Some(raw) => {
+            let password = NewPassword::parse(raw).map_err(AdminError::field)?;
+            Some(admin.passwords.hash(&password).await.map_err(hash_error)?)
+        }
+        None => None,
+    };
+    let change = AccountChange {
+        email: body
+            .email
+            .map(|raw| Email::parse(&raw))
             .transpose()
-            .map_err(AdminError::field)?;
-    }
-    if let Some(flag) = body.force_password_reset {
-        user.force_password_reset = flag;
-    }
-    admin.store.update_user(&user).await?;
+            .map_err(AdminError::field)?,
+        password_hash,
+        totp_secret: totp_changed
+            .then(|| totp_from(body.totp_secret.flatten(), body.generate_totp))
+            .transpose()?,
+        phone: body
+            .phone
+            .map(|phone| phone.as_deref().map(PhoneNumber::parse).transpose())
+            .transpose()
+            .map_err(AdminError::field)?,
+        force_password_reset: body.force_password_reset,
+    };
+    let read_at = user.credentials_version;
+    let user = user.changed(change);
+    admin.store.update_user(read_at, &user).await?;
     tracing::info!(user_id = %user.id, "user updated");
     Ok(HttpResponse::Ok().json(user.view(totp_changed.then_some(admin.totp_issuer.as_str()))))
 }

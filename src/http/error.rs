@@ -28,6 +28,7 @@ pub enum ErrorKind {
     TooManyAttempts,
     RateLimited,
     DeviceMismatch,
+    AccountChanged,
     ResendTooSoon,
     ResendLimitReached,
     CaptchaFailed,
@@ -63,6 +64,7 @@ impl ErrorKind {
             ErrorKind::TooManyAttempts => "too_many_attempts",
             ErrorKind::RateLimited => "rate_limited",
             ErrorKind::DeviceMismatch => "device_mismatch",
+            ErrorKind::AccountChanged => "account_changed",
             ErrorKind::ResendTooSoon => "resend_too_soon",
             ErrorKind::ResendLimitReached => "resend_limit_reached",
             ErrorKind::CaptchaFailed => "captcha_failed",
@@ -92,9 +94,10 @@ impl ErrorKind {
             ErrorKind::WizardNotFound | ErrorKind::RouteNotFound | ErrorKind::UserNotFound => {
                 StatusCode::NOT_FOUND
             }
-            ErrorKind::CodeExpired | ErrorKind::WizardExpired | ErrorKind::WizardClosed => {
-                StatusCode::GONE
-            }
+            ErrorKind::CodeExpired
+            | ErrorKind::WizardExpired
+            | ErrorKind::WizardClosed
+            | ErrorKind::AccountChanged => StatusCode::GONE,
             ErrorKind::TooManyAttempts
             | ErrorKind::RateLimited
             | ErrorKind::ResendTooSoon
@@ -125,6 +128,7 @@ impl From<Rejection> for ErrorKind {
             Rejection::CodeExpired => ErrorKind::CodeExpired,
             Rejection::FactorUnavailable => ErrorKind::FactorUnavailable,
             Rejection::DeviceMismatch => ErrorKind::DeviceMismatch,
+            Rejection::AccountChanged => ErrorKind::AccountChanged,
             Rejection::ResendTooSoon { .. } => ErrorKind::ResendTooSoon,
             Rejection::ResendLimit => ErrorKind::ResendLimitReached,
         }

@@ -132,10 +132,17 @@ impl WizardStore for MemoryStore {
         settle: &Settle,
     ) -> Result<Replaced, StoreError> {
         let mut inner = self.lock();
-        if inner
-            .wizards
-            .get(&wizard.id)
-            .is_none_or(|e| e.version != version)
+        let user_stands = settle.user.is_none_or(|bound| {
+            inner
+                .users
+                .get(&bound.id)
+                .is_some_and(|u| u.credentials_version == bound.version)
+        });
+        if !user_stands
+            || inner
+                .wizards
+                .get(&wizard.id)
+                .is_none_or(|e| e.version != version)
         {
             return Ok(Replaced::Lost);
         }
@@ -237,11 +244,15 @@ impl UserStore for MemoryStore {
             .cloned())
     }
 
-    async fn update_user(&self, user: &User) -> Result<(), UserWriteError> {
+    async fn update_user(&self, expected_version: u64, user: &User) -> Result<(), UserWriteError> {
         let mut inner = self.lock();
-        let Some(old_email) = inner.users.get(&user.id).map(|u| u.email.clone()) else {
+        let Some(stored) = inner.users.get(&user.id) else {
             return Err(UserWriteError::NotFound);
         };
+        if stored.credentials_version != expected_version {
+            return Err(UserWriteError::Changed);
+        }
+        let old_email = stored.email.clone();
         if inner
             .emails
             .get(&user.email)

@@ -15,7 +15,7 @@ use crate::domain::{Email, UserId, WizardId};
 use crate::lockout::{Admission, Attempt, AttemptKey, Gate};
 use crate::policy::Policy;
 use crate::users::User;
-use crate::wizard::{Opener, Wizard};
+use crate::wizard::{BoundUser, Opener, Wizard};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
@@ -35,6 +35,9 @@ pub enum UserWriteError {
     EmailTaken,
     #[error("no such user")]
     NotFound,
+    /// Another write changed the user since it was read.
+    #[error("the user changed since it was read")]
+    Changed,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -71,6 +74,9 @@ pub enum Attempts {
 /// What a successful step settles atomically with its compare-and-set.
 #[derive(Debug, Clone, Default)]
 pub struct Settle {
+    /// The account the step was decided on: the save fails (as lost) unless
+    /// that user still exists at that version.
+    pub user: Option<BoundUser>,
     pub attempts: Attempts,
     /// A TOTP step accepted for this user: refused unless newer than the last one (RFC 6238 §5.2).
     pub totp_step: Option<(UserId, u64)>,
@@ -79,7 +85,7 @@ pub struct Settle {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Replaced {
     Done,
-    /// Another request moved the wizard first.
+    /// Another request moved the wizard first, or the user of `Settle::user` changed.
     Lost,
     /// The TOTP step was not newer than the last one accepted for the user.
     TotpReplayed,
@@ -138,8 +144,9 @@ pub trait UserStore: Send + Sync {
     async fn insert_user(&self, user: &User) -> Result<(), UserWriteError>;
     async fn user(&self, id: UserId) -> Result<Option<User>, StoreError>;
     async fn user_by_email(&self, email: &Email) -> Result<Option<User>, StoreError>;
-    /// Replaces the user with the same id, moving its email if it changed.
-    async fn update_user(&self, user: &User) -> Result<(), UserWriteError>;
+    /// Replaces the user with the same id, moving its email if it changed,
+    /// if the stored one is still at `expected_version` (else `Changed`).
+    async fn update_user(&self, expected_version: u64, user: &User) -> Result<(), UserWriteError>;
     async fn delete_user(&self, id: UserId) -> Result<bool, StoreError>;
 }
 

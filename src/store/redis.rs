@@ -227,6 +227,10 @@ impl WizardStore for RedisStore {
             Some((user, step)) => (user.to_string(), step),
             None => (String::new(), 0),
         };
+        let (user, user_version) = match settle.user {
+            Some(bound) => (bound.id.to_string(), bound.version),
+            None => (String::new(), 0),
+        };
         let outcome: String = self
             .scripts
             .replace_wizard
@@ -243,6 +247,8 @@ impl WizardStore for RedisStore {
             .arg(totp_user)
             .arg(totp_step)
             .arg(window)
+            .arg(user)
+            .arg(user_version)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
@@ -367,7 +373,7 @@ impl UserStore for RedisStore {
         }
     }
 
-    async fn update_user(&self, user: &User) -> Result<(), UserWriteError> {
+    async fn update_user(&self, expected_version: u64, user: &User) -> Result<(), UserWriteError> {
         let outcome: String = self
             .scripts
             .update_user
@@ -376,12 +382,14 @@ impl UserStore for RedisStore {
             .arg(user.id.to_string())
             .arg(to_json(user)?)
             .arg(&self.prefix)
+            .arg(expected_version)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
         match outcome.as_str() {
             "ok" => Ok(()),
             "taken" => Err(UserWriteError::EmailTaken),
+            "changed" => Err(UserWriteError::Changed),
             _ => Err(UserWriteError::NotFound),
         }
     }

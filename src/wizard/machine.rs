@@ -1,10 +1,12 @@
 use super::model::{
-    Account, Action, Factor, FreshSmsCode, Rejection, SecretDigest, SmsChallenge, Step, Wizard,
+    Account, Action, BoundUser, Factor, FreshSmsCode, Rejection, SecretDigest, SmsChallenge, Step,
+    Wizard,
 };
 use crate::domain::{DeviceFingerprint, OtpCode, PhoneNumber, UserId};
 use chrono::{DateTime, Duration, Utc};
 
-/// A verdict from the edges about one client request.
+/// A verdict from the edges about one client request. Every event after
+/// the password carries `account`: the bound user's record as it is now.
 #[derive(Debug, Clone)]
 pub enum Event {
     /// The password check: `None` when the email is unknown or the password wrong.
@@ -12,13 +14,16 @@ pub enum Event {
         account: Option<Account>,
         fingerprint: DeviceFingerprint,
     },
-    /// The client picked a factor; `account` is the user's current record.
+    /// The client picked a factor.
     ChooseFactor { factor: Factor, account: Account },
     /// The TOTP check against the user's secret.
-    TotpCode { accepted: bool },
+    TotpCode { account: Account, accepted: bool },
     /// The keyed digest of the SMS code the client typed.
-    SmsCode { digest: SecretDigest },
-    /// The client asks for a new SMS code; `account` is the user's current record.
+    SmsCode {
+        account: Account,
+        digest: SecretDigest,
+    },
+    /// The client asks for a new SMS code.
     ResendSms { account: Account },
 }
 
@@ -30,6 +35,17 @@ impl Event {
             Event::TotpCode { .. } => Action::TotpCode,
             Event::SmsCode { .. } => Action::SmsCode,
             Event::ResendSms { .. } => Action::ResendSms,
+        }
+    }
+
+    /// The bound user's current record, for the events that come after the password.
+    fn current_account(&self) -> Option<&Account> {
+        match self {
+            Event::Credentials { .. } => None,
+            Event::ChooseFactor { account, .. }
+            | Event::TotpCode { account, .. }
+            | Event::SmsCode { account, .. }
+            | Event::ResendSms { account } => Some(account),
         }
     }
 }
@@ -64,6 +80,7 @@ pub struct Transition {
 /// A refusal never changes the wizard.
 pub fn transition(wizard: &Wizard, event: Event, ctx: &Context) -> Result<Transition, Rejection> {
     wizard.admits(event.action(), ctx.now)?;
+    wizard.still_bound_to(event.current_account())?;
     let mut fingerprint = wizard.fingerprint.clone();
     let (step, effects) = match (&wizard.step, event) {
         (
@@ -78,22 +95,19 @@ pub fn transition(wizard: &Wizard, event: Event, ctx: &Context) -> Result<Transi
             after_password(account, ctx)
         }
         (Step::ChooseFactor { user }, Event::ChooseFactor { factor, account }) => {
-            if account.id != *user {
-                return Err(Rejection::StepNotAllowed);
-            }
             match (factor, account.phone) {
                 (Factor::Totp, _) if account.totp => (Step::TotpCode { user: *user }, vec![]),
                 (Factor::Sms, Some(phone)) => send_sms(*user, phone, ctx, 0),
                 (Factor::Totp | Factor::Sms, _) => return Err(Rejection::FactorUnavailable),
             }
         }
-        (Step::TotpCode { user }, Event::TotpCode { accepted }) => {
+        (Step::TotpCode { user }, Event::TotpCode { accepted, .. }) => {
             if !accepted {
                 return Err(Rejection::InvalidCode);
             }
             terminate(*user)
         }
-        (Step::SmsCode { user, challenge }, Event::SmsCode { digest }) => {
+        (Step::SmsCode { user, challenge }, Event::SmsCode { digest, .. }) => {
             if ctx.now >= challenge.expires_at {
                 return Err(Rejection::CodeExpired);
             }
@@ -103,10 +117,7 @@ pub fn transition(wizard: &Wizard, event: Event, ctx: &Context) -> Result<Transi
             terminate(*user)
         }
         (Step::SmsCode { user, challenge }, Event::ResendSms { account }) => {
-            let phone = account
-                .phone
-                .filter(|_| account.id == *user)
-                .ok_or(Rejection::FactorUnavailable)?;
+            let phone = account.phone.ok_or(Rejection::FactorUnavailable)?;
             let wait = challenge.sent_at + ctx.resend_cooldown - ctx.now;
             if wait > Duration::zero() {
                 let millis = u64::try_from(wait.num_milliseconds()).unwrap_or(0);
@@ -141,7 +152,7 @@ pub fn transition(wizard: &Wizard, event: Event, ctx: &Context) -> Result<Transi
 }
 
 fn after_password(account: Account, ctx: &Context) -> (Step, Vec<Effect>) {
-    let user = account.id;
+    let user = account.binding();
     if account.must_reset_password {
         return (Step::ResetPassword { user }, vec![]);
     }
@@ -154,7 +165,7 @@ fn after_password(account: Account, ctx: &Context) -> (Step, Vec<Effect>) {
 }
 
 /// A new code replaces any earlier one: only the latest is ever valid.
-fn send_sms(user: UserId, to: PhoneNumber, ctx: &Context, resends: u32) -> (Step, Vec<Effect>) {
+fn send_sms(user: BoundUser, to: PhoneNumber, ctx: &Context, resends: u32) -> (Step, Vec<Effect>) {
     let challenge = SmsChallenge {
         digest: ctx.fresh_sms.digest.clone(),
         sent_at: ctx.now,
@@ -168,10 +179,10 @@ fn send_sms(user: UserId, to: PhoneNumber, ctx: &Context, resends: u32) -> (Step
     (Step::SmsCode { user, challenge }, vec![effect])
 }
 
-fn terminate(user: UserId) -> (Step, Vec<Effect>) {
+fn terminate(user: BoundUser) -> (Step, Vec<Effect>) {
     (
         Step::Terminated { user },
-        vec![Effect::IssueTokens { user }],
+        vec![Effect::IssueTokens { user: user.id }],
     )
 }
 
@@ -202,6 +213,7 @@ mod tests {
     fn account(totp: bool, sms: bool, reset: bool) -> Account {
         Account {
             id: UserId::random(),
+            version: 1,
             totp,
             phone: sms.then(|| PhoneNumber::parse("+15550001111").unwrap()),
             must_reset_password: reset,
@@ -288,14 +300,20 @@ mod tests {
         let wrong = SecretDigest::new([8; 32]);
         let err = transition(
             &chosen.wizard,
-            Event::SmsCode { digest: wrong },
+            Event::SmsCode {
+                account: acc.clone(),
+                digest: wrong,
+            },
             &ctx_at(now()),
         );
         assert_eq!(err.unwrap_err(), Rejection::InvalidCode);
         let right = SecretDigest::new([7; 32]);
         let done = transition(
             &chosen.wizard,
-            Event::SmsCode { digest: right },
+            Event::SmsCode {
+                account: acc.clone(),
+                digest: right,
+            },
             &ctx_at(now()),
         )
         .unwrap();
@@ -304,11 +322,13 @@ mod tests {
 
     #[test]
     fn sms_code_expires() {
-        let w = login(&account(false, true, false)).wizard;
+        let acc = account(false, true, false);
+        let w = login(&acc).wizard;
         let later = ctx_at(now() + Duration::minutes(5));
         let err = transition(
             &w,
             Event::SmsCode {
+                account: acc,
                 digest: SecretDigest::new([7; 32]),
             },
             &later,
@@ -372,7 +392,10 @@ mod tests {
     #[test]
     fn out_of_order_completed_and_expired_requests_are_refused() {
         let w = fresh();
-        let code = Event::TotpCode { accepted: true };
+        let code = Event::TotpCode {
+            account: account(true, false, false),
+            accepted: true,
+        };
         assert_eq!(
             transition(&w, code.clone(), &ctx_at(now())).unwrap_err(),
             Rejection::StepNotAllowed
@@ -393,6 +416,51 @@ mod tests {
             transition(&reset, code, &ctx_at(now())).unwrap_err(),
             Rejection::StepNotAllowed
         );
+    }
+
+    #[test]
+    fn a_changed_or_deleted_account_stops_a_bound_wizard() {
+        let acc = account(true, true, false);
+        let w = login(&acc).wizard;
+        assert_eq!(w.bound(), Some(acc.binding()));
+        let changed = Account {
+            version: acc.version + 1,
+            ..acc.clone()
+        };
+        let chosen = transition(
+            &w,
+            Event::ChooseFactor {
+                factor: Factor::Sms,
+                account: acc.clone(),
+            },
+            &ctx_at(now()),
+        )
+        .unwrap()
+        .wizard;
+        for (wizard, event) in [
+            (
+                &w,
+                Event::ChooseFactor {
+                    factor: Factor::Totp,
+                    account: changed.clone(),
+                },
+            ),
+            (
+                &chosen,
+                Event::SmsCode {
+                    account: changed.clone(),
+                    digest: SecretDigest::new([7; 32]),
+                },
+            ),
+        ] {
+            assert_eq!(
+                transition(wizard, event, &ctx_at(now())).unwrap_err(),
+                Rejection::AccountChanged
+            );
+        }
+        assert_eq!(w.still_bound_to(None), Err(Rejection::AccountChanged));
+        assert_eq!(w.still_bound_to(Some(&acc)), Ok(()));
+        assert_eq!(fresh().still_bound_to(None), Ok(()), "nothing bound yet");
     }
 
     #[test]

@@ -12,6 +12,6 @@ mod properties;
 
 pub use machine::{Context, Effect, Event, Transition, transition};
 pub use model::{
-    Account, Action, Factor, FreshSmsCode, Opener, Rejection, SecretDigest, SmsChallenge, Step,
-    Wizard, Workflow,
+    Account, Action, BoundUser, Factor, FreshSmsCode, Opener, Rejection, SecretDigest,
+    SmsChallenge, Step, Wizard, Workflow,
 };

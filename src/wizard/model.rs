@@ -55,27 +55,44 @@ pub enum Action {
     ResendSms,
 }
 
-/// Where one sign-in attempt stands. Everything after `Login` knows its user.
+/// Where one sign-in attempt stands. Everything after `Login` is bound to its user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum Step {
     Login,
     ChooseFactor {
-        user: UserId,
+        #[serde(flatten)]
+        user: BoundUser,
     },
     TotpCode {
-        user: UserId,
+        #[serde(flatten)]
+        user: BoundUser,
     },
     SmsCode {
-        user: UserId,
+        #[serde(flatten)]
+        user: BoundUser,
         challenge: SmsChallenge,
     },
     ResetPassword {
-        user: UserId,
+        #[serde(flatten)]
+        user: BoundUser,
     },
     Terminated {
-        user: UserId,
+        #[serde(flatten)]
+        user: BoundUser,
     },
+}
+
+/// The user a wizard is bound to once the password is accepted, with the
+/// version its account had then. Any later change to the account (password,
+/// factors, flags) bumps the version, and a wizard whose version is stale
+/// may not go on: every step sees the account as it is now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoundUser {
+    #[serde(rename = "user")]
+    pub id: UserId,
+    #[serde(rename = "user_version")]
+    pub version: u64,
 }
 
 /// One sign-in attempt.
@@ -124,6 +141,11 @@ impl Wizard {
 
     /// The user this attempt is about, once the password has been accepted.
     pub fn user(&self) -> Option<UserId> {
+        self.bound().map(|bound| bound.id)
+    }
+
+    /// The user this attempt is bound to, and at which version of its account.
+    pub fn bound(&self) -> Option<BoundUser> {
         match &self.step {
             Step::Login => None,
             Step::ChooseFactor { user }
@@ -131,6 +153,16 @@ impl Wizard {
             | Step::SmsCode { user, .. }
             | Step::ResetPassword { user }
             | Step::Terminated { user } => Some(*user),
+        }
+    }
+
+    /// Whether the account this wizard is bound to is still the one it was
+    /// bound to: not deleted (`current` is `None`), not changed since.
+    pub fn still_bound_to(&self, current: Option<&Account>) -> Result<(), Rejection> {
+        match (self.bound(), current) {
+            (None, _) => Ok(()),
+            (Some(bound), Some(account)) if account.binding() == bound => Ok(()),
+            (Some(_), _) => Err(Rejection::AccountChanged),
         }
     }
 
@@ -205,6 +237,8 @@ pub enum Rejection {
     FactorUnavailable,
     #[error("this request comes from another device than the sign-in")]
     DeviceMismatch,
+    #[error("the account changed since this sign-in began; start a new one")]
+    AccountChanged,
     #[error("a new code can be sent in {retry_after_secs} s")]
     ResendTooSoon { retry_after_secs: u64 },
     #[error("no more codes can be sent for this sign-in; start a new one")]
@@ -215,12 +249,22 @@ pub enum Rejection {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
     pub id: UserId,
+    /// Bumped by every change to the account (see [`BoundUser`]).
+    pub version: u64,
     pub totp: bool,
     pub phone: Option<PhoneNumber>,
     pub must_reset_password: bool,
 }
 
 impl Account {
+    /// What a wizard is bound to when this account's password is accepted.
+    pub fn binding(&self) -> BoundUser {
+        BoundUser {
+            id: self.id,
+            version: self.version,
+        }
+    }
+
     /// The second factors the account can use, in the order clients show them.
     pub fn factors(&self) -> Vec<Factor> {
         let mut factors = Vec::with_capacity(2);

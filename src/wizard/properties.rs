@@ -8,12 +8,22 @@ use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
 enum Request {
-    Password { correct: bool },
+    Password {
+        correct: bool,
+    },
     Choose(Factor),
-    Totp { correct: bool },
-    Sms { correct: bool },
+    Totp {
+        correct: bool,
+    },
+    Sms {
+        correct: bool,
+    },
     Resend,
-    Wait { secs: i64 },
+    Wait {
+        secs: i64,
+    },
+    /// An operator changes the account (its version moves on).
+    AdminChange,
 }
 
 fn request() -> impl Strategy<Value = Request> {
@@ -24,6 +34,7 @@ fn request() -> impl Strategy<Value = Request> {
         any::<bool>().prop_map(|correct| Request::Sms { correct }),
         Just(Request::Resend),
         (1i64..400).prop_map(|secs| Request::Wait { secs }),
+        Just(Request::AdminChange),
     ]
 }
 
@@ -61,8 +72,9 @@ proptest! {
         reset in any::<bool>(),
         requests in proptest::collection::vec(request(), 1..25),
     ) {
-        let account = Account {
+        let mut account = Account {
             id: UserId::random(),
+            version: 1,
             totp,
             phone: sms.then(|| PhoneNumber::parse("+15550001111").unwrap()),
             must_reset_password: reset,
@@ -72,17 +84,20 @@ proptest! {
         let mut model = Model::Login;
         let mut elapsed = 0i64;
         let mut tokens_issued = 0;
+        let mut bound_version = None;
 
         for request in requests {
             let event = match &request {
                 Request::Wait { secs } => { elapsed += secs; continue; }
+                Request::AdminChange => { account.version += 1; continue; }
                 Request::Password { correct } => Event::Credentials {
                     account: correct.then(|| account.clone()),
                     fingerprint: fingerprint.clone(),
                 },
                 Request::Choose(factor) => Event::ChooseFactor { factor: *factor, account: account.clone() },
-                Request::Totp { correct } => Event::TotpCode { accepted: *correct },
+                Request::Totp { correct } => Event::TotpCode { account: account.clone(), accepted: *correct },
                 Request::Sms { correct } => Event::SmsCode {
+                    account: account.clone(),
                     digest: SecretDigest::new(if *correct { RIGHT } else { WRONG }),
                 },
                 Request::Resend => Event::ResendSms { account: account.clone() },
@@ -94,7 +109,8 @@ proptest! {
                 max_resends: MAX_RESENDS,
                 fresh_sms: FreshSmsCode { code: OtpCode::parse("123456").unwrap(), digest: SecretDigest::new(RIGHT) },
             };
-            let expected = expect(model, &request, elapsed, totp, sms, reset);
+            let stale = bound_version.is_some_and(|v| v != account.version);
+            let expected = expect(model, &request, elapsed, stale, (totp, sms, reset));
             match (transition(&wizard, event, &ctx), expected) {
                 (Ok(t), Ok(next)) => {
                     let issued = t.effects.iter().filter(|e| matches!(e, Effect::IssueTokens { .. })).count();
@@ -102,6 +118,9 @@ proptest! {
                     prop_assert_eq!(issued, usize::from(next == Model::Done));
                     prop_assert_eq!(sent, usize::from(matches!(next, Model::Sms { .. })));
                     tokens_issued += issued;
+                    if model == Model::Login {
+                        bound_version = Some(account.version);
+                    }
                     wizard = t.wizard;
                     model = next;
                 }
@@ -118,15 +137,28 @@ fn expect(
     model: Model,
     request: &Request,
     elapsed: i64,
-    totp: bool,
-    sms: bool,
-    reset: bool,
+    stale: bool,
+    (totp, sms, reset): (bool, bool, bool),
 ) -> Result<Model, Rejection> {
     if model == Model::Done {
         return Err(Rejection::Completed);
     }
     if elapsed >= TTL {
         return Err(Rejection::Expired);
+    }
+    let accepted = matches!(
+        (model, request),
+        (Model::Login, Request::Password { .. })
+            | (Model::Choose, Request::Choose(_))
+            | (Model::Totp, Request::Totp { .. })
+            | (Model::Sms { .. }, Request::Sms { .. } | Request::Resend)
+    );
+    if !accepted {
+        return Err(Rejection::StepNotAllowed);
+    }
+    // Bound to the account as it was when the password was accepted.
+    if stale {
+        return Err(Rejection::AccountChanged);
     }
     let sms_step = Model::Sms {
         sent_at: elapsed,

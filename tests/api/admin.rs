@@ -266,3 +266,45 @@ async fn user_add_goes_through_a_running_embedded_server() {
         "2fa_google_auth"
     );
 }
+
+#[tokio::test]
+async fn concurrent_changes_to_one_user_never_lose_one() {
+    for backend in BACKENDS {
+        let app = crate::helpers::slow_hashing_app(backend).await;
+        let user = app.create_user(crate::helpers::UserSpec::default()).await;
+        let path = format!("/api/v2/admin/users/{}", user.id);
+        // The password change hashes for about a second; the phone change lands meanwhile.
+        let ((password, answer), (phone, _)) = tokio::join!(
+            app.admin(
+                Method::PATCH,
+                &path,
+                Some(json!({ "password": "a brand new password" }))
+            ),
+            async {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                app.admin(
+                    Method::PATCH,
+                    &path,
+                    Some(json!({ "phone": "+15550101234" })),
+                )
+                .await
+            }
+        );
+        assert_eq!(phone, StatusCode::OK);
+        assert_eq!(
+            (password, &answer["error"]["code"]),
+            (StatusCode::CONFLICT, &json!("concurrent_request")),
+            "{backend:?}: {answer}"
+        );
+        let (_, stored) = app.admin(Method::GET, &path, None).await;
+        assert_eq!(stored["phone"], "+15550101234", "{backend:?}");
+        let uuid = app.start().await;
+        assert_eq!(
+            app.signin(&uuid, &user.email, &user.password)
+                .await
+                .workflow(),
+            "2fa_sms_auth",
+            "{backend:?}: the old password still works"
+        );
+    }
+}

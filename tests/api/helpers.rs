@@ -269,6 +269,20 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_with(settings, sms).await
 }
 
+/// An app whose password checks are slow (about a second here) and run one
+/// at a time, so that a request sits between loading its wizard and saving
+/// it for a while; a wizard may try many codes, leaving the account's
+/// lockout as the only limit.
+pub async fn slow_hashing_app(backend: Backend) -> TestApp {
+    let sms = FakeSms::spawn().await;
+    let mut settings = test_settings(backend, &sms);
+    settings.argon2_memory_kib = 128 * 1024;
+    settings.argon2_iterations = 4;
+    settings.hash_workers = Some(1);
+    settings.code_attempts_per_wizard = 100;
+    spawn_with(settings, sms).await
+}
+
 /// Two instances sharing one Redis (and one key prefix).
 pub async fn spawn_pair() -> (TestApp, TestApp) {
     let sms = FakeSms::spawn().await;

@@ -2,8 +2,7 @@
 //! TOTP codes and the settings API. Time moves by the test clock, never by sleeping.
 
 use crate::helpers::{
-    BACKENDS, Backend, FakeSms, Reply, TestApp, UserSpec, other_code, spawn_app, spawn_pair,
-    spawn_with, test_settings,
+    BACKENDS, Backend, Reply, UserSpec, other_code, slow_hashing_app, spawn_app, spawn_pair,
 };
 use chrono::{Duration, Utc};
 use reqwest::{Method, StatusCode};
@@ -474,18 +473,6 @@ async fn the_last_millisecond_before_expiry_is_gated_like_any_other() {
             .count();
         assert_eq!(checked, 5, "{backend:?}: {answers:?}");
     }
-}
-
-/// An app whose password checks are slow and run one at a time, so that
-/// requests sit between taking their attempt and settling it for a while.
-pub async fn slow_hashing_app(backend: Backend) -> TestApp {
-    let sms = FakeSms::spawn().await;
-    let mut settings = test_settings(backend, &sms);
-    settings.argon2_memory_kib = 128 * 1024;
-    settings.argon2_iterations = 4;
-    settings.hash_workers = Some(1);
-    settings.code_attempts_per_wizard = 100;
-    spawn_with(settings, sms).await
 }
 
 #[tokio::test]

@@ -1,9 +1,9 @@
 //! Every branch of the wizard, on both stores.
 
-use crate::helpers::{BACKENDS, Backend, TestApp, UserSpec, spawn_app};
+use crate::helpers::{BACKENDS, Backend, Reply, TestApp, UserSpec, slow_hashing_app, spawn_app};
 use chrono::{DateTime, Duration};
-use reqwest::StatusCode;
-use serde_json::Value;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
 use signin_wizard::credentials::TokenUse;
 use signin_wizard::startup::Application;
 
@@ -246,6 +246,93 @@ async fn an_sms_code_expires_after_its_lifetime() {
     assert_eq!(reply.workflow(), "2fa_sms_auth");
 }
 
+fn assert_account_changed(reply: &Reply, workflow: &str) {
+    reply.assert_envelope();
+    assert_eq!(
+        (reply.status, reply.error()),
+        (StatusCode::GONE, "account_changed"),
+        "{}",
+        reply.body
+    );
+    assert_eq!(reply.workflow(), workflow, "the wizard stays where it was");
+}
+
+#[tokio::test]
+async fn a_wizard_in_flight_sees_the_account_as_it_is_now() {
+    for backend in BACKENDS {
+        let app = spawn_app(backend).await;
+        for change in [
+            json!({ "force_password_reset": true }),
+            json!({ "password": "a brand new password" }),
+            json!({ "totp_secret": null }),
+            json!({ "email": format!("moved-{}@example.test", uuid::Uuid::new_v4().simple()) }),
+        ] {
+            let user = app.create_user(UserSpec::totp()).await;
+            let uuid = app.past_password(&user).await;
+            let code = app.totp_now(&user);
+            let (status, _) = app
+                .admin(
+                    Method::PATCH,
+                    &format!("/api/v2/admin/users/{}", user.id),
+                    Some(change.clone()),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK);
+            let reply = app.totp(&uuid, &code).await;
+            assert_account_changed(&reply, "2fa_google_auth");
+            assert!(
+                reply.body["data"]["accessToken"].is_null(),
+                "{backend:?} {change}"
+            );
+        }
+        // A new sign-in sees the change: here, the reset the admin forced.
+        let user = app.create_user(UserSpec::totp()).await;
+        let stale = app.past_password(&user).await;
+        app.admin(
+            Method::PATCH,
+            &format!("/api/v2/admin/users/{}", user.id),
+            Some(json!({ "force_password_reset": true })),
+        )
+        .await;
+        assert_account_changed(
+            &app.totp(&stale, &app.totp_now(&user)).await,
+            "2fa_google_auth",
+        );
+        let uuid = app.start().await;
+        assert_eq!(
+            app.signin(&uuid, &user.email, &user.password)
+                .await
+                .workflow(),
+            "reset_password_email"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_sms_code_sent_to_a_phone_since_removed_or_replaced_is_void() {
+    for backend in BACKENDS {
+        let app = spawn_app(backend).await;
+        for phone in [Value::Null, json!("+15550101177")] {
+            let user = app.create_user(UserSpec::sms("+15550101100")).await;
+            let uuid = app.past_password(&user).await;
+            let code = app.sms_code_of(&user);
+            let (status, _) = app
+                .admin(
+                    Method::PATCH,
+                    &format!("/api/v2/admin/users/{}", user.id),
+                    Some(json!({ "phone": phone })),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK);
+            assert_account_changed(&app.sms_code(&uuid, &code).await, "2fa_sms_auth");
+            let resend = app
+                .post("/api/v2/my/2fa/sms/resend", json!({ "uuid": uuid }))
+                .await;
+            assert_account_changed(&resend, "2fa_sms_auth");
+        }
+    }
+}
+
 #[tokio::test]
 async fn an_account_deleted_mid_flow_gets_no_tokens() {
     for backend in BACKENDS {
@@ -255,18 +342,61 @@ async fn an_account_deleted_mid_flow_gets_no_tokens() {
         let code = app.sms_code_of(&user);
         let (status, _) = app
             .admin(
-                reqwest::Method::DELETE,
+                Method::DELETE,
                 &format!("/api/v2/admin/users/{}", user.id),
                 None,
             )
             .await;
         assert_eq!(status, StatusCode::NO_CONTENT);
-        let reply = app.sms_code(&uuid, &code).await;
-        assert_eq!(
-            (reply.status, reply.error()),
-            (StatusCode::UNAUTHORIZED, "invalid_credentials")
-        );
-        assert_eq!(reply.workflow(), "2fa_sms_auth");
+        assert_account_changed(&app.sms_code(&uuid, &code).await, "2fa_sms_auth");
+    }
+}
+
+/// The account is deleted or changed while its password is being checked,
+/// between the step's load and its save: the save must not go through.
+#[tokio::test]
+async fn an_account_changed_while_its_password_is_checked_gets_no_tokens() {
+    for backend in BACKENDS {
+        let app = slow_hashing_app(backend).await;
+        for change in [
+            Some(json!({ "force_password_reset": true })),
+            None, // deleted
+        ] {
+            let user = app.create_user(UserSpec::default()).await;
+            let path = format!("/api/v2/admin/users/{}", user.id);
+            let uuid = app.start().await;
+            let (reply, status) =
+                tokio::join!(app.signin(&uuid, &user.email, &user.password), async {
+                    // The password check takes about a second; the change lands in it.
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    match &change {
+                        Some(change) => {
+                            app.admin(Method::PATCH, &path, Some(change.clone()))
+                                .await
+                                .0
+                        }
+                        None => app.admin(Method::DELETE, &path, None).await.0,
+                    }
+                });
+            assert!(status.is_success());
+            reply.assert_envelope();
+            assert_eq!(
+                (reply.status, reply.error()),
+                (StatusCode::CONFLICT, "concurrent_request"),
+                "{backend:?} {change:?}: {}",
+                reply.body
+            );
+            assert_eq!(reply.workflow(), "login");
+            // Trying again judges the account as it now is.
+            let again = app.signin(&uuid, &user.email, &user.password).await;
+            let expected = if change.is_some() {
+                "reset_password_email"
+            } else {
+                "login"
+            };
+            assert_eq!(again.workflow(), expected, "{}", again.body);
+            assert_ne!(again.status, StatusCode::ACCEPTED);
+        }
     }
 }
 

@@ -8,8 +8,16 @@
 -- ARGV[10] user whose TOTP step to record ('' for none)   ARGV[11] that TOTP step
 -- ARGV[12] for 'refund': start of the attempt's window (ms); nothing is given
 --          back once the counter has moved to another window (Counter::refund)
+-- ARGV[13] user that must still exist ('' for none)   ARGV[14] at this credentials version
+-- Every precondition is checked before anything is written.
 if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then
   return 'lost'
+end
+if ARGV[13] ~= '' then
+  local user = redis.call('GET', ARGV[7] .. 'user:' .. ARGV[13])
+  if not user or (tonumber(cjson.decode(user)['credentials_version']) or 0) ~= tonumber(ARGV[14]) then
+    return 'lost'
+  end
 end
 if ARGV[10] ~= '' then
   local last_key = ARGV[7] .. 'totp-step:' .. ARGV[10]
