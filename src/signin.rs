@@ -169,12 +169,21 @@ impl SignIn {
             captcha,
             client_ip,
         } = input;
-        if let Some(recaptcha) = self.captcha_in_force() {
-            // Before anything costly, and before the attempt counts against the account.
-            recaptcha
+        // Before anything costly, and before the attempt counts against the account.
+        match self.captcha() {
+            Captcha::Off => {}
+            Captcha::Required(recaptcha) => recaptcha
                 .verify(captcha.as_deref(), client_ip)
                 .await
-                .map_err(|e| Failure::about(id, e))?;
+                .map_err(|e| Failure::about(id, e))?,
+            Captcha::Unverifiable => {
+                return Err(Failure::about(
+                    id,
+                    CaptchaError::Unavailable(anyhow::anyhow!(
+                        "reCAPTCHA is on, but this instance has no reCAPTCHA keys to verify with"
+                    )),
+                ));
+            }
         }
         self.step(
             id,
@@ -281,11 +290,13 @@ impl SignIn {
         .await
     }
 
-    /// reCAPTCHA, if it is configured and switched on.
-    pub fn captcha_in_force(&self) -> Option<&Recaptcha> {
-        self.captcha
-            .as_ref()
-            .filter(|_| self.policy.get().recaptcha_enabled)
+    /// What the settings ask of the login step, and whether this instance can do it.
+    pub fn captcha(&self) -> Captcha<'_> {
+        match (self.policy.get().recaptcha_enabled, &self.captcha) {
+            (false, _) => Captcha::Off,
+            (true, Some(recaptcha)) => Captcha::Required(recaptcha),
+            (true, None) => Captcha::Unverifiable,
+        }
     }
 
     /// What `action` asks of the attempt counters (see `lockout`).
@@ -521,6 +532,15 @@ impl SignIn {
             .map_err(anyhow::Error::from)??;
         Ok(pair)
     }
+}
+
+/// reCAPTCHA at the login step.
+pub enum Captcha<'a> {
+    Off,
+    Required(&'a Recaptcha),
+    /// Switched on (the settings are shared), but this instance has no keys:
+    /// it refuses the login step rather than skip the check.
+    Unverifiable,
 }
 
 /// What a client presents with a step besides the body's own fields.

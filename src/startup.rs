@@ -56,8 +56,9 @@ impl Application {
         );
         let policy = Arc::new(LivePolicy::load(store.clone(), settings.initial_policy()).await?);
         if policy.get().recaptcha_enabled && settings.recaptcha_secret.is_none() {
-            tracing::warn!(
-                "the stored settings turn reCAPTCHA on, but this instance has no reCAPTCHA keys: it runs without"
+            tracing::error!(
+                "the stored settings turn reCAPTCHA on, but this instance has no reCAPTCHA keys: \
+                 its login step answers 503 captcha_unavailable until they are set"
             );
         }
         tokio::spawn(Arc::clone(&policy).keep_fresh());

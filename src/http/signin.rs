@@ -4,7 +4,7 @@ use super::error::{ApiError, ErrorKind};
 use super::rate_limit::IpLimiter;
 use crate::credentials::{IssuedToken, TokenPair};
 use crate::domain::{DeviceFingerprint, Email, OtpCode, Password, WizardId, WizardKey};
-use crate::signin::{Credentials, Failure, Outcome, Presented, SignIn, SignInError};
+use crate::signin::{Captcha, Credentials, Failure, Outcome, Presented, SignIn, SignInError};
 use crate::wizard::Factor;
 use actix_web::{HttpRequest, HttpResponse, web};
 use secrecy::SecretString;
@@ -96,12 +96,17 @@ impl From<Outcome> for Envelope<StepData> {
 pub async fn start(signin: web::Data<SignIn>) -> Result<HttpResponse, ApiError> {
     let (wizard, key) = signin.start().await?;
     let data = StartData {
-        recaptcha: match signin.captcha_in_force() {
-            Some(captcha) => Recaptcha {
+        recaptcha: match signin.captcha() {
+            Captcha::Required(captcha) => Recaptcha {
                 enabled: true,
                 site_key: Some(&captcha.site_key),
             },
-            None => Recaptcha {
+            // The truth: the login step will need a token, which this instance cannot offer.
+            Captcha::Unverifiable => Recaptcha {
+                enabled: true,
+                site_key: None,
+            },
+            Captcha::Off => Recaptcha {
                 enabled: false,
                 site_key: None,
             },

@@ -150,3 +150,51 @@ async fn a_token_solved_on_another_site_is_refused() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_instance_without_keys_refuses_the_login_step_while_recaptcha_is_on() {
+    let verifier = FakeRecaptcha::spawn(false).await;
+    let sms = FakeSms::spawn().await;
+    let mut with_keys = test_settings(Backend::Redis, &sms);
+    with_keys.recaptcha_site_key = Some("site-key-123".into());
+    with_keys.recaptcha_secret = Some(RECAPTCHA_SECRET.to_owned().into());
+    with_keys.recaptcha_verify_url = verifier.url.parse().unwrap();
+    let mut without = with_keys.clone();
+    without.recaptcha_site_key = None;
+    without.recaptcha_secret = None;
+    let keyed = spawn_with(with_keys, sms.clone()).await;
+    // The switch is shared through the store: on for every instance.
+    let (status, _) = keyed
+        .put_settings(json!({ "recaptcha_enabled": true }))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let keyless = spawn_with(without, sms).await;
+    let user = keyed.create_user(UserSpec::default()).await;
+
+    let start = keyless.get("/api/v2/my/signin/wizard").await;
+    assert_eq!(start.body["data"]["recaptcha"], json!({ "enabled": true }));
+    let uuid = start.body["uuid"].as_str().unwrap().to_owned();
+    for token in [None, Some("pass-keyless")] {
+        let reply = match token {
+            Some(token) => {
+                keyless
+                    .signin_with_captcha(&uuid, &user.email, &user.password, token)
+                    .await
+            }
+            None => keyless.signin(&uuid, &user.email, &user.password).await,
+        };
+        reply.assert_envelope();
+        assert_eq!(
+            (reply.status, reply.error()),
+            (StatusCode::SERVICE_UNAVAILABLE, "captcha_unavailable"),
+            "{}",
+            reply.body
+        );
+        assert_eq!(reply.workflow(), "login");
+    }
+    // The instance that can verify serves the same wizard.
+    let ok = keyed
+        .signin_with_captcha(&uuid, &user.email, &user.password, "pass-keyed")
+        .await;
+    assert_eq!(ok.status, StatusCode::ACCEPTED, "{}", ok.body);
+}
