@@ -10,13 +10,14 @@
 
 use futures::StreamExt;
 use serde_json::{Value, json};
-use signin_wizard::config::Settings;
+use signin_wizard::config::{ServiceUrl, Settings};
 use signin_wizard::credentials::TotpSecret;
+use signin_wizard::domain::AdminToken;
 use signin_wizard::startup::Application;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const ADMIN_TOKEN: &str = "load-admin-token";
+const ADMIN_TOKEN: &str = "load-tool-admin-token-0123456789abcdef";
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -51,8 +52,8 @@ async fn run(
 ) -> anyhow::Result<()> {
     let mut settings = Settings::from_env()?;
     settings.bind = "127.0.0.1:0".parse()?;
-    settings.redis_url = redis.map(PrivateRedis::url);
-    settings.admin_token = Some(ADMIN_TOKEN.to_owned().into());
+    settings.redis_url = redis.map(PrivateRedis::url).transpose()?;
+    settings.admin_token = Some(AdminToken::parse(ADMIN_TOKEN)?);
     settings.demo_users = Some(false);
     settings.hash_queue = signins; // measure throughput, not shedding
     settings.ip_limit_per_minute = 0; // every client here is 127.0.0.1
@@ -235,15 +236,18 @@ impl PrivateRedis {
         anyhow::bail!("redis-server did not start")
     }
 
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+    fn url(&self) -> anyhow::Result<ServiceUrl> {
+        Ok(ServiceUrl::parse(&format!(
+            "redis://127.0.0.1:{}",
+            self.port
+        ))?)
     }
 
     /// Counts from INFO commandstats. Every request the service sends is
     /// one script call (EVALSHA/EVAL) or one MULTI..EXEC pipeline, so those
     /// count round trips; `commands` also counts what scripts run inside.
     fn commands(&self) -> anyhow::Result<CommandStats> {
-        let client = redis::Client::open(self.url())?;
+        let client = redis::Client::open(self.url()?.expose().as_str())?;
         let mut conn = client.get_connection()?;
         let info: String = redis::cmd("INFO").arg("commandstats").query(&mut conn)?;
         let mut stats = CommandStats::default();

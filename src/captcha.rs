@@ -1,6 +1,7 @@
 //! Server-side reCAPTCHA verification (Google's `siteverify` protocol): a
 //! form POST of secret, response token and client IP; `{"success": bool}`.
 
+use crate::config::ServiceUrl;
 use anyhow::Context as _;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -12,7 +13,7 @@ const VERIFY_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct Recaptcha {
     client: reqwest::Client,
-    verify_url: reqwest::Url,
+    verify_url: ServiceUrl,
     secret: SecretString,
     pub site_key: String,
     /// Sites a token may come from (Google's `hostname`); empty accepts any.
@@ -39,7 +40,7 @@ impl Recaptcha {
     pub fn new(
         site_key: String,
         secret: SecretString,
-        verify_url: reqwest::Url,
+        verify_url: ServiceUrl,
         hostnames: Vec<String>,
     ) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
@@ -72,7 +73,7 @@ impl Recaptcha {
         ];
         let verdict: Verdict = self
             .client
-            .post(self.verify_url.clone())
+            .post(self.verify_url.expose().clone())
             .form(&form)
             .send()
             .await

@@ -7,7 +7,7 @@ use crate::startup::{Application, open_store};
 use crate::users::{self, NewUser, UserView};
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -115,7 +115,7 @@ fn print_welcome(app: &Application, settings: &Settings) {
         println!(
             "  admin API token (generated for this run; set WIZARD_ADMIN_TOKEN to choose one):"
         );
-        println!("    export WIZARD_ADMIN_TOKEN={}", token.expose_secret());
+        println!("    export WIZARD_ADMIN_TOKEN={}", token.expose());
     }
     if !welcome.demo_accounts.is_empty() {
         println!(
@@ -182,7 +182,7 @@ async fn add_user(add: AddUser) -> anyhow::Result<UserView> {
     });
     let response = reqwest::Client::new()
         .post(server.join("api/v2/admin/users")?)
-        .bearer_auth(token.expose_secret())
+        .bearer_auth(token.expose())
         .json(&body)
         .send()
         .await

@@ -6,6 +6,7 @@ use crate::config::Settings;
 use crate::credentials::{Keyring, PasswordHasher, SmsCodes, TokenIssuer};
 use crate::delivery::SmsGateway;
 use crate::demo::{self, DemoAccount};
+use crate::domain::AdminToken;
 use crate::http::{self, AdminApi, AdminParts, IpLimiter};
 use crate::policy::LivePolicy;
 use crate::signin::SignIn;
@@ -14,7 +15,6 @@ use actix_web::dev::Server;
 use actix_web::middleware::Logger;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
-use secrecy::SecretString;
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +32,7 @@ pub struct Application {
 pub struct Welcome {
     pub backend: &'static str,
     /// Set when no token was configured and one was generated for this run.
-    pub generated_admin_token: Option<SecretString>,
+    pub generated_admin_token: Option<AdminToken>,
     pub demo_accounts: Vec<DemoAccount>,
 }
 
@@ -84,8 +84,9 @@ impl Application {
 
         // The embedded store can only be reached through this process, so an
         // operator needs the admin API: make a token if none was configured.
-        let generated_admin_token =
-            (settings.admin_token.is_none() && settings.redis_url.is_none()).then(random_token);
+        let generated_admin_token = (settings.admin_token.is_none()
+            && settings.redis_url.is_none())
+        .then(AdminToken::generate);
         let admin = settings
             .admin_token
             .as_ref()
@@ -191,16 +192,6 @@ async fn shared_keyring(store: &dyn Store, settings: &Settings) -> anyhow::Resul
         }
         None => Ok(keyring),
     }
-}
-
-fn random_token() -> SecretString {
-    use base64::Engine;
-    use rand::RngCore;
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(bytes)
-        .into()
 }
 
 async fn forget_idle_addresses(limiter: Arc<IpLimiter>) {

@@ -1,3 +1,4 @@
+use crate::config::ServiceUrl;
 use crate::domain::{OtpCode, PhoneNumber};
 use anyhow::Context as _;
 use serde::Serialize;
@@ -11,7 +12,7 @@ pub enum SmsGateway {
     /// POSTs `{"to", "text", "code"}` as JSON; any 2xx is a successful hand-over.
     Webhook {
         client: reqwest::Client,
-        url: reqwest::Url,
+        url: ServiceUrl,
     },
 }
 
@@ -27,7 +28,7 @@ struct WebhookMessage<'a> {
 }
 
 impl SmsGateway {
-    pub fn webhook(url: reqwest::Url, timeout: Duration) -> anyhow::Result<Self> {
+    pub fn webhook(url: ServiceUrl, timeout: Duration) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .build()
@@ -52,7 +53,7 @@ impl SmsGateway {
                     code: code.expose(),
                 };
                 client
-                    .post(url.clone())
+                    .post(url.expose().clone())
                     .json(&message)
                     .send()
                     .await

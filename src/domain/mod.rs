@@ -1,5 +1,6 @@
 //! Parsed input: once a value has one of these types it is known to be well formed.
 
+mod admin_token;
 mod email;
 mod fingerprint;
 mod otp_code;
@@ -8,6 +9,7 @@ mod phone;
 mod wizard_id;
 mod wizard_key;
 
+pub use admin_token::AdminToken;
 pub use email::Email;
 pub use fingerprint::DeviceFingerprint;
 pub use otp_code::OtpCode;

@@ -3,21 +3,18 @@
 use super::body::read_object;
 use super::error::{ApiError, ErrorKind, store_error};
 use crate::credentials::{HashError, PasswordHasher, TotpSecret};
-use crate::domain::{Email, NewPassword, ParseError, PhoneNumber, UserId};
+use crate::domain::{AdminToken, Email, NewPassword, ParseError, PhoneNumber, UserId};
 use crate::lockout::AttemptKey;
 use crate::policy::{LivePolicy, PolicyPatch};
 use crate::store::{Store, UserWriteError};
 use crate::users::{self, AccountChange, NewUser, RegisterError, User};
 use actix_web::{HttpRequest, HttpResponse, web};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::{Deserialize, Deserializer};
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use subtle::ConstantTimeEq;
 
 pub struct AdminApi {
-    /// SHA-256 of the token: comparing digests hides the token's length too.
-    token_digest: [u8; 32],
+    token: AdminToken,
     store: Arc<dyn Store>,
     passwords: Arc<PasswordHasher>,
     policy: Arc<LivePolicy>,
@@ -37,9 +34,9 @@ pub struct AdminParts {
 }
 
 impl AdminApi {
-    pub fn new(token: &SecretString, parts: AdminParts) -> Self {
+    pub fn new(token: &AdminToken, parts: AdminParts) -> Self {
         Self {
-            token_digest: Sha256::digest(token.expose_secret().as_bytes()).into(),
+            token: token.clone(),
             store: parts.store,
             passwords: parts.passwords,
             policy: parts.policy,
@@ -49,14 +46,15 @@ impl AdminApi {
     }
 
     fn authorize(&self, req: &HttpRequest) -> Result<(), AdminError> {
+        // The scheme is case-insensitive (RFC 9110 §11.1); an empty token never matches.
         let presented = req
             .headers()
             .get("Authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        if bool::from(digest.ct_eq(&self.token_digest)) {
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, token)| token.trim());
+        if self.token.admits(presented) {
             Ok(())
         } else {
             Err(AdminError::new(

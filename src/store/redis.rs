@@ -2,6 +2,7 @@ use super::{
     AttemptStore, Attempts, KeyringStore, Loaded, PolicyStore, Replaced, Settle, Store, StoreError,
     UserStore, UserWriteError, Versioned, WizardStore, purge_at,
 };
+use crate::config::ServiceUrl;
 use crate::credentials::Keyring;
 use crate::domain::{Email, UserId, WizardId};
 use crate::lockout::{Admission, Attempt, AttemptKey, Gate};
@@ -42,7 +43,7 @@ struct Scripts {
 
 #[derive(Debug, Clone)]
 pub struct RedisStoreConfig {
-    pub url: String,
+    pub url: ServiceUrl,
     pub prefix: String,
     /// Upper bound for one command, so a stalled Redis becomes a quick 503.
     pub timeout: Duration,
@@ -50,7 +51,7 @@ pub struct RedisStoreConfig {
 
 impl RedisStore {
     pub async fn connect(config: &RedisStoreConfig) -> anyhow::Result<Self> {
-        let client = redis::Client::open(config.url.as_str())
+        let client = redis::Client::open(config.url.expose().as_str())
             .context("WIZARD_REDIS_URL is not a Redis URL")?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout))
@@ -59,7 +60,7 @@ impl RedisStore {
             .set_max_delay(config.timeout);
         let conn = ConnectionManager::new_with_config(client, manager_config)
             .await
-            .with_context(|| format!("cannot reach Redis at {}", redacted(&config.url)))?;
+            .with_context(|| format!("cannot reach Redis at {}", config.url))?;
         Ok(Self {
             conn,
             prefix: config.prefix.clone(),
@@ -80,14 +81,6 @@ impl RedisStore {
 
     fn attempts_key(&self, key: &AttemptKey) -> String {
         self.key("attempts", key.name())
-    }
-}
-
-/// Never print a password that may sit in the URL.
-fn redacted(url: &str) -> String {
-    match url.split_once('@') {
-        Some((_, host)) => format!("redis://***@{host}"),
-        None => url.to_owned(),
     }
 }
 

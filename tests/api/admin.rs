@@ -12,11 +12,14 @@ async fn admin_requires_the_bearer_token() {
     let app = spawn_app(Backend::Memory).await;
     let url = format!("{}/api/v2/admin/users", app.address);
     let body = json!({ "email": "a@b.test", "password": "long enough" });
+    let token_without_scheme = ADMIN_TOKEN.to_owned();
     for auth in [
         None,
         Some("Bearer wrong"),
+        Some("Bearer "),
+        Some("Bearer"),
         Some("Basic dGVzdA=="),
-        Some(ADMIN_TOKEN),
+        Some(token_without_scheme.as_str()),
     ] {
         let mut request = app.client.post(&url).json(&body);
         if let Some(auth) = auth {
@@ -27,6 +30,15 @@ async fn admin_requires_the_bearer_token() {
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"]["code"], "unauthorized");
     }
+    // The scheme is case-insensitive.
+    let response = app
+        .client
+        .get(format!("{}/api/v2/admin/settings", app.address))
+        .header("Authorization", format!("bearer {ADMIN_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
 }
 
 #[tokio::test]

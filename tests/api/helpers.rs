@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use signin_wizard::clock::Clock;
 use signin_wizard::config::Settings;
 use signin_wizard::credentials::{AccessClaims, TotpSecret};
+use signin_wizard::domain::AdminToken;
 use signin_wizard::startup::Application;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -24,7 +25,7 @@ pub enum Backend {
 
 pub const BACKENDS: [Backend; 2] = [Backend::Memory, Backend::Redis];
 
-pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const ADMIN_TOKEN: &str = "test-admin-token-of-at-least-32-chars";
 
 /// A `redis-server` owned by the test process (killed on drop).
 pub struct RedisServer {
@@ -248,11 +249,11 @@ pub fn test_settings(backend: Backend, sms: &FakeSms) -> Settings {
     settings.bind = "127.0.0.1:0".parse().unwrap();
     settings.redis_url = match backend {
         Backend::Memory => None,
-        Backend::Redis => Some(shared_redis_url()),
+        Backend::Redis => Some(shared_redis_url().parse().unwrap()),
     };
     settings.redis_prefix = format!("test:{}:", uuid::Uuid::new_v4());
     settings.sms_webhook_url = Some(sms.url.parse().unwrap());
-    settings.admin_token = Some(ADMIN_TOKEN.to_owned().into());
+    settings.admin_token = Some(AdminToken::parse(ADMIN_TOKEN).unwrap());
     settings.demo_users = Some(false);
     settings.argon2_memory_kib = 64;
     settings.argon2_iterations = 1;

@@ -4,6 +4,7 @@ mod admin;
 mod bad_input;
 mod captcha;
 mod concurrency;
+mod configuration;
 mod helpers;
 mod instances;
 mod lockout;

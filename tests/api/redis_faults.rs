@@ -8,7 +8,7 @@ async fn redis_down_mid_flow_answers_503_and_recovers_when_it_returns() {
     let mut redis = RedisServer::spawn();
     let sms = FakeSms::spawn().await;
     let mut settings = test_settings(Backend::Redis, &sms);
-    settings.redis_url = Some(redis.url());
+    settings.redis_url = Some(redis.url().parse().unwrap());
     settings.redis_timeout_ms = 300;
     let app = spawn_with(settings, sms).await;
 
@@ -74,7 +74,7 @@ async fn a_stalled_redis_answers_503_within_the_timeout_and_issues_no_token() {
     let redis = RedisServer::spawn();
     let sms = FakeSms::spawn().await;
     let mut settings = test_settings(Backend::Redis, &sms);
-    settings.redis_url = Some(redis.url());
+    settings.redis_url = Some(redis.url().parse().unwrap());
     settings.redis_timeout_ms = 300;
     let app = spawn_with(settings, sms).await;
     let user = app.create_user(UserSpec::totp()).await;

@@ -1,13 +1,21 @@
 //! Settings, read once at start-up from `WIZARD_*` environment variables
 //! (each also a `serve` flag; `signin-wizard serve --help` lists them).
+//! Values that may carry credentials are hidden from `--help`, never
+//! echoed in errors, and refused when set but empty.
+
+mod values;
+
+pub use values::ServiceUrl;
 
 use crate::credentials::{PasswordPolicy, TokenSettings};
+use crate::domain::AdminToken;
 use crate::policy::Policy;
 use clap::Args;
 use secrecy::SecretString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+use values::quiet;
 
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
@@ -16,8 +24,8 @@ pub struct Settings {
     pub bind: SocketAddr,
 
     /// Redis URL; when unset, an embedded in-process store is used.
-    #[arg(long, env = "WIZARD_REDIS_URL")]
-    pub redis_url: Option<String>,
+    #[arg(long, env = "WIZARD_REDIS_URL", hide_env_values = true, value_parser = quiet(ServiceUrl::parse))]
+    pub redis_url: Option<ServiceUrl>,
 
     /// Prefix of every Redis key, so several deployments can share one Redis.
     #[arg(long, env = "WIZARD_REDIS_PREFIX", default_value = "signin-wizard:")]
@@ -52,23 +60,25 @@ pub struct Settings {
     pub ip_limit_per_minute: u32,
 
     /// reCAPTCHA site key, shown to clients by GET /signin/wizard.
-    #[arg(long, env = "WIZARD_RECAPTCHA_SITE_KEY")]
+    #[arg(long, env = "WIZARD_RECAPTCHA_SITE_KEY", value_parser = quiet(values::text))]
     pub recaptcha_site_key: Option<String>,
 
     /// reCAPTCHA secret; with the site key, reCAPTCHA starts enabled.
-    #[arg(long, env = "WIZARD_RECAPTCHA_SECRET", hide_env_values = true)]
+    #[arg(long, env = "WIZARD_RECAPTCHA_SECRET", hide_env_values = true, value_parser = quiet(values::secret))]
     pub recaptcha_secret: Option<SecretString>,
 
     /// Where reCAPTCHA answers are verified.
     #[arg(
         long,
         env = "WIZARD_RECAPTCHA_VERIFY_URL",
+        hide_env_values = true,
+        value_parser = quiet(ServiceUrl::parse),
         default_value = "https://www.google.com/recaptcha/api/siteverify"
     )]
-    pub recaptcha_verify_url: reqwest::Url,
+    pub recaptcha_verify_url: ServiceUrl,
 
     /// Hostnames (comma-separated) reCAPTCHA tokens must have been solved on; unset accepts any.
-    #[arg(long, env = "WIZARD_RECAPTCHA_HOSTNAMES", value_delimiter = ',')]
+    #[arg(long, env = "WIZARD_RECAPTCHA_HOSTNAMES", value_delimiter = ',', value_parser = quiet(values::text))]
     pub recaptcha_hostnames: Vec<String>,
 
     /// Refuse steps that lack the wizard's X-Wizard-Key (plain B2Core clients send none).
@@ -91,30 +101,31 @@ pub struct Settings {
     #[arg(long, env = "WIZARD_SMS_MAX_RESENDS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=100))]
     pub sms_max_resends: u32,
 
-    /// SMS gateway webhook; when unset, SMS messages are written to the log.
-    #[arg(long, env = "WIZARD_SMS_WEBHOOK_URL")]
-    pub sms_webhook_url: Option<reqwest::Url>,
+    /// SMS gateway webhook (user and password in the URL go out as Basic auth);
+    /// when unset, SMS messages are written to the log.
+    #[arg(long, env = "WIZARD_SMS_WEBHOOK_URL", hide_env_values = true, value_parser = quiet(ServiceUrl::parse))]
+    pub sms_webhook_url: Option<ServiceUrl>,
 
-    /// Bearer token for the admin API; the admin API is off when unset
-    /// (except on the embedded store, which generates one and prints it).
-    #[arg(long, env = "WIZARD_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<SecretString>,
+    /// Bearer token for the admin API, at least 32 characters; the admin API is
+    /// off when unset (except on the embedded store, which generates one and prints it).
+    #[arg(long, env = "WIZARD_ADMIN_TOKEN", hide_env_values = true, value_parser = quiet(AdminToken::parse))]
+    pub admin_token: Option<AdminToken>,
 
     /// Create demo accounts at start-up (default: only with the embedded store).
     #[arg(long, env = "WIZARD_DEMO_USERS")]
     pub demo_users: Option<bool>,
 
     /// `iss` of issued tokens.
-    #[arg(long, env = "WIZARD_JWT_ISSUER", default_value = "signin-wizard")]
+    #[arg(long, env = "WIZARD_JWT_ISSUER", default_value = "signin-wizard", value_parser = quiet(values::text))]
     pub jwt_issuer: String,
 
     /// `aud` of issued tokens.
-    #[arg(long, env = "WIZARD_JWT_AUDIENCE", default_value = "signin-wizard")]
+    #[arg(long, env = "WIZARD_JWT_AUDIENCE", default_value = "signin-wizard", value_parser = quiet(values::text))]
     pub jwt_audience: String,
 
     /// RSA private key (PEM) to sign tokens with; when unset, a key is
     /// generated once and shared through the store.
-    #[arg(long, env = "WIZARD_JWT_PRIVATE_KEY_FILE")]
+    #[arg(long, env = "WIZARD_JWT_PRIVATE_KEY_FILE", value_parser = quiet(values::path))]
     pub jwt_private_key_file: Option<PathBuf>,
 
     /// Access token lifetime, in seconds.
