@@ -42,58 +42,22 @@ impl Policy {
         patch: PolicyPatch,
         recaptcha_configured: bool,
     ) -> Result<Self, InvalidSetting> {
-        fn within(
-            field: &'static str,
-            value: Option<u32>,
-            range: std::ops::RangeInclusive<u32>,
-            target: &mut u32,
-        ) -> Result<(), InvalidSetting> {
+        let numbers = [
+            (patch.max_attempts, &mut self.max_attempts),
+            (patch.attempts_window_secs, &mut self.attempts_window_secs),
+            (patch.block_secs, &mut self.block_secs),
+            (patch.wizard_ttl_secs, &mut self.wizard_ttl_secs),
+            (patch.ip_limit_per_minute, &mut self.ip_limit_per_minute),
+        ];
+        for ((field, range), (value, target)) in LIMITS.iter().zip(numbers) {
             match value {
-                Some(v) if !range.contains(&v) => Err(InvalidSetting {
-                    field,
-                    message: format!(
-                        "{field} must be between {} and {}",
-                        range.start(),
-                        range.end()
-                    ),
-                }),
-                Some(v) => {
-                    *target = v;
-                    Ok(())
+                Some(v) if !range.contains(&v) => {
+                    return Err(InvalidSetting::outside(field, range));
                 }
-                None => Ok(()),
+                Some(v) => *target = v,
+                None => {}
             }
         }
-        within(
-            "max_attempts",
-            patch.max_attempts,
-            1..=1000,
-            &mut self.max_attempts,
-        )?;
-        within(
-            "attempts_window_secs",
-            patch.attempts_window_secs,
-            1..=86_400,
-            &mut self.attempts_window_secs,
-        )?;
-        within(
-            "block_secs",
-            patch.block_secs,
-            1..=604_800,
-            &mut self.block_secs,
-        )?;
-        within(
-            "wizard_ttl_secs",
-            patch.wizard_ttl_secs,
-            30..=86_400,
-            &mut self.wizard_ttl_secs,
-        )?;
-        within(
-            "ip_limit_per_minute",
-            patch.ip_limit_per_minute,
-            0..=1_000_000,
-            &mut self.ip_limit_per_minute,
-        )?;
         if let Some(enabled) = patch.recaptcha_enabled {
             if enabled && !recaptcha_configured {
                 return Err(InvalidSetting {
@@ -106,6 +70,15 @@ impl Policy {
         Ok(self)
     }
 }
+
+/// The numeric settings and the values each accepts, in `PolicyPatch` order.
+const LIMITS: [(&str, std::ops::RangeInclusive<u32>); 5] = [
+    ("max_attempts", 1..=1000),
+    ("attempts_window_secs", 1..=86_400),
+    ("block_secs", 1..=604_800),
+    ("wizard_ttl_secs", 30..=86_400),
+    ("ip_limit_per_minute", 0..=1_000_000),
+];
 
 /// A `PUT /api/v2/admin/settings` body: any subset of the fields.
 #[derive(Debug, Default, Deserialize)]
@@ -124,6 +97,34 @@ pub struct PolicyPatch {
 pub struct InvalidSetting {
     pub field: &'static str,
     pub message: String,
+}
+
+impl InvalidSetting {
+    /// `field` got a value it does not accept (out of range, or of the wrong
+    /// type: the answer is the same); `None` when there is no such setting.
+    pub fn for_field(field: &str) -> Option<Self> {
+        if field == "recaptcha_enabled" {
+            return Some(Self {
+                field: "recaptcha_enabled",
+                message: "recaptcha_enabled must be true or false".into(),
+            });
+        }
+        LIMITS
+            .iter()
+            .find(|(name, _)| *name == field)
+            .map(|(name, range)| Self::outside(name, range))
+    }
+
+    fn outside(field: &'static str, range: &std::ops::RangeInclusive<u32>) -> Self {
+        Self {
+            field,
+            message: format!(
+                "{field} must be a whole number between {} and {}",
+                range.start(),
+                range.end()
+            ),
+        }
+    }
 }
 
 /// This instance's copy of the policy, refreshed from the store.

@@ -1,11 +1,11 @@
 //! Operator API for user accounts, behind a bearer token.
 
-use super::body::read_object;
+use super::body::{BodyError, fields_as, read_object};
 use super::error::{ApiError, ErrorKind, store_error};
 use crate::credentials::{HashError, PasswordHasher, TotpSecret};
 use crate::domain::{AdminToken, Email, NewPassword, ParseError, PhoneNumber, UserId};
 use crate::lockout::AttemptKey;
-use crate::policy::{LivePolicy, PolicyPatch};
+use crate::policy::{InvalidSetting, LivePolicy, PolicyPatch};
 use crate::store::{Store, UserWriteError};
 use crate::users::{self, AccountChange, NewUser, RegisterError, User};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -158,9 +158,22 @@ struct CreateUser {
 }
 
 async fn parse<T: serde::de::DeserializeOwned>(payload: web::Payload) -> Result<T, AdminError> {
-    let object = read_object(payload).await?;
-    serde_json::from_value(serde_json::Value::Object(object))
-        .map_err(|e| AdminError::new(ErrorKind::InvalidRequest, e.to_string()))
+    parse_wording(payload, |_, message| message).await
+}
+
+/// A body that is not the expected shape is 400; a field whose value is of
+/// the wrong type is 422 naming it, like any other unacceptable value
+/// (`word` may say it as the field's own rule).
+async fn parse_wording<T: serde::de::DeserializeOwned>(
+    payload: web::Payload,
+    word: impl FnOnce(&str, String) -> String,
+) -> Result<T, AdminError> {
+    fields_as(read_object(payload).await?).map_err(|e| match e {
+        BodyError::Shape(message) => AdminError::new(ErrorKind::InvalidRequest, message),
+        BodyError::Field { field, message } => {
+            AdminError::new(ErrorKind::InvalidField, word(&field, message))
+        }
+    })
 }
 
 fn totp_from(secret: Option<String>, generate: bool) -> Result<Option<TotpSecret>, AdminError> {
@@ -325,7 +338,11 @@ pub async fn put_settings(
     payload: web::Payload,
 ) -> Result<HttpResponse, AdminError> {
     admin.authorize(&req)?;
-    let patch: PolicyPatch = parse(payload).await?;
+    // A value of the wrong type gets the answer an out-of-range one gets.
+    let patch: PolicyPatch = parse_wording(payload, |field, message| {
+        InvalidSetting::for_field(field).map_or(message, |invalid| invalid.message)
+    })
+    .await?;
     let policy = admin
         .policy
         .get()

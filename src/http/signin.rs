@@ -168,14 +168,6 @@ fn parse_credentials(
     })
 }
 
-/// The body of a step after `login`: its own fields, and the device if it names it.
-#[derive(Deserialize)]
-struct LaterStep<B> {
-    #[serde(flatten)]
-    fields: B,
-    device_fingerprint: Option<String>,
-}
-
 #[derive(Deserialize)]
 struct ChooseFactorBody {
     #[serde(rename = "type")]
@@ -244,8 +236,9 @@ async fn read_later_step<B: DeserializeOwned, T>(
     let mut body = StepBody::read(payload).await?;
     let wizard_key = wizard_key(req, body.id)?;
     let parsed = body
-        .take::<LaterStep<B>>()
-        .and_then(|step| Ok((parse(step.fields)?, device(req, step.device_fingerprint)?)));
+        .take_field::<String>("device_fingerprint")
+        .and_then(|named| device(req, named))
+        .and_then(|device| Ok((parse(body.take::<B>()?)?, device)));
     match parsed {
         Ok((input, device)) => Ok((body.id, input, Presented { wizard_key, device })),
         Err(e) => Err(in_context(signin, body.id, wizard_key.as_ref(), e).await),

@@ -400,3 +400,83 @@ async fn a_rolled_back_login_judges_the_next_email_afresh() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_refused_value_is_never_repeated_in_the_answer() {
+    const SECRET: &str = "hunter2-never-echoed";
+    for backend in BACKENDS {
+        let app = spawn_app(backend).await;
+        let uuid = app.start().await;
+        let fp = fingerprint("agent");
+        let cases = [
+            (
+                "/api/v2/my/signin",
+                json!({ "uuid": uuid, "email": "a@b.c", "password": 12345678, "device_fingerprint": fp }),
+                "password",
+            ),
+            (
+                "/api/v2/my/signin",
+                json!({ "uuid": uuid, "email": "a@b.c", "password": [SECRET], "device_fingerprint": fp }),
+                "password",
+            ),
+            (
+                "/api/v2/my/signin",
+                json!({ "uuid": uuid, "email": { "x": SECRET }, "password": "pw", "device_fingerprint": fp }),
+                "email",
+            ),
+            (
+                "/api/v2/my/2fa/google",
+                json!({ "uuid": uuid, "code": 12345678 }),
+                "code",
+            ),
+            (
+                "/api/v2/my/signin/2fa",
+                json!({ "uuid": uuid, "type": SECRET }),
+                "type",
+            ),
+            (
+                "/api/v2/my/2fa/sms",
+                json!({ "uuid": uuid, "code": "123456", "device_fingerprint": 12345678 }),
+                "device_fingerprint",
+            ),
+        ];
+        for (path, body, field) in cases {
+            let reply = app.post(path, body.clone()).await;
+            reply.assert_envelope();
+            assert_eq!(
+                (reply.status, reply.error()),
+                (StatusCode::BAD_REQUEST, "invalid_request"),
+                "{body}"
+            );
+            let text = reply.body.to_string();
+            assert!(text.contains(&format!("`{field}`")), "{text}");
+            assert!(
+                !text.contains(SECRET) && !text.contains("12345678"),
+                "{text}"
+            );
+        }
+        let reply = app
+            .post_raw("/api/v2/my/signin", format!("\"{SECRET}\""))
+            .await;
+        assert_eq!(reply.error(), "invalid_request");
+        assert!(!reply.body.to_string().contains(SECRET), "{}", reply.body);
+
+        let (status, answer) = app
+            .admin(
+                reqwest::Method::POST,
+                "/api/v2/admin/users",
+                Some(json!({ "email": "a@b.test", "password": 12345678 })),
+            )
+            .await;
+        assert_eq!(
+            (status, &answer["error"]["code"]),
+            (StatusCode::UNPROCESSABLE_ENTITY, &json!("invalid_field")),
+            "{answer}"
+        );
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("`password`") && !message.contains("12345678"),
+            "{message}"
+        );
+    }
+}
