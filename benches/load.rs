@@ -56,7 +56,9 @@ async fn run(
     settings.admin_token = Some(AdminToken::parse(ADMIN_TOKEN)?);
     settings.demo_users = Some(false);
     settings.hash_queue = signins; // measure throughput, not shedding
-    settings.ip_limit_per_minute = 0; // every client here is 127.0.0.1
+    // Every client here is 127.0.0.1.
+    settings.ip_limit_per_minute = 0;
+    settings.admin_ip_limit_per_minute = 0;
     if std::env::var("LOAD_CHEAP_ARGON2").is_ok_and(|v| v == "1") {
         settings.argon2_memory_kib = 64;
         settings.argon2_iterations = 1;

@@ -7,7 +7,7 @@ use crate::credentials::{Keyring, PasswordHasher, SmsCodes, TokenIssuer};
 use crate::delivery::SmsGateway;
 use crate::demo::{self, DemoAccount};
 use crate::domain::AdminToken;
-use crate::http::{self, AdminApi, AdminParts, IpLimiter};
+use crate::http::{self, AdminApi, AdminParts, IpLimiter, TrustedProxies};
 use crate::policy::LivePolicy;
 use crate::signin::SignIn;
 use crate::store::{MemoryStore, RedisStore, RedisStoreConfig, Store};
@@ -109,11 +109,19 @@ impl Application {
             Vec::new()
         };
 
-        let ip_limiter = web::Data::new(IpLimiter::new(
-            Arc::clone(&policy),
-            settings.trusted_proxies.clone(),
-        ));
+        let proxies = TrustedProxies::new(settings.trusted_proxies.clone());
+        let ip_limiter =
+            web::Data::new(IpLimiter::for_wizard(Arc::clone(&policy), proxies.clone()));
         tokio::spawn(forget_idle_addresses(ip_limiter.clone().into_inner()));
+        let admin_limiter = admin.as_ref().map(|_| {
+            web::Data::new(IpLimiter::for_admin(
+                settings.admin_ip_limit_per_minute,
+                proxies,
+            ))
+        });
+        if let Some(limiter) = &admin_limiter {
+            tokio::spawn(forget_idle_addresses(limiter.clone().into_inner()));
+        }
 
         let listener = TcpListener::bind(settings.bind)
             .with_context(|| format!("cannot listen on {}", settings.bind))?;
@@ -131,8 +139,7 @@ impl Application {
             if let Some(admin) = &admin {
                 app = app.app_data(admin.clone());
             }
-            let admin_enabled = admin.is_some();
-            app.configure(|cfg| http::routes(cfg, admin_enabled))
+            app.configure(|cfg| http::routes(cfg, admin_limiter.clone()))
         })
         .listen(listener)?
         .run();

@@ -85,6 +85,10 @@ pub struct Settings {
     #[arg(long, env = "WIZARD_REQUIRE_WIZARD_KEY", default_value_t = false)]
     pub require_wizard_key: bool,
 
+    /// Requests per minute per client IP on /api/v2/admin/*; 0 turns the limit off.
+    #[arg(long, env = "WIZARD_ADMIN_IP_LIMIT_PER_MINUTE", default_value_t = 300, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub admin_ip_limit_per_minute: u32,
+
     /// Peers (comma-separated IPs) whose X-Forwarded-For is believed.
     #[arg(long, env = "WIZARD_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<std::net::IpAddr>,

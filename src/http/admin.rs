@@ -122,9 +122,14 @@ impl actix_web::ResponseError for AdminError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).json(serde_json::json!({
-            "error": { "code": self.0.kind.code(), "message": self.0.message }
-        }))
+        let mut error =
+            serde_json::json!({ "code": self.0.kind.code(), "message": self.0.message });
+        let mut response = HttpResponse::build(self.status_code());
+        if let Some(secs) = self.0.retry_after {
+            error["retry_after"] = secs.into();
+            response.insert_header((actix_web::http::header::RETRY_AFTER, secs));
+        }
+        response.json(serde_json::json!({ "error": error }))
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod admin;
 mod body;
+mod client_ip;
 mod envelope;
 mod error;
 mod rate_limit;
@@ -10,6 +11,7 @@ mod well_known;
 
 pub use admin::{AdminApi, AdminParts};
 pub use body::StepBody;
+pub use client_ip::TrustedProxies;
 pub use envelope::Envelope;
 pub use error::{ApiError, ErrorKind};
 pub use rate_limit::IpLimiter;
@@ -17,8 +19,9 @@ pub use rate_limit::IpLimiter;
 use actix_web::middleware::{DefaultHeaders, from_fn};
 use actix_web::web;
 
-/// Every route the service answers.
-pub fn routes(cfg: &mut web::ServiceConfig, admin_enabled: bool) {
+/// Every route the service answers; the admin API's only when it is on,
+/// with its own limiter.
+pub fn routes(cfg: &mut web::ServiceConfig, admin_limiter: Option<web::Data<IpLimiter>>) {
     cfg.service(
         web::scope("/api/v2/my")
             .wrap(from_fn(rate_limit::limit_by_ip))
@@ -31,9 +34,13 @@ pub fn routes(cfg: &mut web::ServiceConfig, admin_enabled: bool) {
     )
     .route("/.well-known/jwks.json", web::get().to(well_known::jwks))
     .route("/healthz", web::get().to(well_known::health));
-    if admin_enabled {
+    if let Some(limiter) = admin_limiter {
         cfg.service(
             web::scope("/api/v2/admin")
+                // Its own limiter (see `startup`), which this scope's app data puts
+                // in place of the wizard's for the middleware below.
+                .app_data(limiter)
+                .wrap(from_fn(rate_limit::limit_by_ip))
                 // Answers can carry an otpauth:// URI, which holds a TOTP secret.
                 .wrap(DefaultHeaders::new().add(("Cache-Control", "no-store")))
                 .route("/users", web::post().to(admin::create_user))

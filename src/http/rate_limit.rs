@@ -1,8 +1,11 @@
-//! Per-client-IP request limit on `/api/v2/my/*` (governor's GCRA), with the
-//! `X-RateLimit-*` headers on every answer. It stops one address from
-//! spraying many accounts long before the per-account lockout would lock
-//! real users out (see the README's "Abuse resistance").
+//! Per-client-IP request limits (governor's GCRA), with the `X-RateLimit-*`
+//! headers on every answer: one on `/api/v2/my/*`, which stops one address
+//! from spraying many accounts long before the per-account lockout would
+//! lock real users out (see the README's "Abuse resistance"), and one of its
+//! own on the admin API, so its token cannot be guessed at line speed.
 
+use super::admin::AdminError;
+use super::client_ip::{TrustedProxies, counted_as};
 use super::error::{ApiError, ErrorKind};
 use crate::policy::LivePolicy;
 use actix_web::body::MessageBody;
@@ -23,10 +26,26 @@ type Keyed =
     RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultClock, StateInformationMiddleware>;
 
 pub struct IpLimiter {
-    policy: Arc<LivePolicy>,
-    trusted_proxies: Vec<IpAddr>,
+    per_minute: PerMinute,
+    guards: Guarded,
+    trusted_proxies: TrustedProxies,
     /// The limiter for the current per-minute limit, rebuilt when an admin changes it.
     current: RwLock<Option<(u32, Arc<Keyed>)>>,
+}
+
+/// The API a limiter guards, which decides the shape of its 429.
+#[derive(Clone, Copy)]
+enum Guarded {
+    Wizard,
+    Admin,
+}
+
+/// Where a limiter's requests-per-minute come from (0 turns it off).
+enum PerMinute {
+    /// The wizard's: the runtime settings, which an admin may change.
+    Settings(Arc<LivePolicy>),
+    /// The admin API's: fixed at start-up, so the API cannot lift its own limit.
+    Fixed(u32),
 }
 
 enum Decision {
@@ -39,20 +58,43 @@ enum Decision {
     Limited {
         limit: u32,
         retry_after: Duration,
+        guards: Guarded,
     },
 }
 
 impl IpLimiter {
-    pub fn new(policy: Arc<LivePolicy>, trusted_proxies: Vec<IpAddr>) -> Self {
+    /// The limit on `/api/v2/my/*`, from the runtime settings.
+    pub fn for_wizard(policy: Arc<LivePolicy>, trusted_proxies: TrustedProxies) -> Self {
+        Self::new(
+            Guarded::Wizard,
+            PerMinute::Settings(policy),
+            trusted_proxies,
+        )
+    }
+
+    /// The admin API's own limit.
+    pub fn for_admin(per_minute: u32, trusted_proxies: TrustedProxies) -> Self {
+        Self::new(
+            Guarded::Admin,
+            PerMinute::Fixed(per_minute),
+            trusted_proxies,
+        )
+    }
+
+    fn new(guards: Guarded, per_minute: PerMinute, trusted_proxies: TrustedProxies) -> Self {
         Self {
-            policy,
+            guards,
+            per_minute,
             trusted_proxies,
             current: RwLock::new(None),
         }
     }
 
     fn limiter(&self) -> Option<(u32, Arc<Keyed>)> {
-        let per_minute = NonZeroU32::new(self.policy.get().ip_limit_per_minute)?;
+        let per_minute = NonZeroU32::new(match &self.per_minute {
+            PerMinute::Settings(policy) => policy.get().ip_limit_per_minute,
+            PerMinute::Fixed(per_minute) => *per_minute,
+        })?;
         if let Some((limit, limiter)) = self
             .current
             .read()
@@ -74,7 +116,7 @@ impl IpLimiter {
             return Decision::Off;
         };
         let now = DefaultClock::default().now();
-        match limiter.check_key(&ip) {
+        match limiter.check_key(&counted_as(ip)) {
             Ok(state) => {
                 let remaining = state.remaining_burst_capacity();
                 let per_request = Duration::from_secs(60) / limit;
@@ -87,6 +129,7 @@ impl IpLimiter {
             Err(not_until) => Decision::Limited {
                 limit,
                 retry_after: not_until.wait_time_from(now),
+                guards: self.guards,
             },
         }
     }
@@ -103,30 +146,9 @@ impl IpLimiter {
         }
     }
 
-    /// The client's address: the peer, or behind a trusted proxy the last
-    /// `X-Forwarded-For` entry that is not itself a trusted proxy.
+    /// The client's address (see `client_ip`).
     pub fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
-        let peer = req.peer_addr()?.ip();
-        if !self.trusted_proxies.contains(&peer) {
-            return Some(peer);
-        }
-        // Every X-Forwarded-For line, in order: a proxy may add its own line
-        // after one the client forged, so reading only the first would trust the forgery.
-        let hops: Vec<IpAddr> = req
-            .headers()
-            .get_all("X-Forwarded-For")
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|hop| hop.trim().parse().ok())
-            .collect();
-        Some(
-            hops.iter()
-                .rev()
-                .find(|ip| !self.trusted_proxies.contains(ip))
-                .or(hops.first())
-                .copied()
-                .unwrap_or(peer),
-        )
+        self.trusted_proxies.client_ip(req)
     }
 }
 
@@ -167,7 +189,11 @@ pub async fn limit_by_ip(
             set_headers(response.headers_mut(), limit, remaining, reset);
             Ok(response.map_into_left_body())
         }
-        Decision::Limited { limit, retry_after } => {
+        Decision::Limited {
+            limit,
+            retry_after,
+            guards,
+        } => {
             let error = ApiError {
                 retry_after: Some(retry_after.as_millis().div_ceil(1000) as u64),
                 ..ApiError::new(
@@ -175,7 +201,11 @@ pub async fn limit_by_ip(
                     "too many requests from this address; slow down",
                 )
             };
-            let mut response = error.error_response();
+            // Each API answers in its own shape.
+            let mut response = match guards {
+                Guarded::Wizard => error.error_response(),
+                Guarded::Admin => AdminError::from(error).error_response(),
+            };
             // As on every answer: when the whole allowance is back (one request after `retry_after`, the rest after).
             let full_again = retry_after + Duration::from_secs(60) / limit * (limit - 1);
             set_headers(response.headers_mut(), limit, 0, full_again);

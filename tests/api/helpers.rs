@@ -259,8 +259,9 @@ pub fn test_settings(backend: Backend, sms: &FakeSms) -> Settings {
     settings.argon2_iterations = 1;
     settings.jwt_issuer = "https://signin.test".into();
     settings.jwt_audience = "portal".into();
-    // Every test client is 127.0.0.1; the rate-limit tests turn the limit on.
+    // Every test client is 127.0.0.1; the rate-limit tests turn the limits on.
     settings.ip_limit_per_minute = 0;
+    settings.admin_ip_limit_per_minute = 0;
     settings
 }
 

@@ -1,16 +1,38 @@
 //! The per-IP limit on /api/v2/my/*.
 
-use crate::helpers::{Backend, FakeSms, UserSpec, spawn_with, test_settings};
+use crate::helpers::{
+    ADMIN_TOKEN, BACKENDS, Backend, FakeSms, UserSpec, spawn_with, test_settings,
+};
 use reqwest::StatusCode;
+use serde_json::Value;
 
 async fn app_with_limit(per_minute: u32, trust_localhost: bool) -> crate::helpers::TestApp {
+    app_on(Backend::Redis, per_minute, trust_localhost).await
+}
+
+async fn app_on(
+    backend: Backend,
+    per_minute: u32,
+    trust_localhost: bool,
+) -> crate::helpers::TestApp {
     let sms = FakeSms::spawn().await;
-    let mut settings = test_settings(Backend::Redis, &sms);
+    let mut settings = test_settings(backend, &sms);
     settings.ip_limit_per_minute = per_minute;
     if trust_localhost {
         settings.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
     }
     spawn_with(settings, sms).await
+}
+
+/// Starts a wizard through our proxy (127.0.0.1), with this X-Forwarded-For line.
+async fn start_forwarded(app: &crate::helpers::TestApp, forwarded: &str) -> StatusCode {
+    app.client
+        .get(format!("{}/api/v2/my/signin/wizard", app.address))
+        .header("X-Forwarded-For", forwarded)
+        .send()
+        .await
+        .unwrap()
+        .status()
 }
 
 #[tokio::test]
@@ -145,4 +167,98 @@ async fn a_forged_forwarded_for_line_before_the_proxys_own_is_not_believed() {
             StatusCode::TOO_MANY_REQUESTS
         ]
     );
+}
+
+#[tokio::test]
+async fn a_client_cannot_choose_its_address_past_a_proxy_that_writes_ports_or_junk() {
+    for backend in BACKENDS {
+        // What the proxy appends for the same real client, request after request.
+        for appended in [
+            "198.51.100.9:40123",
+            "[2001:db8::9]:443",
+            "[2001:db8::9]",
+            "unknown",
+        ] {
+            let app = app_on(backend, 2, true).await;
+            let mut statuses = Vec::new();
+            for forged in ["1.1.1.1", "2.2.2.2", "3.3.3.3"] {
+                statuses.push(start_forwarded(&app, &format!("{forged}, {appended}")).await);
+            }
+            assert_eq!(
+                statuses,
+                [
+                    StatusCode::OK,
+                    StatusCode::OK,
+                    StatusCode::TOO_MANY_REQUESTS
+                ],
+                "{backend:?}, proxy appends {appended:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn ipv6_clients_share_an_allowance_per_slash_64() {
+    for backend in BACKENDS {
+        let app = app_on(backend, 2, true).await;
+        let mut statuses = Vec::new();
+        for client in [
+            "2001:db8:1:2::1",
+            "2001:db8:1:2::2",
+            "2001:db8:1:2:ffff::3",
+            "2001:db8:1:3::1",
+        ] {
+            statuses.push(start_forwarded(&app, client).await);
+        }
+        assert_eq!(
+            statuses,
+            [
+                StatusCode::OK,
+                StatusCode::OK,
+                StatusCode::TOO_MANY_REQUESTS,
+                StatusCode::OK
+            ],
+            "{backend:?}: the fourth is another /64"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_admin_api_has_a_limit_of_its_own_per_client_ip() {
+    for backend in BACKENDS {
+        let sms = FakeSms::spawn().await;
+        let mut settings = test_settings(backend, &sms);
+        settings.admin_ip_limit_per_minute = 3;
+        settings.ip_limit_per_minute = 3;
+        settings.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+        let app = spawn_with(settings, sms).await;
+        let url = format!("{}/api/v2/admin/settings", app.address);
+        let guess = |token: &str, from: &str| {
+            app.client
+                .get(&url)
+                .bearer_auth(token)
+                .header("X-Forwarded-For", from)
+                .send()
+        };
+        for n in 0..3 {
+            let response = guess(&format!("guess-{n}"), "203.0.113.7").await.unwrap();
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+            assert_eq!(response.headers()["x-ratelimit-limit"], "3");
+        }
+        // Past the limit even the right token waits: guessing is slowed, not just counted.
+        let response = guess(ADMIN_TOKEN, "203.0.113.7").await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::TOO_MANY_REQUESTS,
+            "{backend:?}"
+        );
+        assert!(response.headers().contains_key("retry-after"));
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+        assert!(body["error"]["retry_after"].as_u64().unwrap() >= 1);
+        // Another address, and the wizard's own limit, are untouched.
+        let response = guess(ADMIN_TOKEN, "198.51.100.2").await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(start_forwarded(&app, "203.0.113.7").await, StatusCode::OK);
+    }
 }
