@@ -48,32 +48,23 @@ impl User {
             phone,
             force_password_reset,
         } = change;
-        let mut named = false;
-        if let Some(email) = email {
-            self.email = email;
-            named = true;
-        }
-        if let Some(hash) = password_hash {
-            self.password_hash = hash;
-            named = true;
-        }
-        if let Some(secret) = totp_secret {
-            self.totp_secret = secret;
-            named = true;
-        }
-        if let Some(phone) = phone {
-            self.phone = phone;
-            named = true;
-        }
-        if let Some(flag) = force_password_reset {
-            self.force_password_reset = flag;
-            named = true;
-        }
-        if named {
+        let named = [
+            set(&mut self.email, email),
+            set(&mut self.password_hash, password_hash),
+            set(&mut self.totp_secret, totp_secret),
+            set(&mut self.phone, phone),
+            set(&mut self.force_password_reset, force_password_reset),
+        ];
+        if named.contains(&true) {
             self.credentials_version += 1;
         }
         self
     }
+}
+
+/// Sets `field` to `value` if there is one; whether there was.
+fn set<T>(field: &mut T, value: Option<T>) -> bool {
+    value.map(|value| *field = value).is_some()
 }
 
 /// An operator's change to an account, already parsed: `None` leaves a

@@ -244,6 +244,15 @@ mod tests {
         transition(&fresh(), creds(Some(acc.clone())), &ctx_at(now())).unwrap()
     }
 
+    /// At `2fa` (`w`), the account chooses SMS.
+    fn choose_sms(w: &Wizard, acc: &Account) -> Wizard {
+        let event = Event::ChooseFactor {
+            factor: Factor::Sms,
+            account: acc.clone(),
+        };
+        transition(w, event, &ctx_at(now())).unwrap().wizard
+    }
+
     #[test]
     fn password_leads_to_the_step_the_account_needs() {
         let cases = [
@@ -287,19 +296,11 @@ mod tests {
     fn choosing_a_factor_then_finishing() {
         let acc = account(true, true, false);
         let w = login(&acc).wizard;
-        let chosen = transition(
-            &w,
-            Event::ChooseFactor {
-                factor: Factor::Sms,
-                account: acc.clone(),
-            },
-            &ctx_at(now()),
-        )
-        .unwrap();
-        assert_eq!(chosen.wizard.workflow(), Workflow::SmsCode);
+        let chosen = choose_sms(&w, &acc);
+        assert_eq!(chosen.workflow(), Workflow::SmsCode);
         let wrong = SecretDigest::new([8; 32]);
         let err = transition(
-            &chosen.wizard,
+            &chosen,
             Event::SmsCode {
                 account: acc.clone(),
                 digest: wrong,
@@ -309,7 +310,7 @@ mod tests {
         assert_eq!(err.unwrap_err(), Rejection::InvalidCode);
         let right = SecretDigest::new([7; 32]);
         let done = transition(
-            &chosen.wizard,
+            &chosen,
             Event::SmsCode {
                 account: acc.clone(),
                 digest: right,
@@ -427,16 +428,7 @@ mod tests {
             version: acc.version + 1,
             ..acc.clone()
         };
-        let chosen = transition(
-            &w,
-            Event::ChooseFactor {
-                factor: Factor::Sms,
-                account: acc.clone(),
-            },
-            &ctx_at(now()),
-        )
-        .unwrap()
-        .wizard;
+        let chosen = choose_sms(&w, &acc);
         for (wizard, event) in [
             (
                 &w,

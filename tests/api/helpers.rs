@@ -514,6 +514,20 @@ impl TestApp {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// `PATCH /api/v2/admin/users/{id}` with `change`; the status.
+    pub async fn patch_user(&self, user: &TestUser, change: Value) -> StatusCode {
+        let path = format!("/api/v2/admin/users/{}", user.id);
+        self.admin(reqwest::Method::PATCH, &path, Some(change))
+            .await
+            .0
+    }
+
+    /// `DELETE /api/v2/admin/users/{id}`; the status.
+    pub async fn delete_user(&self, user: &TestUser) -> StatusCode {
+        let path = format!("/api/v2/admin/users/{}", user.id);
+        self.admin(reqwest::Method::DELETE, &path, None).await.0
+    }
+
     /// `PUT /api/v2/admin/settings` with `patch`.
     pub async fn put_settings(&self, patch: Value) -> (StatusCode, Value) {
         self.admin(reqwest::Method::PUT, "/api/v2/admin/settings", Some(patch))

@@ -2,7 +2,7 @@
 
 use crate::helpers::{BACKENDS, Backend, Reply, TestApp, UserSpec, slow_hashing_app, spawn_app};
 use chrono::{DateTime, Duration};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use signin_wizard::credentials::TokenUse;
 use signin_wizard::startup::Application;
@@ -270,14 +270,7 @@ async fn a_wizard_in_flight_sees_the_account_as_it_is_now() {
             let user = app.create_user(UserSpec::totp()).await;
             let uuid = app.past_password(&user).await;
             let code = app.totp_now(&user);
-            let (status, _) = app
-                .admin(
-                    Method::PATCH,
-                    &format!("/api/v2/admin/users/{}", user.id),
-                    Some(change.clone()),
-                )
-                .await;
-            assert_eq!(status, StatusCode::OK);
+            assert_eq!(app.patch_user(&user, change.clone()).await, StatusCode::OK);
             let reply = app.totp(&uuid, &code).await;
             assert_account_changed(&reply, "2fa_google_auth");
             assert!(
@@ -288,12 +281,8 @@ async fn a_wizard_in_flight_sees_the_account_as_it_is_now() {
         // A new sign-in sees the change: here, the reset the admin forced.
         let user = app.create_user(UserSpec::totp()).await;
         let stale = app.past_password(&user).await;
-        app.admin(
-            Method::PATCH,
-            &format!("/api/v2/admin/users/{}", user.id),
-            Some(json!({ "force_password_reset": true })),
-        )
-        .await;
+        app.patch_user(&user, json!({ "force_password_reset": true }))
+            .await;
         assert_account_changed(
             &app.totp(&stale, &app.totp_now(&user)).await,
             "2fa_google_auth",
@@ -316,14 +305,10 @@ async fn an_sms_code_sent_to_a_phone_since_removed_or_replaced_is_void() {
             let user = app.create_user(UserSpec::sms("+15550101100")).await;
             let uuid = app.past_password(&user).await;
             let code = app.sms_code_of(&user);
-            let (status, _) = app
-                .admin(
-                    Method::PATCH,
-                    &format!("/api/v2/admin/users/{}", user.id),
-                    Some(json!({ "phone": phone })),
-                )
-                .await;
-            assert_eq!(status, StatusCode::OK);
+            assert_eq!(
+                app.patch_user(&user, json!({ "phone": phone })).await,
+                StatusCode::OK
+            );
             assert_account_changed(&app.sms_code(&uuid, &code).await, "2fa_sms_auth");
             let resend = app
                 .post("/api/v2/my/2fa/sms/resend", json!({ "uuid": uuid }))
@@ -340,14 +325,7 @@ async fn an_account_deleted_mid_flow_gets_no_tokens() {
         let user = app.create_user(UserSpec::sms("+15550101100")).await;
         let uuid = app.past_password(&user).await;
         let code = app.sms_code_of(&user);
-        let (status, _) = app
-            .admin(
-                Method::DELETE,
-                &format!("/api/v2/admin/users/{}", user.id),
-                None,
-            )
-            .await;
-        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert_eq!(app.delete_user(&user).await, StatusCode::NO_CONTENT);
         assert_account_changed(&app.sms_code(&uuid, &code).await, "2fa_sms_auth");
     }
 }
@@ -363,19 +341,14 @@ async fn an_account_changed_while_its_password_is_checked_gets_no_tokens() {
             None, // deleted
         ] {
             let user = app.create_user(UserSpec::default()).await;
-            let path = format!("/api/v2/admin/users/{}", user.id);
             let uuid = app.start().await;
             let (reply, status) =
                 tokio::join!(app.signin(&uuid, &user.email, &user.password), async {
                     // The password check takes about a second; the change lands in it.
                     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                     match &change {
-                        Some(change) => {
-                            app.admin(Method::PATCH, &path, Some(change.clone()))
-                                .await
-                                .0
-                        }
-                        None => app.admin(Method::DELETE, &path, None).await.0,
+                        Some(change) => app.patch_user(&user, change.clone()).await,
+                        None => app.delete_user(&user).await,
                     }
                 });
             assert!(status.is_success());
