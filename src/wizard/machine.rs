@@ -460,5 +460,11 @@ mod tests {
         let w = login(&account(false, true, false)).wizard;
         let json = serde_json::to_string(&w).unwrap();
         assert_eq!(serde_json::from_str::<Wizard>(&json).unwrap(), w);
+        // A step stored before accounts had versions is bound at version 0.
+        let mut old: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(old["step"]["user_version"], 1);
+        old["step"].as_object_mut().unwrap().remove("user_version");
+        let read: Wizard = serde_json::from_value(old).unwrap();
+        assert_eq!(read.bound().map(|b| b.version), Some(0));
     }
 }

@@ -91,7 +91,8 @@ pub enum Step {
 pub struct BoundUser {
     #[serde(rename = "user")]
     pub id: UserId,
-    #[serde(rename = "user_version")]
+    /// Records written before versions existed read as 0, like their accounts.
+    #[serde(rename = "user_version", default)]
     pub version: u64,
 }
 
