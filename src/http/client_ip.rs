@@ -19,11 +19,10 @@ impl TrustedProxies {
 
     pub fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
         let peer = req.peer_addr()?.ip();
-        // A line that is not even text is an entry that cannot be read.
         let lines = req
             .headers()
             .get_all("X-Forwarded-For")
-            .map(|line| line.to_str().unwrap_or("unreadable"));
+            .map(|line| line.as_bytes());
         Some(self.resolve(peer, lines))
     }
 
@@ -32,17 +31,17 @@ impl TrustedProxies {
     /// one no client can forge. Every header line counts, in order (a proxy
     /// may add its own line after one the client forged). An entry that
     /// cannot be read ends the walk at the proxy that passed it on: skipping
-    /// it would let a client choose its address by sending junk.
-    pub fn resolve<'a>(
-        &self,
-        peer: IpAddr,
-        lines: impl DoubleEndedIterator<Item = &'a str>,
-    ) -> IpAddr {
+    /// it would let a client choose its address by sending junk. Lines are
+    /// split as bytes, so junk a client puts in front (even bytes that are
+    /// not text) never hides the entry a proxy appended after it.
+    pub fn resolve<'a>(&self, peer: IpAddr, lines: impl Iterator<Item = &'a [u8]>) -> IpAddr {
         let mut nearest = peer.to_canonical();
         if !self.trusts(nearest) {
             return nearest;
         }
-        let entries: Vec<&str> = lines.flat_map(|line| line.split(',')).collect();
+        let entries: Vec<&[u8]> = lines
+            .flat_map(|line| line.split(|byte| *byte == b','))
+            .collect();
         for entry in entries.into_iter().rev() {
             match hop(entry) {
                 Some(ip) if self.trusts(ip) => nearest = ip,
@@ -56,8 +55,8 @@ impl TrustedProxies {
 
 /// One `X-Forwarded-For` entry: an address, an IPv4 address with a port, or
 /// a bracketed IPv6 address with or without one (what proxies write).
-fn hop(entry: &str) -> Option<IpAddr> {
-    let entry = entry.trim();
+fn hop(entry: &[u8]) -> Option<IpAddr> {
+    let entry = std::str::from_utf8(entry).ok()?.trim();
     let ip = entry
         .parse::<IpAddr>()
         .or_else(|_| entry.parse::<SocketAddr>().map(|a| a.ip()))
@@ -87,6 +86,11 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// `proxies.resolve` for header lines given as text.
+    fn resolve(proxies: &TrustedProxies, peer: IpAddr, lines: &[&str]) -> IpAddr {
+        proxies.resolve(peer, lines.iter().map(|line| line.as_bytes()))
+    }
+
     fn behind(proxies: &[&str]) -> TrustedProxies {
         TrustedProxies::new(proxies.iter().map(|p| ip(p)).collect())
     }
@@ -95,21 +99,18 @@ mod tests {
     fn only_a_trusted_peer_is_believed() {
         let proxies = behind(&["10.0.0.1"]);
         assert_eq!(
-            proxies.resolve(ip("203.0.113.9"), ["1.1.1.1"].into_iter()),
+            resolve(&proxies, ip("203.0.113.9"), &["1.1.1.1"]),
             ip("203.0.113.9")
         );
         assert_eq!(
-            proxies.resolve(ip("10.0.0.1"), ["1.1.1.1"].into_iter()),
+            resolve(&proxies, ip("10.0.0.1"), &["1.1.1.1"]),
             ip("1.1.1.1")
         );
         assert_eq!(
-            proxies.resolve(ip("::ffff:10.0.0.1"), ["1.1.1.1"].into_iter()),
+            resolve(&proxies, ip("::ffff:10.0.0.1"), &["1.1.1.1"]),
             ip("1.1.1.1")
         );
-        assert_eq!(
-            proxies.resolve(ip("10.0.0.1"), std::iter::empty()),
-            ip("10.0.0.1")
-        );
+        assert_eq!(resolve(&proxies, ip("10.0.0.1"), &[]), ip("10.0.0.1"));
     }
 
     #[test]
@@ -117,18 +118,15 @@ mod tests {
         let proxies = behind(&["10.0.0.1", "10.0.0.2"]);
         let peer = ip("10.0.0.1");
         assert_eq!(
-            proxies.resolve(peer, ["6.6.6.6, 198.51.100.9, 10.0.0.2"].into_iter()),
+            resolve(&proxies, peer, &["6.6.6.6, 198.51.100.9, 10.0.0.2"]),
             ip("198.51.100.9")
         );
         assert_eq!(
-            proxies.resolve(peer, ["6.6.6.6", "198.51.100.9"].into_iter()),
+            resolve(&proxies, peer, &["6.6.6.6", "198.51.100.9"]),
             ip("198.51.100.9")
         );
         // Only our proxies: the farthest of them.
-        assert_eq!(
-            proxies.resolve(peer, ["10.0.0.2"].into_iter()),
-            ip("10.0.0.2")
-        );
+        assert_eq!(resolve(&proxies, peer, &["10.0.0.2"]), ip("10.0.0.2"));
     }
 
     #[test]
@@ -141,11 +139,7 @@ mod tests {
             ("6.6.6.6, [2001:db8::7]", "2001:db8::7"),
             ("6.6.6.6,2001:db8::7", "2001:db8::7"),
         ] {
-            assert_eq!(
-                proxies.resolve(peer, [entry].into_iter()),
-                ip(client),
-                "{entry}"
-            );
+            assert_eq!(resolve(&proxies, peer, &[entry]), ip(client), "{entry}");
         }
     }
 
@@ -155,18 +149,20 @@ mod tests {
         let peer = ip("10.0.0.1");
         for junk in ["unknown", "", "_hidden", "1.2.3.4.5", "[::1"] {
             let line = format!("6.6.6.6, {junk}");
-            assert_eq!(
-                proxies.resolve(peer, [line.as_str()].into_iter()),
-                peer,
-                "{junk:?}"
-            );
+            assert_eq!(resolve(&proxies, peer, &[line.as_str()]), peer, "{junk:?}");
             let line = format!("6.6.6.6, {junk}, 10.0.0.2");
             assert_eq!(
-                proxies.resolve(peer, [line.as_str()].into_iter()),
+                resolve(&proxies, peer, &[line.as_str()]),
                 ip("10.0.0.2"),
                 "{junk:?}"
             );
         }
+        // Bytes that are not text are junk too, but only that entry: the
+        // address the proxy appended after it on the same line still counts.
+        let lines: [&[u8]; 1] = [b"\xff\xfe, 198.51.100.4"];
+        assert_eq!(proxies.resolve(peer, lines.into_iter()), ip("198.51.100.4"));
+        let lines: [&[u8]; 1] = [b"198.51.100.4, \xff"];
+        assert_eq!(proxies.resolve(peer, lines.into_iter()), peer);
     }
 
     #[test]

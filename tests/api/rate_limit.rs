@@ -25,10 +25,11 @@ async fn app_on(
 }
 
 /// Starts a wizard through our proxy (127.0.0.1), with this X-Forwarded-For line.
-async fn start_forwarded(app: &crate::helpers::TestApp, forwarded: &str) -> StatusCode {
+async fn start_forwarded(app: &crate::helpers::TestApp, forwarded: impl AsRef<[u8]>) -> StatusCode {
+    let line = reqwest::header::HeaderValue::from_bytes(forwarded.as_ref()).unwrap();
     app.client
         .get(format!("{}/api/v2/my/signin/wizard", app.address))
-        .header("X-Forwarded-For", forwarded)
+        .header("X-Forwarded-For", line)
         .send()
         .await
         .unwrap()
@@ -182,7 +183,7 @@ async fn a_client_cannot_choose_its_address_past_a_proxy_that_writes_ports_or_ju
             let app = app_on(backend, 2, true).await;
             let mut statuses = Vec::new();
             for forged in ["1.1.1.1", "2.2.2.2", "3.3.3.3"] {
-                statuses.push(start_forwarded(&app, &format!("{forged}, {appended}")).await);
+                statuses.push(start_forwarded(&app, format!("{forged}, {appended}")).await);
             }
             assert_eq!(
                 statuses,
@@ -194,6 +195,21 @@ async fn a_client_cannot_choose_its_address_past_a_proxy_that_writes_ports_or_ju
                 "{backend:?}, proxy appends {appended:?}"
             );
         }
+        // Bytes that are not text in front of the proxy's entry: only that entry is junk.
+        let app = app_on(backend, 2, true).await;
+        for _ in 0..2 {
+            assert_eq!(start_forwarded(&app, "198.51.100.4").await, StatusCode::OK);
+        }
+        assert_eq!(
+            start_forwarded(&app, b"\xc3\xa9, 198.51.100.4").await,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{backend:?}: no fresh allowance from junk"
+        );
+        assert_eq!(
+            start_forwarded(&app, b"\xff, 198.51.100.5").await,
+            StatusCode::OK,
+            "{backend:?}: another client, counted as itself"
+        );
     }
 }
 
