@@ -10,6 +10,9 @@ use std::sync::{Arc, RwLock};
 /// How often each instance re-reads the policy from the store.
 pub const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Compare-and-set rounds an update may lose before it gives up.
+const UPDATE_TRIES: usize = 8;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
     /// Failed password or code submissions allowed per account within the window.
@@ -81,7 +84,7 @@ const LIMITS: [(&str, std::ops::RangeInclusive<u32>); 5] = [
 ];
 
 /// A `PUT /api/v2/admin/settings` body: any subset of the fields.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyPatch {
     pub max_attempts: Option<u32>,
@@ -127,6 +130,16 @@ impl InvalidSetting {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidSetting),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the settings kept changing during this update; retry")]
+    Contended,
+}
+
 /// This instance's copy of the policy, refreshed from the store.
 pub struct LivePolicy {
     current: RwLock<Policy>,
@@ -150,11 +163,25 @@ impl LivePolicy {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Stores `policy` for every instance and applies it here at once.
-    pub async fn set(&self, policy: Policy) -> Result<(), StoreError> {
-        self.store.save_policy(&policy).await?;
-        self.replace(policy);
-        Ok(())
+    /// Applies `change` to the stored settings (this instance's, if none
+    /// are stored yet) and stores the result for every instance, applying it
+    /// here at once. A compare-and-set: the cached copy may be seconds old
+    /// and another admin may be saving at the same moment, so `change` is
+    /// applied to what is stored now, again if that moved meanwhile, and no
+    /// concurrent change is lost.
+    pub async fn update(
+        &self,
+        change: impl Fn(Policy) -> Result<Policy, InvalidSetting>,
+    ) -> Result<Policy, UpdateError> {
+        for _ in 0..UPDATE_TRIES {
+            let stored = self.store.policy().await?;
+            let next = change(stored.unwrap_or_else(|| self.get()))?;
+            if self.store.replace_policy(stored.as_ref(), &next).await? {
+                self.replace(next);
+                return Ok(next);
+            }
+        }
+        Err(UpdateError::Contended)
     }
 
     fn replace(&self, policy: Policy) {

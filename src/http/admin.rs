@@ -5,7 +5,7 @@ use super::error::{ApiError, ErrorKind, store_error};
 use crate::credentials::{HashError, PasswordHasher, TotpSecret};
 use crate::domain::{AdminToken, Email, NewPassword, ParseError, PhoneNumber, UserId};
 use crate::lockout::AttemptKey;
-use crate::policy::{InvalidSetting, LivePolicy, PolicyPatch};
+use crate::policy::{InvalidSetting, LivePolicy, PolicyPatch, UpdateError};
 use crate::store::{Store, UserWriteError};
 use crate::users::{self, AccountChange, NewUser, RegisterError, User};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -350,14 +350,13 @@ pub async fn put_settings(
     .await?;
     let policy = admin
         .policy
-        .get()
-        .patched(patch, admin.recaptcha_configured)
-        .map_err(|e| AdminError::new(ErrorKind::InvalidField, e.message))?;
-    admin
-        .policy
-        .set(policy)
+        .update(|current| current.patched(patch, admin.recaptcha_configured))
         .await
-        .map_err(|e| AdminError(store_error(&e)))?;
+        .map_err(|e| match e {
+            UpdateError::Invalid(e) => AdminError::new(ErrorKind::InvalidField, e.message),
+            UpdateError::Store(e) => AdminError(store_error(&e)),
+            UpdateError::Contended => AdminError::new(ErrorKind::ConcurrentRequest, e.to_string()),
+        })?;
     tracing::info!(?policy, "settings changed");
     Ok(HttpResponse::Ok().json(policy))
 }

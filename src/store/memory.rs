@@ -213,9 +213,17 @@ impl PolicyStore for MemoryStore {
         Ok(self.lock().policy)
     }
 
-    async fn save_policy(&self, policy: &Policy) -> Result<(), StoreError> {
-        self.lock().policy = Some(*policy);
-        Ok(())
+    async fn replace_policy(
+        &self,
+        expected: Option<&Policy>,
+        policy: &Policy,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        if inner.policy.as_ref() != expected {
+            return Ok(false);
+        }
+        inner.policy = Some(*policy);
+        Ok(true)
     }
 }
 

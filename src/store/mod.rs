@@ -136,7 +136,13 @@ pub trait AttemptStore: Send + Sync {
 #[async_trait]
 pub trait PolicyStore: Send + Sync {
     async fn policy(&self) -> Result<Option<Policy>, StoreError>;
-    async fn save_policy(&self, policy: &Policy) -> Result<(), StoreError>;
+    /// Stores `policy` if the stored settings are still `expected` (`None`:
+    /// none stored yet); `false`, storing nothing, if they changed meanwhile.
+    async fn replace_policy(
+        &self,
+        expected: Option<&Policy>,
+        policy: &Policy,
+    ) -> Result<bool, StoreError>;
 }
 
 #[async_trait]

@@ -39,6 +39,7 @@ struct Scripts {
     update_user: Script,
     delete_user: Script,
     refund_attempt: Script,
+    replace_policy: Script,
 }
 
 #[derive(Debug, Clone)]
@@ -71,6 +72,7 @@ impl RedisStore {
                 update_user: Script::new(include_str!("lua/update_user.lua")),
                 delete_user: Script::new(include_str!("lua/delete_user.lua")),
                 refund_attempt: Script::new(include_str!("lua/refund_attempt.lua")),
+                replace_policy: Script::new(include_str!("lua/replace_policy.lua")),
             },
         })
     }
@@ -312,13 +314,22 @@ impl PolicyStore for RedisStore {
         raw.as_deref().map(from_json).transpose()
     }
 
-    async fn save_policy(&self, policy: &Policy) -> Result<(), StoreError> {
-        let key = format!("{}policy", self.prefix);
-        self.conn
-            .clone()
-            .set::<_, _, ()>(key, to_json(policy)?)
+    async fn replace_policy(
+        &self,
+        expected: Option<&Policy>,
+        policy: &Policy,
+    ) -> Result<bool, StoreError> {
+        let expected = expected.map(to_json).transpose()?.unwrap_or_default();
+        let replaced: i64 = self
+            .scripts
+            .replace_policy
+            .key(format!("{}policy", self.prefix))
+            .arg(expected)
+            .arg(to_json(policy)?)
+            .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        Ok(replaced == 1)
     }
 }
 

@@ -543,3 +543,42 @@ async fn attempts_given_back_late_buy_nothing_in_the_next_window() {
         assert_eq!(checked, 5, "{backend:?}: {answers:?}");
     }
 }
+
+#[tokio::test]
+async fn no_settings_change_is_lost_to_another() {
+    // Instance B's copy of the settings is up to 2 s old when it saves.
+    let (first, second) = spawn_pair().await;
+    let (status, _) = first.put_settings(json!({ "max_attempts": 3 })).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, saved) = second.put_settings(json!({ "block_secs": 1200 })).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (saved["max_attempts"].as_u64(), saved["block_secs"].as_u64()),
+        (Some(3), Some(1200)),
+        "{saved}"
+    );
+
+    // Concurrent saves on one instance, each naming another setting.
+    for backend in BACKENDS {
+        let app = spawn_app(backend).await;
+        let patches = [
+            json!({ "max_attempts": 7 }),
+            json!({ "attempts_window_secs": 120 }),
+            json!({ "block_secs": 900 }),
+            json!({ "wizard_ttl_secs": 300 }),
+            json!({ "ip_limit_per_minute": 77 }),
+        ];
+        let answers =
+            futures::future::join_all(patches.iter().map(|p| app.put_settings(p.clone()))).await;
+        assert!(
+            answers.iter().all(|(status, _)| *status == StatusCode::OK),
+            "{answers:?}"
+        );
+        let (_, settings) = app.admin(Method::GET, "/api/v2/admin/settings", None).await;
+        assert_eq!(
+            settings,
+            json!({ "max_attempts": 7, "attempts_window_secs": 120, "block_secs": 900, "wizard_ttl_secs": 300, "ip_limit_per_minute": 77, "recaptcha_enabled": false }),
+            "{backend:?}"
+        );
+    }
+}
