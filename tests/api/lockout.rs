@@ -503,16 +503,15 @@ async fn attempts_given_back_late_buy_nothing_in_the_next_window() {
         let user = app.create_user(UserSpec::totp()).await;
         let guessing = app.past_password(&user).await;
         let wrong = || other_code(&app.totp_now(&user));
-        let mut in_flight = Vec::new();
-        for _ in 0..4 {
-            in_flight.push(app.start().await);
-        }
-        // Four right passwords queue for the one hash worker, each holding an
-        // attempt of this window; the window ends while they wait, and wrong
-        // codes start counting in the next one.
+        let in_flight = app.start().await;
+        // Four right passwords for one wizard queue for the one hash worker,
+        // each holding an attempt of this window; the window ends while they
+        // wait, and wrong codes start counting in the next one. One of them
+        // then saves (and gives its attempt back with the save), the other
+        // three lose the save and give theirs back on the way out.
         let (passwords, mut answers) = tokio::join!(
-            futures::future::join_all(in_flight.iter().map(|uuid| app.signin(
-                uuid,
+            futures::future::join_all((0..4).map(|_| app.signin(
+                &in_flight,
                 &user.email,
                 &user.password
             ))),
@@ -526,10 +525,25 @@ async fn attempts_given_back_late_buy_nothing_in_the_next_window() {
                 answers
             }
         );
-        for reply in &passwords {
-            assert_eq!(reply.workflow(), "2fa_google_auth", "{}", reply.body);
-        }
-        // Their successes gave back attempts of a window that is over: the new
+        let mut outcomes: Vec<&str> = passwords
+            .iter()
+            .map(|reply| match reply.status {
+                StatusCode::OK => "saved",
+                _ => reply.error(),
+            })
+            .collect();
+        outcomes.sort_unstable();
+        assert_eq!(
+            outcomes,
+            [
+                "concurrent_request",
+                "concurrent_request",
+                "concurrent_request",
+                "saved"
+            ],
+            "{backend:?}"
+        );
+        // All four gave back attempts of a window that is over: the new
         // window still allows exactly max_attempts wrong codes in all.
         loop {
             let answer = app.totp(&guessing, &wrong()).await.error().to_owned();
@@ -581,4 +595,48 @@ async fn no_settings_change_is_lost_to_another() {
             "{backend:?}"
         );
     }
+}
+
+/// A wizard written before time had whole milliseconds (its expiry has a
+/// sub-millisecond part, which Redis keeps only as whole milliseconds): in
+/// its last fraction of a millisecond the store sees it expired and applies
+/// no gate, while the core sees it alive. The step must fail closed.
+#[tokio::test]
+async fn a_step_the_store_did_not_gate_is_refused_unverified() {
+    use signin_wizard::domain::{WizardId, WizardKey};
+    use signin_wizard::store::{RedisStore, RedisStoreConfig, WizardStore};
+    use signin_wizard::wizard::Wizard;
+
+    let app = spawn_app(Backend::Redis).await;
+    let user = app.create_user(UserSpec::default()).await;
+    let store = RedisStore::connect(&RedisStoreConfig {
+        url: app.settings.redis_url.clone().unwrap(),
+        prefix: app.settings.redis_prefix.clone(),
+        timeout: std::time::Duration::from_secs(1),
+    })
+    .await
+    .unwrap();
+    let started = signin_wizard::clock::whole_millis(Utc::now()) + Duration::microseconds(700);
+    let legacy = Wizard::start(
+        WizardId::random(),
+        &WizardKey::generate(),
+        started,
+        Duration::seconds(600),
+    );
+    store.insert_wizard(&legacy).await.unwrap();
+
+    app.clock
+        .stop_at(legacy.expires_at - Duration::microseconds(300));
+    let reply = app
+        .signin(&legacy.id.to_string(), &user.email, &user.password)
+        .await;
+    reply.assert_envelope();
+    assert_eq!(
+        (reply.status, reply.error()),
+        (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        "{}",
+        reply.body
+    );
+    assert!(reply.body["data"]["accessToken"].is_null());
+    assert_eq!(reply.workflow(), "login", "nothing moved");
 }
