@@ -391,7 +391,7 @@ impl SignIn {
                 let last_attempt =
                     is_guess && taken.is_some_and(|a| a.number >= gate.limits.max_attempts);
                 if let Some(key) = key.as_ref().filter(|_| last_attempt)
-                    && let Err(e) = self.store.block(key, now + gate.limits.block).await
+                    && let Err(e) = self.store.block(key, now, now + gate.limits.block).await
                 {
                     // The verdict stands; the next attempt past the limit starts the block instead.
                     tracing::error!(error = %e, "could not block an account after its last attempt");

@@ -1,6 +1,6 @@
 use super::{
     AttemptStore, Attempts, KeyringStore, Loaded, PolicyStore, Replaced, Settle, Store, StoreError,
-    UserStore, UserWriteError, Versioned, WizardStore, purge_at,
+    UserStore, UserWriteError, Versioned, WizardStore, kept_for,
 };
 use crate::credentials::Keyring;
 use crate::domain::{Email, UserId, WizardId};
@@ -12,12 +12,15 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
 
 /// Sweep expired wizards after this many inserts (keeps inserts O(1) amortised).
 const SWEEP_EVERY: u64 = 1024;
 
 /// Everything in one process, behind one short-held lock. For a single
-/// instance (development, demos, tests); state is gone on restart.
+/// instance (development, demos, tests); state is gone on restart. Like
+/// Redis with its TTLs, it forgets records by its own (monotonic) clock,
+/// after durations: the service's clock is for decisions, not for this.
 #[derive(Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
@@ -30,7 +33,8 @@ struct Inner {
     emails: HashMap<Email, UserId>,
     keyring: Option<Keyring>,
     policy: Option<Policy>,
-    attempts: HashMap<AttemptKey, (Counter, DateTime<Utc>)>,
+    /// Each counter, and when it may be forgotten.
+    attempts: HashMap<AttemptKey, (Counter, Instant)>,
     last_totp_step: HashMap<UserId, u64>,
     inserts: u64,
 }
@@ -40,7 +44,7 @@ struct Entry {
     wizard: Wizard,
     /// Codes tried in this wizard (see `lockout`).
     codes: u32,
-    purge_at: DateTime<Utc>,
+    purge_at: Instant,
 }
 
 impl MemoryStore {
@@ -63,7 +67,7 @@ impl WizardStore for MemoryStore {
         let mut inner = self.lock();
         inner.inserts += 1;
         if inner.inserts.is_multiple_of(SWEEP_EVERY) {
-            let now = Utc::now();
+            let now = Instant::now();
             inner.wizards.retain(|_, e| e.purge_at > now);
             inner.attempts.retain(|_, (_, forget_at)| *forget_at > now);
         }
@@ -71,7 +75,7 @@ impl WizardStore for MemoryStore {
             version: 1,
             wizard: wizard.clone(),
             codes: 0,
-            purge_at: purge_at(wizard),
+            purge_at: after(kept_for(wizard)),
         };
         inner.wizards.insert(wizard.id, entry);
         Ok(())
@@ -89,7 +93,7 @@ impl WizardStore for MemoryStore {
         let Some(entry) = inner
             .wizards
             .get_mut(&id)
-            .filter(|e| e.purge_at > Utc::now() && e.wizard.opens_with(opener))
+            .filter(|e| e.purge_at > Instant::now() && e.wizard.opens_with(opener))
         else {
             return Ok(None);
         };
@@ -107,9 +111,12 @@ impl WizardStore for MemoryStore {
                 if entry.wizard.workflow() == gate.step
                     && gate.limits.now < entry.wizard.expires_at =>
             {
-                let (counter, forget_at) = inner.attempts.entry(key.clone()).or_default();
+                let (counter, forget_at) = inner
+                    .attempts
+                    .entry(key.clone())
+                    .or_insert_with(|| (Counter::default(), Instant::now()));
                 let admission = counter.admit(&mut entry.codes, gate);
-                *forget_at = counter.expires_at(&gate.limits);
+                *forget_at = after(counter.expires_at(&gate.limits) - gate.limits.now);
                 admission
             }
             _ => Admission::Unchecked,
@@ -166,7 +173,6 @@ impl WizardStore for MemoryStore {
         if let Some(entry) = inner.wizards.get_mut(&wizard.id) {
             entry.version = version + 1;
             entry.wizard = wizard.clone();
-            entry.purge_at = purge_at(wizard);
         }
         Ok(Replaced::Done)
     }
@@ -174,11 +180,19 @@ impl WizardStore for MemoryStore {
 
 #[async_trait]
 impl AttemptStore for MemoryStore {
-    async fn block(&self, key: &AttemptKey, until: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn block(
+        &self,
+        key: &AttemptKey,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         let mut inner = self.lock();
-        let (counter, forget_at) = inner.attempts.entry(key.clone()).or_default();
+        let (counter, forget_at) = inner
+            .attempts
+            .entry(key.clone())
+            .or_insert_with(|| (Counter::default(), Instant::now()));
         counter.blocked_until = Some(until);
-        *forget_at = (*forget_at).max(until);
+        *forget_at = (*forget_at).max(after(until - now));
         Ok(())
     }
 
@@ -196,6 +210,11 @@ impl AttemptStore for MemoryStore {
         give_back(&mut self.lock(), key, attempt, wizard);
         Ok(())
     }
+}
+
+/// `duration` from now, by this process's monotonic clock.
+fn after(duration: chrono::Duration) -> Instant {
+    Instant::now() + duration.to_std().unwrap_or_default()
 }
 
 fn give_back(inner: &mut Inner, key: &AttemptKey, attempt: &Attempt, wizard: Option<WizardId>) {

@@ -119,8 +119,13 @@ pub trait WizardStore: Send + Sync {
 
 #[async_trait]
 pub trait AttemptStore: Send + Sync {
-    /// Blocks sign-in for `key` until `until` (after its last allowed attempt failed).
-    async fn block(&self, key: &AttemptKey, until: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Blocks sign-in for `key` from `now` until `until` (after its last allowed attempt failed).
+    async fn block(
+        &self,
+        key: &AttemptKey,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
     /// Forgets `key`'s failures and any block (an admin's unlock).
     async fn clear_attempts(&self, key: &AttemptKey) -> Result<(), StoreError>;
     /// Gives back an attempt taken by a request that ended without a
@@ -168,8 +173,10 @@ pub trait Store: WizardStore + UserStore + KeyringStore + AttemptStore + PolicyS
     fn backend(&self) -> &'static str;
 }
 
-/// How long a wizard record is kept: its lifetime again after it expires, so
-/// that late requests hear "expired" rather than "not found".
-pub fn purge_at(wizard: &Wizard) -> DateTime<Utc> {
-    wizard.expires_at + (wizard.expires_at - wizard.created_at)
+/// How long a wizard record is kept from its start: its lifetime, then as
+/// long again, so that late requests hear "expired" rather than "not found".
+/// A duration, which each store counts by its own clock: Redis's need not
+/// agree with the service's, and the core never relies on records vanishing.
+pub fn kept_for(wizard: &Wizard) -> chrono::Duration {
+    (wizard.expires_at - wizard.created_at) * 2
 }

@@ -1,6 +1,6 @@
 use super::{
     AttemptStore, Attempts, KeyringStore, Loaded, PolicyStore, Replaced, Settle, Store, StoreError,
-    UserStore, UserWriteError, Versioned, WizardStore, purge_at,
+    UserStore, UserWriteError, Versioned, WizardStore, kept_for,
 };
 use crate::config::ServiceUrl;
 use crate::credentials::Keyring;
@@ -18,7 +18,8 @@ use std::time::Duration;
 
 /// Keys (all under the configured prefix):
 /// - `wizard:{uuid}`: hash `v` (version), `body` (JSON), `step` and `exp` (for
-///   the attempt gate), `user` (bound user id), `codes` (codes tried); expires via PEXPIREAT
+///   the attempt gate), `user` (bound user id), `codes` (codes tried); expires
+///   `kept_for` after it starts (a TTL: Redis counts it by its own clock)
 /// - `user:{id}`: the user as JSON; `email:{email}`: the id owning that email
 /// - `attempts:user:{id}` / `attempts:email:{email}`: hash `count`, `since`, `until`
 /// - `totp-step:{user id}`: the last TOTP step accepted
@@ -117,7 +118,8 @@ impl WizardStore for RedisStore {
             .atomic()
             .hset_multiple(&key, &fields)
             .ignore()
-            .pexpire_at(&key, purge_at(wizard).timestamp_millis())
+            // Relative: Redis expires keys by its own clock, which may differ from ours.
+            .pexpire(&key, kept_for(wizard).num_milliseconds())
             .ignore()
             .query_async::<()>(&mut self.conn.clone())
             .await
@@ -233,7 +235,6 @@ impl WizardStore for RedisStore {
             .arg(version)
             .arg(to_json(wizard)?)
             .arg(wizard.user().map(|u| u.to_string()).unwrap_or_default())
-            .arg(purge_at(wizard).timestamp_millis())
             .arg(wizard.workflow().as_str())
             .arg(wizard.expires_at.timestamp_millis())
             .arg(&self.prefix)
@@ -262,13 +263,19 @@ fn from_millis(ms: i64) -> Result<DateTime<Utc>, StoreError> {
 
 #[async_trait]
 impl AttemptStore for RedisStore {
-    async fn block(&self, key: &AttemptKey, until: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn block(
+        &self,
+        key: &AttemptKey,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         let key = self.attempts_key(key);
         redis::pipe()
             .atomic()
             .hset(&key, "until", until.timestamp_millis())
             .ignore()
-            .pexpire_at(&key, until.timestamp_millis())
+            // Relative: Redis expires keys by its own clock, which may differ from ours.
+            .pexpire(&key, (until - now).num_milliseconds().max(1))
             .ignore()
             .query_async::<()>(&mut self.conn.clone())
             .await

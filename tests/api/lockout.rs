@@ -640,3 +640,22 @@ async fn a_step_the_store_did_not_gate_is_refused_unverified() {
     assert!(reply.body["data"]["accessToken"].is_null());
     assert_eq!(reply.workflow(), "login", "nothing moved");
 }
+
+#[tokio::test]
+async fn the_lockout_holds_when_our_clock_runs_behind_the_stores() {
+    for backend in BACKENDS {
+        let app = spawn_app(backend).await;
+        // Longer behind than the window (60 s) and the block (600 s).
+        app.advance_clock(Duration::minutes(-20));
+        let user = app.create_user(UserSpec::default()).await;
+        let uuid = app.start().await;
+        for _ in 0..5 {
+            assert_eq!(
+                app.signin(&uuid, &user.email, "wrong").await.error(),
+                "invalid_credentials"
+            );
+        }
+        let reply = app.signin(&uuid, &user.email, &user.password).await;
+        assert!((599..=600).contains(&assert_blocked(&reply)), "{backend:?}");
+    }
+}

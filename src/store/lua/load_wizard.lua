@@ -56,12 +56,13 @@ local function admit(key, now)
   if count >= max then
     blocked = now + block
     redis.call('HSET', key, 'count', count, 'since', ms(since), 'until', ms(blocked))
-    redis.call('PEXPIREAT', key, ms(math.max(since + window, blocked)))
+    redis.call('PEXPIRE', key, ms(math.max(since + window, blocked) - now))
     return 'blocked', blocked, 0
   end
   count = count + 1
   redis.call('HSET', key, 'count', count, 'since', ms(since))
-  redis.call('PEXPIREAT', key, ms(math.max(since + window, blocked or 0)))
+  -- Relative: Redis expires keys by its own clock, which may differ from ours.
+  redis.call('PEXPIRE', key, ms(math.max(since + window, blocked or 0) - now))
   if code then
     redis.call('HINCRBY', KEYS[1], 'codes', 1)
   end
