@@ -10,7 +10,8 @@ use std::path::PathBuf;
 
 /// The URL of a service we call (Redis, the SMS gateway, the reCAPTCHA
 /// verifier). It may carry credentials (HTTP URLs' user and password go out
-/// as Basic auth), so it prints with the password and any query blanked.
+/// as Basic auth, and gateways put keys in the user name or the query), so
+/// it prints with the user, password, query and fragment blanked.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ServiceUrl(reqwest::Url);
 
@@ -41,7 +42,12 @@ impl std::fmt::Display for ServiceUrl {
         if shown.query().is_some() {
             shown.set_query(Some("***"));
         }
-        if shown.password().is_some() && shown.set_password(Some("***")).is_err() {
+        if shown.fragment().is_some() {
+            shown.set_fragment(Some("***"));
+        }
+        let hidden = (shown.password().is_none() || shown.set_password(Some("***")).is_ok())
+            && (shown.username().is_empty() || shown.set_username("***").is_ok());
+        if !hidden {
             return write!(f, "{}:(hidden)", shown.scheme());
         }
         write!(f, "{shown}")
@@ -124,8 +130,10 @@ mod tests {
             format!("{url:?}"),
             "ServiceUrl(redis://:***@127.0.0.1:6379/0)"
         );
-        let hook = ServiceUrl::parse("https://acct:tok@sms.example/send?key=abc").unwrap();
-        assert_eq!(hook.to_string(), "https://acct:***@sms.example/send?***");
+        let hook = ServiceUrl::parse("https://acct:tok@sms.example/send?key=abc#k").unwrap();
+        assert_eq!(hook.to_string(), "https://***:***@sms.example/send?***#***");
+        let keyed = ServiceUrl::parse("https://api-key-123@sms.example/").unwrap();
+        assert_eq!(keyed.to_string(), "https://***@sms.example/");
         assert_eq!(
             ServiceUrl::parse("redis://127.0.0.1").unwrap().to_string(),
             "redis://127.0.0.1"

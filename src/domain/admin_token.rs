@@ -6,21 +6,36 @@ use subtle::ConstantTimeEq;
 
 /// The admin API's bearer token. Anyone holding it can create users, set
 /// passwords and switch the lockout off, so it must be long enough that
-/// guessing is hopeless; an empty or short one is refused, never "set".
+/// guessing is hopeless; an empty, short or one-letter one is refused,
+/// never "set". It must also be sendable: visible ASCII, as a header needs.
 #[derive(Clone)]
 pub struct AdminToken(SecretString);
 
 impl AdminToken {
     /// 32 characters: 192 bits as base64, or a long passphrase.
     pub const MIN_CHARS: usize = 32;
+    /// Catches `aaaa…` and the like, not a strength meter: random tokens
+    /// (base64, hex) have many more.
+    const MIN_DISTINCT: usize = 8;
 
+    /// Surrounding white space (a secret file's last newline) is dropped.
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
-        if raw.trim().chars().count() < Self::MIN_CHARS {
+        let token = raw.trim();
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(ParseError(
-                "must be at least 32 characters (for example `openssl rand -base64 32`); unset it to turn the admin API off",
+                "must be visible ASCII without spaces, as an Authorization header carries it",
             ));
         }
-        Ok(Self(raw.to_owned().into()))
+        let distinct = token
+            .bytes()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        if token.len() < Self::MIN_CHARS || distinct < Self::MIN_DISTINCT {
+            return Err(ParseError(
+                "must be at least 32 characters, not one repeated (for example `openssl rand -base64 32`); unset it to turn the admin API off",
+            ));
+        }
+        Ok(Self(token.to_owned().into()))
     }
 
     /// 256 random bits from the OS, base64url.
@@ -60,13 +75,18 @@ mod tests {
 
     #[test]
     fn short_or_empty_tokens_are_refused_and_empty_never_matches() {
+        let good = "0123456789abcdef0123456789abcdef";
         assert!(AdminToken::parse("").is_err());
         assert!(AdminToken::parse(&" ".repeat(40)).is_err());
-        assert!(AdminToken::parse(&"x".repeat(31)).is_err());
-        let token = AdminToken::parse(&"x".repeat(32)).unwrap();
-        assert!(token.admits(&"x".repeat(32)));
+        assert!(AdminToken::parse(&good[1..]).is_err(), "31 characters");
+        assert!(AdminToken::parse(&"x".repeat(40)).is_err(), "one letter");
+        assert!(AdminToken::parse(&format!("{good}é")).is_err(), "not ASCII");
+        assert!(AdminToken::parse("0123456789abcdef 0123456789abcdef").is_err());
+        // A secret file's trailing newline is not part of the token.
+        let token = AdminToken::parse(&format!("{good}\n")).unwrap();
+        assert!(token.admits(good));
         assert!(!token.admits(""));
-        assert!(!token.admits(&"x".repeat(33)));
+        assert!(!token.admits(&format!("{good}0")));
         let generated = AdminToken::generate();
         assert_eq!(generated.expose().len(), 43);
         assert!(AdminToken::parse(generated.expose()).is_ok());
