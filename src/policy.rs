@@ -2,7 +2,7 @@
 //! Auth Settings"). They live in the store, so every instance sharing it
 //! applies a change within [`REFRESH_EVERY`].
 
-use crate::store::{PolicyStore, StoreError};
+use crate::store::{PolicyStore, StoreError, StoredPolicy};
 use chrono::Duration;
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, RwLock};
@@ -144,15 +144,19 @@ pub enum UpdateError {
 pub struct LivePolicy {
     current: RwLock<Policy>,
     store: Arc<dyn PolicyStore>,
+    /// Held by whoever reads the store to replace `current` (the refresher,
+    /// an update), so that an older read never lands after a newer one.
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 impl LivePolicy {
     /// Starts from the stored policy if there is one, else from `initial`.
     pub async fn load(store: Arc<dyn PolicyStore>, initial: Policy) -> Result<Self, StoreError> {
-        let current = store.policy().await?.unwrap_or(initial);
+        let current = store.policy().await?.policy.unwrap_or(initial);
         Ok(Self {
             current: RwLock::new(current),
             store,
+            refreshing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -165,18 +169,19 @@ impl LivePolicy {
 
     /// Applies `change` to the stored settings (this instance's, if none
     /// are stored yet) and stores the result for every instance, applying it
-    /// here at once. A compare-and-set: the cached copy may be seconds old
-    /// and another admin may be saving at the same moment, so `change` is
-    /// applied to what is stored now, again if that moved meanwhile, and no
-    /// concurrent change is lost.
+    /// here at once. A compare-and-set on the stored revision: the cached
+    /// copy may be seconds old and another admin may be saving at the same
+    /// moment, so `change` is applied to what is stored now, again if that
+    /// moved meanwhile, and no concurrent change is lost.
     pub async fn update(
         &self,
         change: impl Fn(Policy) -> Result<Policy, InvalidSetting>,
     ) -> Result<Policy, UpdateError> {
+        let _refreshing = self.refreshing.lock().await;
         for _ in 0..UPDATE_TRIES {
             let stored = self.store.policy().await?;
-            let next = change(stored.unwrap_or_else(|| self.get()))?;
-            if self.store.replace_policy(stored.as_ref(), &next).await? {
+            let next = change(stored.policy.unwrap_or_else(|| self.get()))?;
+            if self.store.replace_policy(stored.revision, &next).await? {
                 self.replace(next);
                 return Ok(next);
             }
@@ -196,11 +201,87 @@ impl LivePolicy {
         let mut ticks = tokio::time::interval(REFRESH_EVERY);
         loop {
             ticks.tick().await;
+            let _refreshing = self.refreshing.lock().await;
             match self.store.policy().await {
-                Ok(Some(policy)) => self.replace(policy),
-                Ok(None) => {}
-                Err(e) => tracing::debug!(error = %e, "could not refresh the policy"),
+                Ok(StoredPolicy {
+                    policy: Some(policy),
+                    ..
+                }) => self.replace(policy),
+                Ok(StoredPolicy { policy: None, .. }) => {}
+                // Every 2 s while the store is down: the requests say so already.
+                Err(e @ StoreError::Unavailable(_)) => {
+                    tracing::debug!(error = %e, "could not refresh the settings")
+                }
+                Err(e) => tracing::warn!(error = %e, "could not refresh the settings"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    fn initial() -> Policy {
+        Policy {
+            max_attempts: 5,
+            attempts_window_secs: 60,
+            block_secs: 600,
+            wizard_ttl_secs: 600,
+            ip_limit_per_minute: 120,
+            recaptcha_enabled: false,
+        }
+    }
+
+    fn set(
+        field: fn(&mut Policy) -> &mut u32,
+        value: u32,
+    ) -> impl Fn(Policy) -> Result<Policy, InvalidSetting> {
+        move |mut policy| {
+            *field(&mut policy) = value;
+            Ok(policy)
+        }
+    }
+
+    #[tokio::test]
+    async fn an_update_applies_to_what_is_stored_not_to_a_stale_copy() {
+        let store = Arc::new(MemoryStore::new());
+        let first = LivePolicy::load(store.clone(), initial()).await.unwrap();
+        let second = LivePolicy::load(store.clone(), initial()).await.unwrap();
+        first.update(set(|p| &mut p.max_attempts, 3)).await.unwrap();
+        // `second` has not refreshed: its copy still says 5.
+        let saved = second
+            .update(set(|p| &mut p.block_secs, 1200))
+            .await
+            .unwrap();
+        assert_eq!((saved.max_attempts, saved.block_secs), (3, 1200));
+        let stored = store.policy().await.unwrap();
+        assert_eq!((stored.revision, stored.policy), (2, Some(saved)));
+    }
+
+    #[tokio::test]
+    async fn an_update_that_keeps_losing_gives_up_and_stores_nothing_of_its_own() {
+        let store = Arc::new(MemoryStore::new());
+        let live = LivePolicy::load(store.clone(), initial()).await.unwrap();
+        let rival = store.clone();
+        // Another save lands between every read and compare-and-set of ours.
+        let outcome = live
+            .update(|policy| {
+                futures::executor::block_on(async {
+                    let revision = rival.policy().await.unwrap().revision;
+                    rival.replace_policy(revision, &initial()).await.unwrap()
+                });
+                set(|p| &mut p.max_attempts, 9)(policy)
+            })
+            .await;
+        assert!(
+            matches!(outcome, Err(UpdateError::Contended)),
+            "{outcome:?}"
+        );
+        let stored = store.policy().await.unwrap();
+        assert_eq!(stored.revision, UPDATE_TRIES as u64);
+        assert_eq!(stored.policy.map(|p| p.max_attempts), Some(5));
+        assert_eq!(live.get().max_attempts, 5);
     }
 }

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 
 /// The URL of a service we call (Redis, the SMS gateway, the reCAPTCHA
 /// verifier). It may carry credentials (HTTP URLs' user and password go out
-/// as Basic auth, and gateways put keys in the user name or the query), so
-/// it prints with the user, password, query and fragment blanked.
+/// as Basic auth, and gateways put keys in the user name, the path or the
+/// query), so it prints as scheme, host and port only, the rest blanked.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ServiceUrl(reqwest::Url);
 
@@ -39,6 +39,9 @@ impl std::str::FromStr for ServiceUrl {
 impl std::fmt::Display for ServiceUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut shown = self.0.clone();
+        if !matches!(shown.path(), "" | "/") {
+            shown.set_path("/***");
+        }
         if shown.query().is_some() {
             shown.set_query(Some("***"));
         }
@@ -122,16 +125,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_service_url_never_prints_its_password_or_query() {
+    fn a_service_url_prints_only_where_it_goes() {
         let url = ServiceUrl::parse("redis://:p@ss@word@127.0.0.1:6379/0").unwrap();
         assert_eq!(url.expose().password(), Some("p%40ss%40word"));
-        assert_eq!(url.to_string(), "redis://:***@127.0.0.1:6379/0");
+        assert_eq!(url.to_string(), "redis://:***@127.0.0.1:6379/***");
         assert_eq!(
             format!("{url:?}"),
-            "ServiceUrl(redis://:***@127.0.0.1:6379/0)"
+            "ServiceUrl(redis://:***@127.0.0.1:6379/***)"
         );
         let hook = ServiceUrl::parse("https://acct:tok@sms.example/send?key=abc#k").unwrap();
-        assert_eq!(hook.to_string(), "https://***:***@sms.example/send?***#***");
+        assert_eq!(hook.to_string(), "https://***:***@sms.example/***?***#***");
+        let slack = ServiceUrl::parse("https://hooks.example/services/T0/B0/s3cr3t").unwrap();
+        assert_eq!(slack.to_string(), "https://hooks.example/***");
         let keyed = ServiceUrl::parse("https://api-key-123@sms.example/").unwrap();
         assert_eq!(keyed.to_string(), "https://***@sms.example/");
         assert_eq!(

@@ -7,7 +7,8 @@ use subtle::ConstantTimeEq;
 /// The admin API's bearer token. Anyone holding it can create users, set
 /// passwords and switch the lockout off, so it must be long enough that
 /// guessing is hopeless; an empty, short or one-letter one is refused,
-/// never "set". It must also be sendable: visible ASCII, as a header needs.
+/// never "set". It must also be sendable in a header: visible ASCII (spaces
+/// inside are fine, so a passphrase works).
 #[derive(Clone)]
 pub struct AdminToken(SecretString);
 
@@ -21,9 +22,9 @@ impl AdminToken {
     /// Surrounding white space (a secret file's last newline) is dropped.
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
         let token = raw.trim();
-        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        if !token.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
             return Err(ParseError(
-                "must be visible ASCII without spaces, as an Authorization header carries it",
+                "must be visible ASCII (spaces inside are fine), as an Authorization header carries it",
             ));
         }
         let distinct = token
@@ -81,7 +82,9 @@ mod tests {
         assert!(AdminToken::parse(&good[1..]).is_err(), "31 characters");
         assert!(AdminToken::parse(&"x".repeat(40)).is_err(), "one letter");
         assert!(AdminToken::parse(&format!("{good}é")).is_err(), "not ASCII");
-        assert!(AdminToken::parse("0123456789abcdef 0123456789abcdef").is_err());
+        assert!(AdminToken::parse("0123456789abcdef\t0123456789abcdef").is_err());
+        let phrase = "correct horse battery staple and more";
+        assert!(AdminToken::parse(phrase).unwrap().admits(phrase));
         // A secret file's trailing newline is not part of the token.
         let token = AdminToken::parse(&format!("{good}\n")).unwrap();
         assert!(token.admits(good));

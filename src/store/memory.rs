@@ -1,6 +1,6 @@
 use super::{
     AttemptStore, Attempts, KeyringStore, Loaded, PolicyStore, Replaced, Settle, Store, StoreError,
-    UserStore, UserWriteError, Versioned, WizardStore, kept_for,
+    StoredPolicy, UserStore, UserWriteError, Versioned, WizardStore, kept_for,
 };
 use crate::credentials::Keyring;
 use crate::domain::{Email, UserId, WizardId};
@@ -32,7 +32,7 @@ struct Inner {
     users: HashMap<UserId, User>,
     emails: HashMap<Email, UserId>,
     keyring: Option<Keyring>,
-    policy: Option<Policy>,
+    policy: StoredPolicy,
     /// Each counter, and when it may be forgotten.
     attempts: HashMap<AttemptKey, (Counter, Instant)>,
     last_totp_step: HashMap<UserId, u64>,
@@ -228,20 +228,19 @@ fn give_back(inner: &mut Inner, key: &AttemptKey, attempt: &Attempt, wizard: Opt
 
 #[async_trait]
 impl PolicyStore for MemoryStore {
-    async fn policy(&self) -> Result<Option<Policy>, StoreError> {
+    async fn policy(&self) -> Result<StoredPolicy, StoreError> {
         Ok(self.lock().policy)
     }
 
-    async fn replace_policy(
-        &self,
-        expected: Option<&Policy>,
-        policy: &Policy,
-    ) -> Result<bool, StoreError> {
+    async fn replace_policy(&self, revision: u64, policy: &Policy) -> Result<bool, StoreError> {
         let mut inner = self.lock();
-        if inner.policy.as_ref() != expected {
+        if inner.policy.revision != revision {
             return Ok(false);
         }
-        inner.policy = Some(*policy);
+        inner.policy = StoredPolicy {
+            revision: revision + 1,
+            policy: Some(*policy),
+        };
         Ok(true)
     }
 }

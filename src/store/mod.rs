@@ -138,16 +138,22 @@ pub trait AttemptStore: Send + Sync {
     ) -> Result<(), StoreError>;
 }
 
+/// The runtime settings as stored, with the revision a save must name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoredPolicy {
+    /// 0 until settings are first saved; one more with every save.
+    pub revision: u64,
+    /// `None` when none were saved, or (logged) when what is stored cannot be
+    /// read: the instance keeps its own settings, and the next save repairs it.
+    pub policy: Option<Policy>,
+}
+
 #[async_trait]
 pub trait PolicyStore: Send + Sync {
-    async fn policy(&self) -> Result<Option<Policy>, StoreError>;
-    /// Stores `policy` if the stored settings are still `expected` (`None`:
-    /// none stored yet); `false`, storing nothing, if they changed meanwhile.
-    async fn replace_policy(
-        &self,
-        expected: Option<&Policy>,
-        policy: &Policy,
-    ) -> Result<bool, StoreError>;
+    async fn policy(&self) -> Result<StoredPolicy, StoreError>;
+    /// Stores `policy` as revision `revision + 1` if the stored revision is
+    /// still `revision`; `false`, storing nothing, if another save came first.
+    async fn replace_policy(&self, revision: u64, policy: &Policy) -> Result<bool, StoreError>;
 }
 
 #[async_trait]

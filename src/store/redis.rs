@@ -1,6 +1,6 @@
 use super::{
     AttemptStore, Attempts, KeyringStore, Loaded, PolicyStore, Replaced, Settle, Store, StoreError,
-    UserStore, UserWriteError, Versioned, WizardStore, kept_for,
+    StoredPolicy, UserStore, UserWriteError, Versioned, WizardStore, kept_for,
 };
 use crate::config::ServiceUrl;
 use crate::credentials::Keyring;
@@ -23,7 +23,8 @@ use std::time::Duration;
 /// - `user:{id}`: the user as JSON; `email:{email}`: the id owning that email
 /// - `attempts:user:{id}` / `attempts:email:{email}`: hash `count`, `since`, `until`
 /// - `totp-step:{user id}`: the last TOTP step accepted
-/// - `keyring`: the shared signing key and code pepper; `policy`: the runtime settings
+/// - `keyring`: the shared signing key and code pepper; `policy`: the runtime
+///   settings, `policy:revision`: how many times they were saved
 ///
 /// The scripts touch keys they derive from stored values (a wizard's user,
 /// a user's email), so this layout targets a single Redis, not Cluster.
@@ -311,27 +312,34 @@ impl AttemptStore for RedisStore {
 
 #[async_trait]
 impl PolicyStore for RedisStore {
-    async fn policy(&self) -> Result<Option<Policy>, StoreError> {
-        let raw: Option<String> = self
-            .conn
-            .clone()
+    async fn policy(&self) -> Result<StoredPolicy, StoreError> {
+        let (raw, revision): (Option<String>, Option<u64>) = redis::pipe()
             .get(format!("{}policy", self.prefix))
+            .get(format!("{}policy:revision", self.prefix))
+            .query_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        raw.as_deref().map(from_json).transpose()
+        let policy = match raw.as_deref().map(from_json) {
+            Some(Ok(policy)) => Some(policy),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "the stored settings cannot be read; an admin's next save replaces them");
+                None
+            }
+            None => None,
+        };
+        Ok(StoredPolicy {
+            revision: revision.unwrap_or(0),
+            policy,
+        })
     }
 
-    async fn replace_policy(
-        &self,
-        expected: Option<&Policy>,
-        policy: &Policy,
-    ) -> Result<bool, StoreError> {
-        let expected = expected.map(to_json).transpose()?.unwrap_or_default();
+    async fn replace_policy(&self, revision: u64, policy: &Policy) -> Result<bool, StoreError> {
         let replaced: i64 = self
             .scripts
             .replace_policy
             .key(format!("{}policy", self.prefix))
-            .arg(expected)
+            .key(format!("{}policy:revision", self.prefix))
+            .arg(revision)
             .arg(to_json(policy)?)
             .invoke_async(&mut self.conn.clone())
             .await

@@ -2,7 +2,8 @@
 //! TOTP codes and the settings API. Time moves by the test clock, never by sleeping.
 
 use crate::helpers::{
-    BACKENDS, Backend, Reply, UserSpec, other_code, slow_hashing_app, spawn_app, spawn_pair,
+    BACKENDS, Backend, Reply, UserSpec, other_code, shared_redis_url, slow_hashing_app, spawn_app,
+    spawn_pair,
 };
 use chrono::{Duration, Utc};
 use reqwest::{Method, StatusCode};
@@ -657,5 +658,35 @@ async fn the_lockout_holds_when_our_clock_runs_behind_the_stores() {
         }
         let reply = app.signin(&uuid, &user.email, &user.password).await;
         assert!((599..=600).contains(&assert_blocked(&reply)), "{backend:?}");
+    }
+}
+
+#[tokio::test]
+async fn settings_saved_by_another_version_or_unreadable_do_not_lock_the_api() {
+    let app = spawn_app(Backend::Redis).await;
+    let redis = redis::Client::open(shared_redis_url()).unwrap();
+    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{}policy", app.settings.redis_prefix);
+    for stored in [
+        // A newer version's setting this one does not know.
+        r#"{"max_attempts":5,"attempts_window_secs":60,"block_secs":600,"wizard_ttl_secs":600,"ip_limit_per_minute":0,"recaptcha_enabled":false,"future_setting":true}"#,
+        // Nothing this version can read.
+        r#"{"max_attempts":"#,
+    ] {
+        redis::cmd("SET")
+            .arg(&key)
+            .arg(stored)
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+        let (status, saved) = app.put_settings(json!({ "block_secs": 1200 })).await;
+        assert_eq!(status, StatusCode::OK, "{stored}: {saved}");
+        assert_eq!(saved["block_secs"], 1200);
+        let now: String = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(now.contains("\"block_secs\":1200"), "{now}");
     }
 }
