@@ -9,36 +9,77 @@ use std::process::Command;
 
 #[tokio::test]
 async fn admin_requires_the_bearer_token() {
-    let app = spawn_app(Backend::Memory).await;
-    let url = format!("{}/api/v2/admin/users", app.address);
-    let body = json!({ "email": "a@b.test", "password": "long enough" });
-    let token_without_scheme = ADMIN_TOKEN.to_owned();
-    for auth in [
-        None,
-        Some("Bearer wrong"),
-        Some("Bearer "),
-        Some("Bearer"),
-        Some("Basic dGVzdA=="),
-        Some(token_without_scheme.as_str()),
-    ] {
-        let mut request = app.client.post(&url).json(&body);
-        if let Some(auth) = auth {
-            request = request.header("Authorization", auth);
+    for backend in BACKENDS {
+        let app = spawn_app(backend).await;
+        let url = format!("{}/api/v2/admin/users", app.address);
+        let body = json!({ "email": "a@b.test", "password": "long enough" });
+        let token_without_scheme = ADMIN_TOKEN.to_owned();
+        for auth in [
+            None,
+            Some("Bearer wrong"),
+            Some("Bearer "),
+            Some("Bearer"),
+            Some("Basic dGVzdA=="),
+            Some(token_without_scheme.as_str()),
+        ] {
+            let mut request = app.client.post(&url).json(&body);
+            if let Some(auth) = auth {
+                request = request.header("Authorization", auth);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::UNAUTHORIZED,
+                "{backend:?} {auth:?}"
+            );
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "unauthorized");
         }
-        let response = request.send().await.unwrap();
-        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{auth:?}");
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(body["error"]["code"], "unauthorized");
+        // The scheme is case-insensitive.
+        let response = app
+            .client
+            .get(format!("{}/api/v2/admin/settings", app.address))
+            .header("Authorization", format!("bearer {ADMIN_TOKEN}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
     }
-    // The scheme is case-insensitive.
-    let response = app
-        .client
-        .get(format!("{}/api/v2/admin/settings", app.address))
-        .header("Authorization", format!("bearer {ADMIN_TOKEN}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_setting_of_the_wrong_type_is_refused_like_one_out_of_range() {
+    for backend in BACKENDS {
+        let app = spawn_app(backend).await;
+        let (_, out_of_range) = app.put_settings(json!({ "max_attempts": 0 })).await;
+        for body in [
+            json!({ "max_attempts": "5" }),
+            json!({ "max_attempts": 2.5 }),
+            json!({ "max_attempts": -1 }),
+            json!({ "max_attempts": [5] }),
+        ] {
+            let (status, answer) = app.put_settings(body.clone()).await;
+            assert_eq!(
+                status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{backend:?} {body}: {answer}"
+            );
+            assert_eq!(answer, out_of_range, "{backend:?} {body}");
+        }
+        let (status, answer) = app
+            .put_settings(json!({ "recaptcha_enabled": "yes" }))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+        assert_eq!(
+            answer["error"]["message"],
+            "recaptcha_enabled must be true or false"
+        );
+        let (_, settings) = app.admin(Method::GET, "/api/v2/admin/settings", None).await;
+        assert_eq!(
+            settings["max_attempts"], 5,
+            "{backend:?}: nothing was changed"
+        );
+    }
 }
 
 #[tokio::test]

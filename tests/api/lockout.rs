@@ -326,26 +326,6 @@ async fn settings_are_validated_and_reach_every_instance() {
             "{answer}"
         );
     }
-    // A value of the wrong type is refused like one out of range, naming the field.
-    let (_, out_of_range) = first.put_settings(json!({ "max_attempts": 0 })).await;
-    for body in [
-        json!({ "max_attempts": "5" }),
-        json!({ "max_attempts": 2.5 }),
-        json!({ "max_attempts": -1 }),
-        json!({ "max_attempts": [5] }),
-    ] {
-        let (status, answer) = first.put_settings(body.clone()).await;
-        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {answer}");
-        assert_eq!(answer, out_of_range, "{body}");
-    }
-    let (status, answer) = first
-        .put_settings(json!({ "recaptcha_enabled": "yes" }))
-        .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
-    assert_eq!(
-        answer["error"]["message"],
-        "recaptcha_enabled must be true or false"
-    );
     let (status, _) = first.put_settings(json!({ "nonsense": 1 })).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
