@@ -2,12 +2,23 @@
 //! TOTP codes and the settings API. Time moves by the test clock, never by sleeping.
 
 use crate::helpers::{
-    BACKENDS, Backend, Reply, UserSpec, other_code, shared_redis_url, slow_hashing_app, spawn_app,
-    spawn_pair,
+    BACKENDS, Backend, Reply, TestApp, UserSpec, other_code, shared_redis_url, slow_hashing_app,
+    spawn_app, spawn_pair,
 };
 use chrono::{Duration, Utc};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+
+/// Five wrong passwords (the default `max_attempts`), each answered plainly;
+/// the account is blocked after them.
+async fn use_up_attempts(app: &TestApp, uuid: &str, email: &str) {
+    for _ in 0..5 {
+        assert_eq!(
+            app.signin(uuid, email, "wrong").await.error(),
+            "invalid_credentials"
+        );
+    }
+}
 
 fn assert_blocked(reply: &Reply) -> u64 {
     reply.assert_envelope();
@@ -72,12 +83,7 @@ async fn a_block_lasts_its_time_and_attempts_while_blocked_do_not_extend_it() {
         let app = spawn_app(backend).await;
         let user = app.create_user(UserSpec::default()).await;
         let uuid = app.start().await;
-        for _ in 0..5 {
-            assert_eq!(
-                app.signin(&uuid, &user.email, "wrong").await.error(),
-                "invalid_credentials"
-            );
-        }
+        use_up_attempts(&app, &uuid, &user.email).await;
         let first = app.signin(&uuid, &user.email, &user.password).await;
         assert!((599..=600).contains(&assert_blocked(&first)));
         let response = app
@@ -434,12 +440,7 @@ async fn the_last_millisecond_before_expiry_is_gated_like_any_other() {
         let late = app.start().await;
         let ttl = Duration::seconds(app.settings.wizard_ttl_secs.into());
         let expires_at = app.clock.now() + ttl;
-        for _ in 0..5 {
-            assert_eq!(
-                app.signin(&blocked, &user.email, "wrong").await.error(),
-                "invalid_credentials"
-            );
-        }
+        use_up_attempts(&app, &blocked, &user.email).await;
         // Half a millisecond before the end: still the wizard's time, and still gated.
         app.clock.stop_at(expires_at - Duration::microseconds(500));
         let reply = app.signin(&late, &user.email, &user.password).await;
@@ -630,12 +631,7 @@ async fn the_lockout_holds_when_our_clock_runs_behind_the_stores() {
         app.advance_clock(Duration::minutes(-20));
         let user = app.create_user(UserSpec::default()).await;
         let uuid = app.start().await;
-        for _ in 0..5 {
-            assert_eq!(
-                app.signin(&uuid, &user.email, "wrong").await.error(),
-                "invalid_credentials"
-            );
-        }
+        use_up_attempts(&app, &uuid, &user.email).await;
         let reply = app.signin(&uuid, &user.email, &user.password).await;
         assert!((599..=600).contains(&assert_blocked(&reply)), "{backend:?}");
     }
