@@ -2,6 +2,7 @@
 
 use crate::credentials::{PasswordHasher, TotpSecret};
 use crate::domain::{Email, NewPassword, PhoneNumber};
+use crate::store::Records;
 use crate::store::Store;
 use crate::users::{self, AccountChange, NewUser};
 use anyhow::Context as _;

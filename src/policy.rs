@@ -2,7 +2,7 @@
 //! Auth Settings"). They live in the store, so every instance sharing it
 //! applies a change within [`REFRESH_EVERY`].
 
-use crate::store::{PolicyStore, StoreError, StoredPolicy};
+use crate::store::{Records, Store, StoreError, StoredPolicy};
 use chrono::Duration;
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, RwLock};
@@ -143,7 +143,7 @@ pub enum UpdateError {
 /// This instance's copy of the policy, refreshed from the store.
 pub struct LivePolicy {
     current: RwLock<Policy>,
-    store: Arc<dyn PolicyStore>,
+    store: Arc<dyn Store>,
     /// Held by whoever reads the store to replace `current` (the refresher,
     /// an update), so that an older read never lands after a newer one.
     refreshing: tokio::sync::Mutex<()>,
@@ -151,7 +151,7 @@ pub struct LivePolicy {
 
 impl LivePolicy {
     /// Starts from the stored policy if there is one, else from `initial`.
-    pub async fn load(store: Arc<dyn PolicyStore>, initial: Policy) -> Result<Self, StoreError> {
+    pub async fn load(store: Arc<dyn Store>, initial: Policy) -> Result<Self, StoreError> {
         let current = store.policy().await?.policy.unwrap_or(initial);
         Ok(Self {
             current: RwLock::new(current),

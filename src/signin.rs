@@ -6,13 +6,13 @@ use crate::clock::Clock;
 use crate::credentials::{HashError, PasswordHasher, SmsCodes, TokenIssuer, TokenPair};
 use crate::delivery::{DeliveryError, SmsGateway};
 use crate::domain::{DeviceFingerprint, Email, OtpCode, Password, UserId, WizardId, WizardKey};
-use crate::lockout::{Admission, Gate, Limits};
+use crate::lockout::{self, Admission, Attempt, Gate, Limits};
 use crate::policy::LivePolicy;
-use crate::store::{Attempts, Loaded, Replaced, Settle, Store, StoreError, Versioned};
+use crate::store::records::{self, Records, Versioned};
+use crate::store::{Key, Op, Reply, Store, StoreError, TOTP_STEP_KEPT, Taken};
 use crate::users::User;
 use crate::wizard::{
-    Action, Context, Effect, Event, Factor, Opener, Rejection, Step, Transition, Wizard, Workflow,
-    transition,
+    Action, Context, Effect, Event, Factor, Opener, Rejection, Step, Transition, Wizard, transition,
 };
 use chrono::{DateTime, Duration, Utc};
 use std::net::IpAddr;
@@ -149,8 +149,8 @@ impl SignIn {
     /// it cannot be read or the key does not open it.
     pub async fn describe(&self, id: WizardId, key: Option<&WizardKey>) -> Option<Wizard> {
         let opener = Opener::new(key, self.require_wizard_key);
-        match self.store.load_wizard(id, None, &opener, None).await {
-            Ok(loaded) => loaded.map(|l| l.wizard.wizard),
+        match self.store.wizard(id, &opener).await {
+            Ok(loaded) => loaded.map(|l| l.wizard),
             Err(_) => None,
         }
     }
@@ -190,7 +190,7 @@ impl SignIn {
             Some(&email),
             presented,
             Action::Credentials,
-            async |_, user| {
+            async |_, user, _| {
                 // Unknown email or wrong password: the same work and the same answer.
                 let matched = self
                     .passwords
@@ -219,7 +219,7 @@ impl SignIn {
             None,
             presented,
             Action::ChooseFactor,
-            async |_, user| {
+            async |_, user, _| {
                 Ok(Event::ChooseFactor {
                     factor,
                     account: bound(user)?.account(),
@@ -238,17 +238,28 @@ impl SignIn {
         presented: &Presented,
     ) -> Result<Outcome, Failure> {
         let now = self.clock.now();
-        self.step(id, None, presented, Action::TotpCode, async |_, user| {
-            let user = bound(user)?;
-            let step = user.totp_secret.as_ref().and_then(|s| s.verify(&code, now));
-            Ok(Checked {
-                event: Event::TotpCode {
-                    account: user.account(),
-                    accepted: step.is_some(),
-                },
-                totp_step: step.map(|step| (user.id, step)),
-            })
-        })
+        self.step(
+            id,
+            None,
+            presented,
+            Action::TotpCode,
+            async |_, user, last| {
+                let user = bound(user)?;
+                // A step at or before the last one accepted is a replay (RFC 6238 §5.2).
+                let step = user
+                    .totp_secret
+                    .as_ref()
+                    .and_then(|s| s.verify(&code, now))
+                    .filter(|step| last.is_none_or(|last| *step > last));
+                Ok(Checked {
+                    event: Event::TotpCode {
+                        account: user.account(),
+                        accepted: step.is_some(),
+                    },
+                    totp_step: step,
+                })
+            },
+        )
         .await
     }
 
@@ -264,7 +275,7 @@ impl SignIn {
             None,
             presented,
             Action::SmsCode,
-            async |wizard, user| {
+            async |wizard, user, _| {
                 Ok(Event::SmsCode {
                     account: bound(user)?.account(),
                     digest: self.sms_codes.digest(wizard.id, &code),
@@ -281,12 +292,18 @@ impl SignIn {
         id: WizardId,
         presented: &Presented,
     ) -> Result<Outcome, Failure> {
-        self.step(id, None, presented, Action::ResendSms, async |_, user| {
-            Ok(Event::ResendSms {
-                account: bound(user)?.account(),
-            }
-            .into())
-        })
+        self.step(
+            id,
+            None,
+            presented,
+            Action::ResendSms,
+            async |_, user, _| {
+                Ok(Event::ResendSms {
+                    account: bound(user)?.account(),
+                }
+                .into())
+            },
+        )
         .await
     }
 
@@ -302,12 +319,11 @@ impl SignIn {
     /// What `action` asks of the attempt counters (see `lockout`).
     fn gate(&self, action: Action, now: DateTime<Utc>) -> Gate {
         let policy = self.policy.get();
-        let (step, take, code) = match action {
-            Action::Credentials => (Workflow::Login, true, false),
-            Action::ChooseFactor => (Workflow::ChooseFactor, false, false),
-            Action::TotpCode => (Workflow::TotpCode, true, true),
-            Action::SmsCode => (Workflow::SmsCode, true, true),
-            Action::ResendSms => (Workflow::SmsCode, false, true),
+        let (take, code) = match action {
+            Action::Credentials => (true, false),
+            Action::ChooseFactor => (false, false),
+            Action::TotpCode | Action::SmsCode => (true, true),
+            Action::ResendSms => (false, true),
         };
         let limits = Limits {
             now,
@@ -316,91 +332,164 @@ impl SignIn {
             block: policy.block(),
             codes_per_wizard: self.codes_per_wizard,
         };
-        Gate {
-            step,
-            take,
-            code,
-            limits,
-        }
+        Gate { take, code, limits }
     }
 
-    /// One wizard step: two store round trips (load with the attempt gate,
-    /// compare-and-set) plus whatever the effects need.
+    /// The wizard, and the account the step is about with its attempt
+    /// taken. At `login` the account is the email typed, so one round trip
+    /// reads both; later steps find it in the wizard, and take an attempt
+    /// only once the wizard is known to be at that step and alive.
+    async fn load(
+        &self,
+        id: WizardId,
+        email: Option<&Email>,
+        opener: &Opener,
+        action: Action,
+        gate: &Gate,
+    ) -> Result<Loaded, StoreError> {
+        let mut ops = vec![Op::Read(Key::Wizard(id))];
+        if let Some(email) = email {
+            ops.extend(account_reads(email, action, gate));
+        }
+        let mut replies = self.store.run(&[&ops]).await?.into_iter();
+        let wizard = records::row(next_reply(&mut replies)?)?
+            .map(records::read_wizard)
+            .transpose()?
+            .filter(|w| w.wizard.opens_with(opener));
+        if let Some(email) = email {
+            return Ok(Loaded {
+                account: AccountRead::from_replies(email.clone(), &mut replies)?,
+                wizard,
+            });
+        }
+        let account = match &wizard {
+            Some(Versioned {
+                wizard,
+                account: Some(email),
+                ..
+            }) if wizard.admits(action, gate.limits.now).is_ok() => {
+                let ops = account_reads(email, action, gate);
+                let mut replies = self.store.run(&[&ops]).await?.into_iter();
+                AccountRead::from_replies(email.clone(), &mut replies)?
+            }
+            _ => None,
+        };
+        Ok(Loaded { wizard, account })
+    }
+
+    /// One wizard step: load (one round trip at `login`, two later on: the
+    /// account is found in the wizard), verify, then one round trip that
+    /// saves the wizard with what the step settles, plus what effects need.
     async fn step(
         &self,
         id: WizardId,
         email: Option<&Email>,
         presented: &Presented,
         action: Action,
-        verify: impl AsyncFnOnce(&Wizard, Option<&User>) -> Result<Checked, SignInError>,
+        verify: impl AsyncFnOnce(&Wizard, Option<&User>, Option<u64>) -> Result<Checked, SignInError>,
     ) -> Result<Outcome, Failure> {
         let now = self.clock.now();
         let gate = self.gate(action, now);
         let opener = Opener::new(presented.wizard_key.as_ref(), self.require_wizard_key);
-        let Loaded {
-            wizard: Versioned { version, wizard },
-            user,
-            admission,
-            attempt_key: key,
-        } = self
-            .store
-            .load_wizard(id, email, &opener, Some(&gate))
+        let Loaded { wizard, account } = self
+            .load(id, email, &opener, action, &gate)
             .await
-            .map_err(|e| Failure::about(id, e))?
-            .ok_or_else(|| Failure::about(id, SignInError::NotFound))?;
-        // The gate took an attempt before anything was checked (see `lockout`).
-        let taken = match admission {
-            Admission::Admitted { attempt } => attempt,
-            _ => None,
-        };
-        // Set once the compare-and-set went through: the attempt is settled then.
+            .map_err(|e| Failure::about(id, e))?;
+        // The attempt the take counted, before anything was checked (see `lockout`).
+        let taken = account.as_ref().and_then(|a| {
+            Some((
+                a.email.clone(),
+                Attempt::from_taken(a.taken?, records::nonce())?,
+            ))
+        });
+        // Set once the step's write went through: its attempt is settled then.
         let mut settled = false;
 
         let result = async {
+            let Some(Versioned {
+                version,
+                wizard,
+                account: bound_to,
+            }) = wizard
+            else {
+                return Err(Failure::about(id, SignInError::NotFound));
+            };
             let in_context = |error: SignInError| Failure {
                 id: Some(id),
                 error,
                 wizard: Some(wizard.clone()),
             };
+            let user = account.as_ref().and_then(|a| a.user.clone());
 
             wizard
                 .admits(action, now)
-                .and_then(|()| wizard.same_device(presented.device.as_ref(), self.require_wizard_key))
+                .and_then(|()| {
+                    wizard.same_device(presented.device.as_ref(), self.require_wizard_key)
+                })
                 .and_then(|()| wizard.still_bound_to(user.as_ref().map(User::account).as_ref()))
                 .map_err(|r| in_context(r.into()))?;
-            match admission {
-                Admission::Blocked { until } => return Err(in_context(blocked(until, now))),
-                Admission::WizardClosed => return Err(in_context(SignInError::WizardClosed)),
-                Admission::Admitted { .. } => {}
-                // Every step asks for a gate, and `admits` just found the wizard at
-                // the gate's step and alive: a store that did not apply it disagrees
-                // with us about the wizard, and nothing may be verified unchecked.
-                Admission::Unchecked => {
-                    return Err(in_context(SignInError::Internal(anyhow::anyhow!(
-                        "the store did not apply the attempt gate to an admitted {action:?} step"
-                    ))));
-                }
+            // The wizard is at the step and alive: every step has its account by now.
+            let Some(AccountRead {
+                email: account_email,
+                taken: Some(tally),
+                totp_step: last_totp_step,
+                ..
+            }) = account.as_ref()
+            else {
+                return Err(in_context(SignInError::Internal(anyhow::anyhow!(
+                    "an admitted {action:?} step has no account to count attempts against"
+                ))));
             };
-            // A failed check that used the last attempt of the window blocks the
-            // account from now on; this answer is still the plain failure.
+            match lockout::admit(*tally, wizard.codes_tried, &gate) {
+                Admission::Admitted => {}
+                Admission::Blocked { until, starts } => {
+                    if starts {
+                        self.block(account_email, now, until).await;
+                    }
+                    return Err(in_context(blocked(until, now)));
+                }
+                Admission::WizardClosed => return Err(in_context(SignInError::WizardClosed)),
+            }
+            let attempt = taken.as_ref().map(|(_, attempt)| *attempt);
+
+            // A wrong guess is answered only once it is counted: a wrong code
+            // in the wizard (whose compare-and-set must win), and, when it used
+            // the last attempt of the window, a block of the account.
             let failed = async |rejection: Rejection| -> SignInError {
-                let is_guess = matches!(
+                if !matches!(
                     rejection,
                     Rejection::InvalidCredentials | Rejection::InvalidCode
-                );
-                let last_attempt =
-                    is_guess && taken.is_some_and(|a| a.number >= gate.limits.max_attempts);
-                if let Some(key) = key.as_ref().filter(|_| last_attempt)
-                    && let Err(e) = self.store.block(key, now, now + gate.limits.block).await
-                {
-                    // The verdict stands; the next attempt past the limit starts the block instead.
-                    tracing::error!(error = %e, "could not block an account after its last attempt");
+                ) {
+                    return rejection.into();
                 }
-                rejection.into()
+                let mut ops = Vec::new();
+                if gate.code {
+                    let counted = Wizard {
+                        codes_tried: wizard.codes_tried + 1,
+                        ..wizard.clone()
+                    };
+                    ops.push(swap(id, version, &counted, bound_to.as_ref()));
+                }
+                if attempt.is_some_and(|a| a.was_last(&gate.limits)) {
+                    ops.push(Ok(Op::Block {
+                        account: account_email.clone(),
+                        now,
+                        until: now + gate.limits.block,
+                    }));
+                }
+                let Ok(ops) = ops.into_iter().collect::<Result<Vec<_>, _>>() else {
+                    return SignInError::Internal(anyhow::anyhow!("cannot encode the wizard"));
+                };
+                match self.store.run(&[&ops]).await.map(|r| r.into_iter().next()) {
+                    Ok(Some(Reply::Done(false))) if gate.code => SignInError::Conflict,
+                    Ok(_) => rejection.into(),
+                    Err(e) => e.into(),
+                }
             };
 
-            let Checked { event, totp_step } =
-                verify(&wizard, user.as_ref()).await.map_err(in_context)?;
+            let Checked { event, totp_step } = verify(&wizard, user.as_ref(), *last_totp_step)
+                .await
+                .map_err(in_context)?;
             let ctx = Context {
                 now,
                 sms_code_ttl: self.sms_code_ttl,
@@ -416,38 +505,81 @@ impl SignIn {
                 Err(rejection) => return Err(in_context(failed(rejection).await)),
             };
 
-            let attempt_settles = match (&key, &next.step, taken) {
+            // In order: the TOTP step is burnt before the wizard moves (a
+            // crash between them loses the code, never reuses it); the
+            // account is read back after the wizard moved (a change that
+            // landed first voids the step); the attempt is settled last.
+            let next_account = next.bound().map(|_| account_email);
+            let burn: Vec<Op> = totp_step
+                .map(|step| Op::Advance {
+                    account: account_email.clone(),
+                    step,
+                    nonce: records::nonce(),
+                    ttl: TOTP_STEP_KEPT,
+                })
+                .into_iter()
+                .collect();
+            let write = [swap(id, version, &next, next_account).map_err(|e| in_context(e.into()))?];
+            let mut settle = Vec::new();
+            if next.bound().is_some() {
+                settle.push(Op::Read(Key::User(account_email.clone())));
+            }
+            match (&next.step, attempt) {
                 // A completed sign-in forgives the account's earlier failures.
-                (Some(key), Step::Terminated { .. }, _) => Attempts::Clear(key.clone()),
+                (Step::Terminated { .. }, _) => settle.push(Op::Forgive {
+                    account: account_email.clone(),
+                }),
                 // A success short of the end (the password before a code) was no failure.
-                (Some(key), _, Some(attempt)) => Attempts::Refund(key.clone(), attempt),
-                _ => Attempts::Keep,
+                (_, Some(attempt)) => settle.push(give_back(account_email, &attempt, &gate)),
+                _ => {}
+            }
+            let mut replies = self
+                .store
+                .run(&[&burn, &write, &settle])
+                .await
+                .map_err(|e| in_context(e.into()))?
+                .into_iter();
+            let fresh = match burn.is_empty() {
+                true => true,
+                false => records::done(next_reply(&mut replies).map_err(|e| in_context(e.into()))?)
+                    .map_err(|e| in_context(e.into()))?,
             };
-            let settle = Settle {
-                // No step is saved on an account that changed since it was read.
-                user: next.bound(),
-                attempts: attempt_settles,
-                totp_step,
-            };
-            match self.store.replace_wizard(version, &next, &settle).await {
-                Ok(Replaced::Done) => settled = true,
-                Ok(Replaced::TotpReplayed) => {
-                    return Err(in_context(failed(Rejection::InvalidCode).await));
+            let moved = records::done(next_reply(&mut replies).map_err(|e| in_context(e.into()))?)
+                .map_err(|e| in_context(e.into()))?;
+            if !moved {
+                // Report where the winning request left the wizard, not what we loaded.
+                let current = self.describe(id, presented.wizard_key.as_ref()).await;
+                return Err(Failure {
+                    error: SignInError::Conflict,
+                    id: Some(id),
+                    wizard: current,
+                });
+            }
+            settled = true;
+            if !fresh {
+                // Another request used this TOTP step first, between our read and our write.
+                self.roll_back(version + 1, &wizard, bound_to.as_ref())
+                    .await;
+                return Err(in_context(Rejection::InvalidCode.into()));
+            }
+            if let Some(bound) = next.bound() {
+                let now_stored =
+                    records::row(next_reply(&mut replies).map_err(|e| in_context(e.into()))?)
+                        .and_then(|row| row.map(records::read_user).transpose())
+                        .map_err(|e| in_context(e.into()))?;
+                if now_stored
+                    .is_none_or(|u| u.id != bound.id || u.credentials_version != bound.version)
+                {
+                    // The account changed while the step was checked: undo it, so
+                    // that trying again judges the account as it now is.
+                    self.roll_back(version + 1, &wizard, bound_to.as_ref())
+                        .await;
+                    return Err(in_context(SignInError::Conflict));
                 }
-                Ok(Replaced::Lost) => {
-                    // Report where the winning request left the wizard, not what we loaded.
-                    let current = self.describe(id, presented.wizard_key.as_ref()).await;
-                    return Err(Failure {
-                        error: SignInError::Conflict,
-                        id: Some(id),
-                        wizard: current,
-                    });
-                }
-                Err(e) => return Err(in_context(e.into())),
             }
 
             let tokens = self
-                .perform(effects, now, (version + 1, &wizard))
+                .perform(effects, now, (version + 1, &wizard, bound_to.as_ref()))
                 .await
                 .map_err(in_context)?;
             let factors = match (&next.step, user) {
@@ -468,13 +600,12 @@ impl SignIn {
         // An attempt that ended without a verdict on the password or code
         // (wrong key or device, overload, a lost race...) is given back.
         if let Err(failure) = &result
-            && let Some(attempt) = &taken
+            && let Some((account, attempt)) = &taken
             && !settled
             && !failure.error.is_verdict()
-            && let Some(key) = &key
             && let Err(e) = self
                 .store
-                .refund(key, attempt, gate.code.then_some(id))
+                .run(&[&[give_back(account, attempt, &gate)]])
                 .await
         {
             tracing::warn!(error = %e, "could not give an attempt back");
@@ -482,14 +613,27 @@ impl SignIn {
         result
     }
 
+    /// Blocks an account after its last allowed attempt failed.
+    async fn block(&self, account: &Email, now: DateTime<Utc>, until: DateTime<Utc>) {
+        let op = Op::Block {
+            account: account.clone(),
+            now,
+            until,
+        };
+        if let Err(e) = self.store.run(&[&[op]]).await {
+            // The verdict stands; the next attempt past the limit starts the block instead.
+            tracing::error!(error = %e, "could not block an account after its last attempt");
+        }
+    }
+
     /// Performs a saved step's effects; the tokens, if it issued them. When an
     /// SMS cannot be sent, the step is undone (`saved` is the version it was
-    /// saved as, and the wizard before it) so the client can retry it.
+    /// saved as, the wizard before it and its account) so the client can retry it.
     async fn perform(
         &self,
         effects: Vec<Effect>,
         now: DateTime<Utc>,
-        saved: (u64, &Wizard),
+        saved: (u64, &Wizard, Option<&Email>),
     ) -> Result<Option<TokenPair>, SignInError> {
         let mut tokens = None;
         for effect in effects {
@@ -497,7 +641,7 @@ impl SignIn {
                 Effect::SendSms { to, code } => {
                     if let Err(e) = self.sms.send_code(&to, &code).await {
                         tracing::warn!(error = %e, "SMS delivery failed; putting the wizard back");
-                        self.roll_back(saved.0, saved.1).await;
+                        self.roll_back(saved.0, saved.1, saved.2).await;
                         return Err(e.into());
                     }
                 }
@@ -508,13 +652,18 @@ impl SignIn {
     }
 
     /// Undoes a saved step whose side effect failed, so the client can retry it.
-    async fn roll_back(&self, saved_version: u64, previous: &Wizard) {
+    async fn roll_back(&self, saved_version: u64, previous: &Wizard, account: Option<&Email>) {
+        let undo = match swap(previous.id, saved_version, previous, account) {
+            Ok(op) => op,
+            Err(e) => return tracing::error!(error = %e, "could not roll the wizard back"),
+        };
         match self
             .store
-            .replace_wizard(saved_version, previous, &Settle::default())
+            .run(&[&[undo]])
             .await
+            .map(|r| r.into_iter().next())
         {
-            Ok(Replaced::Done) => {}
+            Ok(Some(Reply::Done(true))) => {}
             Ok(_) => tracing::warn!("wizard moved on before it could be rolled back"),
             Err(e) => tracing::error!(error = %e, "could not roll the wizard back"),
         }
@@ -555,7 +704,7 @@ pub struct Presented {
 /// A verdict from the edges, plus the TOTP step to record if it succeeds.
 struct Checked {
     event: Event,
-    totp_step: Option<(UserId, u64)>,
+    totp_step: Option<u64>,
 }
 
 impl From<Event> for Checked {
@@ -579,4 +728,98 @@ fn blocked(until: DateTime<Utc>, now: DateTime<Utc>) -> SignInError {
 /// The user a wizard is bound to (`Wizard::still_bound_to` has refused a deleted one).
 fn bound(user: Option<&User>) -> Result<&User, SignInError> {
     user.ok_or(SignInError::Rejected(Rejection::AccountChanged))
+}
+
+/// What a step loaded: the wizard (if the request may open it) and the account it is about.
+struct Loaded {
+    wizard: Option<Versioned>,
+    account: Option<AccountRead>,
+}
+
+/// An account as a step read it, with the attempt taken on its counter.
+struct AccountRead {
+    email: Email,
+    user: Option<User>,
+    taken: Option<Taken>,
+    /// The last TOTP step accepted for it.
+    totp_step: Option<u64>,
+}
+
+/// The reads (and the take) a step makes on its account, all in one hash slot.
+fn account_reads(email: &Email, action: Action, gate: &Gate) -> Vec<Op> {
+    let mut ops = vec![
+        Op::Read(Key::User(email.clone())),
+        Op::Take {
+            account: email.clone(),
+            now: gate.limits.now,
+            window: gate.limits.window,
+            count: gate.take,
+        },
+    ];
+    if action == Action::TotpCode {
+        ops.push(Op::Get(Key::TotpStep(email.clone())));
+    }
+    ops
+}
+
+impl AccountRead {
+    /// Reads the replies to [`account_reads`].
+    fn from_replies(
+        email: Email,
+        replies: &mut impl Iterator<Item = Reply>,
+    ) -> Result<Option<AccountRead>, StoreError> {
+        let user = records::row(next_reply(replies)?)?
+            .map(records::read_user)
+            .transpose()?;
+        let taken = match next_reply(replies)? {
+            Reply::Taken(taken) => taken,
+            other => return Err(records::corrupt(anyhow::anyhow!("not a take: {other:?}"))),
+        };
+        let totp_step = match replies.next() {
+            Some(Reply::Value(Some(stored))) => Some(
+                stored
+                    .split(':')
+                    .next()
+                    .and_then(|step| step.parse().ok())
+                    .ok_or_else(|| records::corrupt(anyhow::anyhow!("not a TOTP step")))?,
+            ),
+            _ => None,
+        };
+        Ok(Some(AccountRead {
+            email,
+            user,
+            taken: Some(taken),
+            totp_step,
+        }))
+    }
+}
+
+fn next_reply(replies: &mut impl Iterator<Item = Reply>) -> Result<Reply, StoreError> {
+    replies
+        .next()
+        .ok_or_else(|| records::corrupt(anyhow::anyhow!("a reply is missing")))
+}
+
+/// The compare-and-set that moves wizard `id` from `version` to `wizard`.
+fn swap(
+    id: WizardId,
+    version: u64,
+    wizard: &Wizard,
+    account: Option<&Email>,
+) -> Result<Op, StoreError> {
+    Ok(Op::Swap {
+        key: Key::Wizard(id),
+        expected: version,
+        row: records::wizard_row(wizard, account)?,
+        nonce: records::nonce(),
+    })
+}
+
+fn give_back(account: &Email, attempt: &Attempt, gate: &Gate) -> Op {
+    Op::GiveBack {
+        account: account.clone(),
+        since: attempt.window,
+        ticket: attempt.ticket,
+        window: gate.limits.window,
+    }
 }

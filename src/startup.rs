@@ -10,6 +10,7 @@ use crate::domain::AdminToken;
 use crate::http::{self, AdminApi, AdminParts, IpLimiter, TrustedProxies};
 use crate::policy::LivePolicy;
 use crate::signin::SignIn;
+use crate::store::Records;
 use crate::store::{MemoryStore, RedisStore, RedisStoreConfig, Store};
 use actix_web::dev::Server;
 use actix_web::middleware::Logger;
@@ -172,6 +173,7 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
         Some(url) => {
             let config = RedisStoreConfig {
                 url: url.clone(),
+                cluster: settings.redis_cluster,
                 prefix: settings.redis_prefix.clone(),
                 timeout: settings.redis_timeout(),
             };

@@ -2,6 +2,7 @@
 
 use crate::credentials::{HashError, PasswordHash, PasswordHasher, TotpSecret};
 use crate::domain::{Email, NewPassword, PhoneNumber, UserId};
+use crate::store::Records;
 use crate::store::{Store, UserWriteError};
 use crate::wizard::Account;
 use chrono::{DateTime, Utc};

@@ -27,8 +27,13 @@ pub struct Settings {
     #[arg(long, env = "WIZARD_REDIS_URL", hide_env_values = true, value_parser = quiet(ServiceUrl::parse))]
     pub redis_url: Option<ServiceUrl>,
 
+    /// `WIZARD_REDIS_URL` is a node of a Redis Cluster (any one: the client finds the rest).
+    #[arg(long, env = "WIZARD_REDIS_CLUSTER", default_value_t = false)]
+    pub redis_cluster: bool,
+
     /// Prefix of every Redis key, so several deployments can share one Redis.
-    #[arg(long, env = "WIZARD_REDIS_PREFIX", default_value = "signin-wizard:")]
+    /// No braces: keys carry Redis Cluster hash tags after it.
+    #[arg(long, env = "WIZARD_REDIS_PREFIX", default_value = "signin-wizard:", value_parser = quiet(values::key_prefix))]
     pub redis_prefix: String,
 
     /// Upper bound for one Redis command or connection attempt, in milliseconds.

@@ -120,6 +120,16 @@ impl<T: Clone + Send + Sync + 'static> TypedValueParser for Quiet<T> {
     }
 }
 
+/// A Redis key prefix: anything but the braces that delimit hash tags.
+pub fn key_prefix(raw: &str) -> Result<String, ParseError> {
+    if raw.contains(['{', '}']) {
+        return Err(ParseError(
+            "must not contain braces (keys carry Redis Cluster hash tags)",
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,8 +4,8 @@ use super::body::{BodyError, fields_as, read_object};
 use super::error::{ApiError, ErrorKind, store_error};
 use crate::credentials::{HashError, PasswordHasher, TotpSecret};
 use crate::domain::{AdminToken, Email, NewPassword, ParseError, PhoneNumber, UserId};
-use crate::lockout::AttemptKey;
 use crate::policy::{InvalidSetting, LivePolicy, PolicyPatch, UpdateError};
+use crate::store::Records;
 use crate::store::{Store, UserWriteError};
 use crate::users::{self, AccountChange, NewUser, RegisterError, User};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -322,7 +322,7 @@ pub async fn unlock_user(
     let user = admin.existing(&id).await?;
     admin
         .store
-        .clear_attempts(&AttemptKey::User(user.id))
+        .clear_attempts(&user.email)
         .await
         .map_err(|e| AdminError(store_error(&e)))?;
     tracing::info!(user_id = %user.id, "user unlocked");

@@ -1,4 +1,5 @@
 use crate::credentials::TokenIssuer;
+use crate::store::Records;
 use crate::store::Store;
 use actix_web::{HttpResponse, web};
 use std::sync::Arc;

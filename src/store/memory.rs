@@ -1,26 +1,18 @@
-use super::{
-    AttemptStore, Attempts, KeyringStore, Loaded, PolicyStore, Replaced, Settle, Store, StoreError,
-    StoredPolicy, UserStore, UserWriteError, Versioned, WizardStore, kept_for,
-};
-use crate::credentials::Keyring;
-use crate::domain::{Email, UserId, WizardId};
-use crate::lockout::{Admission, Attempt, AttemptKey, Counter, Gate};
-use crate::policy::Policy;
-use crate::users::User;
-use crate::wizard::{Opener, Wizard};
+use super::{Key, Op, Reply, Row, Store, StoreError, Taken};
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-/// Sweep expired wizards after this many inserts (keeps inserts O(1) amortised).
+/// Sweep expired entries after this many writes (keeps writes O(1) amortised).
 const SWEEP_EVERY: u64 = 1024;
 
 /// Everything in one process, behind one short-held lock. For a single
 /// instance (development, demos, tests); state is gone on restart. Like
-/// Redis with its TTLs, it forgets records by its own (monotonic) clock,
+/// Redis with its TTLs, it forgets entries by its own (monotonic) clock,
 /// after durations: the service's clock is for decisions, not for this.
+/// Each primitive does exactly what its Redis script does (see `Op`).
 #[derive(Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
@@ -28,23 +20,21 @@ pub struct MemoryStore {
 
 #[derive(Default)]
 struct Inner {
-    wizards: HashMap<WizardId, Entry>,
-    users: HashMap<UserId, User>,
-    emails: HashMap<Email, UserId>,
-    keyring: Option<Keyring>,
-    policy: StoredPolicy,
-    /// Each counter, and when it may be forgotten.
-    attempts: HashMap<AttemptKey, (Counter, Instant)>,
-    last_totp_step: HashMap<UserId, u64>,
-    inserts: u64,
+    entries: HashMap<Key, Entry>,
+    writes: u64,
 }
 
 struct Entry {
-    version: u64,
-    wizard: Wizard,
-    /// Codes tried in this wizard (see `lockout`).
-    codes: u32,
-    purge_at: Instant,
+    value: Value,
+    forget_at: Option<Instant>,
+}
+
+enum Value {
+    Record { row: Row, nonce: u64 },
+    Counter { count: u32, since: DateTime<Utc> },
+    Block(DateTime<Utc>),
+    Step { step: u64, nonce: u64 },
+    Text(String),
 }
 
 impl MemoryStore {
@@ -62,263 +52,215 @@ impl MemoryStore {
 }
 
 #[async_trait]
-impl WizardStore for MemoryStore {
-    async fn insert_wizard(&self, wizard: &Wizard) -> Result<(), StoreError> {
-        let mut inner = self.lock();
-        inner.inserts += 1;
-        if inner.inserts.is_multiple_of(SWEEP_EVERY) {
-            let now = Instant::now();
-            inner.wizards.retain(|_, e| e.purge_at > now);
-            inner.attempts.retain(|_, (_, forget_at)| *forget_at > now);
-        }
-        let entry = Entry {
-            version: 1,
-            wizard: wizard.clone(),
-            codes: 0,
-            purge_at: after(kept_for(wizard)),
-        };
-        inner.wizards.insert(wizard.id, entry);
-        Ok(())
-    }
-
-    async fn load_wizard(
-        &self,
-        id: WizardId,
-        email: Option<&Email>,
-        opener: &Opener,
-        gate: Option<&Gate>,
-    ) -> Result<Option<Loaded>, StoreError> {
-        let mut guard = self.lock();
-        let inner = &mut *guard;
-        let Some(entry) = inner
-            .wizards
-            .get_mut(&id)
-            .filter(|e| e.purge_at > Instant::now() && e.wizard.opens_with(opener))
-        else {
-            return Ok(None);
-        };
-        let user_id = entry
-            .wizard
-            .user()
-            .or_else(|| email.and_then(|e| inner.emails.get(e).copied()));
-        let key = match (user_id, email) {
-            (Some(user), _) => Some(AttemptKey::User(user)),
-            (None, Some(email)) => Some(AttemptKey::Email(email.clone())),
-            (None, None) => None,
-        };
-        let admission = match (gate, &key) {
-            (Some(gate), Some(key))
-                if entry.wizard.workflow() == gate.step
-                    && gate.limits.now < entry.wizard.expires_at =>
-            {
-                let (counter, forget_at) = inner
-                    .attempts
-                    .entry(key.clone())
-                    .or_insert_with(|| (Counter::default(), Instant::now()));
-                let admission = counter.admit(&mut entry.codes, gate);
-                *forget_at = after(counter.expires_at(&gate.limits) - gate.limits.now);
-                admission
-            }
-            _ => Admission::Unchecked,
-        };
-        Ok(Some(Loaded {
-            wizard: Versioned {
-                version: entry.version,
-                wizard: entry.wizard.clone(),
-            },
-            user: user_id.and_then(|u| inner.users.get(&u).cloned()),
-            admission,
-            attempt_key: key,
-        }))
-    }
-
-    async fn replace_wizard(
-        &self,
-        version: u64,
-        wizard: &Wizard,
-        settle: &Settle,
-    ) -> Result<Replaced, StoreError> {
-        let mut inner = self.lock();
-        let user_stands = settle.user.is_none_or(|bound| {
-            inner
-                .users
-                .get(&bound.id)
-                .is_some_and(|u| u.credentials_version == bound.version)
-        });
-        if !user_stands
-            || inner
-                .wizards
-                .get(&wizard.id)
-                .is_none_or(|e| e.version != version)
-        {
-            return Ok(Replaced::Lost);
-        }
-        if let Some((user, step)) = settle.totp_step {
-            if inner
-                .last_totp_step
-                .get(&user)
-                .is_some_and(|last| *last >= step)
-            {
-                return Ok(Replaced::TotpReplayed);
-            }
-            inner.last_totp_step.insert(user, step);
-        }
-        match &settle.attempts {
-            Attempts::Keep => {}
-            Attempts::Clear(key) => {
-                inner.attempts.remove(key);
-            }
-            Attempts::Refund(key, attempt) => give_back(&mut inner, key, attempt, None),
-        }
-        if let Some(entry) = inner.wizards.get_mut(&wizard.id) {
-            entry.version = version + 1;
-            entry.wizard = wizard.clone();
-        }
-        Ok(Replaced::Done)
-    }
-}
-
-#[async_trait]
-impl AttemptStore for MemoryStore {
-    async fn block(
-        &self,
-        key: &AttemptKey,
-        now: DateTime<Utc>,
-        until: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let mut inner = self.lock();
-        let (counter, forget_at) = inner
-            .attempts
-            .entry(key.clone())
-            .or_insert_with(|| (Counter::default(), Instant::now()));
-        counter.blocked_until = Some(until);
-        *forget_at = (*forget_at).max(after(until - now));
-        Ok(())
-    }
-
-    async fn clear_attempts(&self, key: &AttemptKey) -> Result<(), StoreError> {
-        self.lock().attempts.remove(key);
-        Ok(())
-    }
-
-    async fn refund(
-        &self,
-        key: &AttemptKey,
-        attempt: &Attempt,
-        wizard: Option<WizardId>,
-    ) -> Result<(), StoreError> {
-        give_back(&mut self.lock(), key, attempt, wizard);
-        Ok(())
-    }
-}
-
-/// `duration` from now, by this process's monotonic clock.
-fn after(duration: chrono::Duration) -> Instant {
-    Instant::now() + duration.to_std().unwrap_or_default()
-}
-
-fn give_back(inner: &mut Inner, key: &AttemptKey, attempt: &Attempt, wizard: Option<WizardId>) {
-    if let Some((counter, _)) = inner.attempts.get_mut(key) {
-        counter.refund(attempt.window);
-    }
-    if let Some(entry) = wizard.and_then(|id| inner.wizards.get_mut(&id)) {
-        entry.codes = entry.codes.saturating_sub(1);
-    }
-}
-
-#[async_trait]
-impl PolicyStore for MemoryStore {
-    async fn policy(&self) -> Result<StoredPolicy, StoreError> {
-        Ok(self.lock().policy)
-    }
-
-    async fn replace_policy(&self, revision: u64, policy: &Policy) -> Result<bool, StoreError> {
-        let mut inner = self.lock();
-        if inner.policy.revision != revision {
-            return Ok(false);
-        }
-        inner.policy = StoredPolicy {
-            revision: revision + 1,
-            policy: Some(*policy),
-        };
-        Ok(true)
-    }
-}
-
-#[async_trait]
-impl UserStore for MemoryStore {
-    async fn insert_user(&self, user: &User) -> Result<(), UserWriteError> {
-        let mut inner = self.lock();
-        if inner.emails.contains_key(&user.email) {
-            return Err(UserWriteError::EmailTaken);
-        }
-        inner.emails.insert(user.email.clone(), user.id);
-        inner.users.insert(user.id, user.clone());
-        Ok(())
-    }
-
-    async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
-        Ok(self.lock().users.get(&id).cloned())
-    }
-
-    async fn user_by_email(&self, email: &Email) -> Result<Option<User>, StoreError> {
-        let inner = self.lock();
-        Ok(inner
-            .emails
-            .get(email)
-            .and_then(|id| inner.users.get(id))
-            .cloned())
-    }
-
-    async fn update_user(&self, expected_version: u64, user: &User) -> Result<(), UserWriteError> {
-        let mut inner = self.lock();
-        let Some(stored) = inner.users.get(&user.id) else {
-            return Err(UserWriteError::NotFound);
-        };
-        if stored.credentials_version != expected_version {
-            return Err(UserWriteError::Changed);
-        }
-        let old_email = stored.email.clone();
-        if inner
-            .emails
-            .get(&user.email)
-            .is_some_and(|owner| *owner != user.id)
-        {
-            return Err(UserWriteError::EmailTaken);
-        }
-        inner.emails.remove(&old_email);
-        inner.emails.insert(user.email.clone(), user.id);
-        inner.users.insert(user.id, user.clone());
-        Ok(())
-    }
-
-    async fn delete_user(&self, id: UserId) -> Result<bool, StoreError> {
-        let mut inner = self.lock();
-        let Some(user) = inner.users.remove(&id) else {
-            return Ok(false);
-        };
-        inner.emails.remove(&user.email);
-        Ok(true)
-    }
-}
-
-#[async_trait]
-impl KeyringStore for MemoryStore {
-    async fn keyring_or_insert(&self, candidate: &Keyring) -> Result<Keyring, StoreError> {
-        Ok(self
-            .lock()
-            .keyring
-            .get_or_insert_with(|| candidate.clone())
-            .clone())
-    }
-
-    async fn keyring(&self) -> Result<Option<Keyring>, StoreError> {
-        Ok(self.lock().keyring.clone())
-    }
-}
-
 impl Store for MemoryStore {
     fn backend(&self) -> &'static str {
         "embedded"
     }
+
+    async fn run(&self, stages: &[&[Op]]) -> Result<Vec<Reply>, StoreError> {
+        let mut inner = self.lock();
+        Ok(stages
+            .iter()
+            .flat_map(|stage| stage.iter())
+            .map(|op| inner.apply(op))
+            .collect())
+    }
+}
+
+impl Inner {
+    fn live(&self, key: &Key) -> Option<&Value> {
+        self.entries
+            .get(key)
+            .filter(|e| e.forget_at.is_none_or(|at| at > Instant::now()))
+            .map(|e| &e.value)
+    }
+
+    fn set(&mut self, key: Key, value: Value, kept_for: Option<Duration>) {
+        self.writes += 1;
+        if self.writes.is_multiple_of(SWEEP_EVERY) {
+            let now = Instant::now();
+            self.entries
+                .retain(|_, e| e.forget_at.is_none_or(|at| at > now));
+        }
+        self.entries.insert(
+            key,
+            Entry {
+                value,
+                forget_at: kept_for.map(after),
+            },
+        );
+    }
+
+    /// Replaces a live entry's value, keeping its time to live.
+    fn replace(&mut self, key: &Key, value: Value) {
+        if let Some(entry) = self.entries.get_mut(key) {
+            entry.value = value;
+        }
+    }
+
+    fn record(&self, key: &Key) -> Option<(&Row, u64)> {
+        match self.live(key) {
+            Some(Value::Record { row, nonce }) => Some((row, *nonce)),
+            _ => None,
+        }
+    }
+
+    fn apply(&mut self, op: &Op) -> Reply {
+        match op {
+            Op::Read(key) => Reply::Row(self.record(key).map(|(row, _)| row.clone())),
+            Op::Insert {
+                key,
+                row,
+                nonce,
+                ttl,
+            } => {
+                if let Some((_, stored)) = self.record(key) {
+                    return Reply::Done(stored == *nonce);
+                }
+                let row = row.clone();
+                self.set(key.clone(), Value::Record { row, nonce: *nonce }, *ttl);
+                Reply::Done(true)
+            }
+            Op::Swap {
+                key,
+                expected,
+                row,
+                nonce,
+            } => match self.record(key) {
+                Some((stored, n)) if stored.version == expected + 1 && n == *nonce => {
+                    Reply::Done(true)
+                }
+                Some((stored, _)) if stored.version == *expected => {
+                    let row = Row {
+                        version: expected + 1,
+                        ..row.clone()
+                    };
+                    self.replace(key, Value::Record { row, nonce: *nonce });
+                    Reply::Done(true)
+                }
+                _ => Reply::Done(false),
+            },
+            Op::Remove { key, expected } => match self.record(key) {
+                Some((stored, _)) if stored.version == *expected => {
+                    self.entries.remove(key);
+                    Reply::Done(true)
+                }
+                _ => Reply::Done(false),
+            },
+            Op::Take {
+                account,
+                now,
+                window,
+                count,
+            } => {
+                if let Some(Value::Block(until)) = self.live(&Key::Block(account.clone()))
+                    && until > now
+                {
+                    return Reply::Taken(Taken::Blocked { until: *until });
+                }
+                if !count {
+                    return Reply::Taken(Taken::Open);
+                }
+                let key = Key::Attempts(account.clone());
+                let (count, since) = match self.live(&key) {
+                    Some(Value::Counter { count, since }) if *since + *window > *now => {
+                        (count + 1, *since)
+                    }
+                    _ => (1, *now),
+                };
+                self.set(
+                    key,
+                    Value::Counter { count, since },
+                    Some(since + *window - *now),
+                );
+                Reply::Taken(Taken::Counted { count, since })
+            }
+            Op::GiveBack {
+                account,
+                since,
+                ticket,
+                window,
+            } => {
+                let marker = Key::GivenBack(account.clone(), *ticket);
+                if self.live(&marker).is_some() {
+                    return Reply::Done(false);
+                }
+                self.set(marker, Value::Text(String::new()), Some(*window));
+                let key = Key::Attempts(account.clone());
+                match self.live(&key) {
+                    Some(Value::Counter { count, since: s }) if *count > 0 && s == since => {
+                        let value = Value::Counter {
+                            count: count - 1,
+                            since: *s,
+                        };
+                        self.replace(&key, value);
+                        Reply::Done(true)
+                    }
+                    _ => Reply::Done(false),
+                }
+            }
+            Op::Block {
+                account,
+                now,
+                until,
+            } => {
+                let key = Key::Block(account.clone());
+                if self.live(&key).is_some() {
+                    return Reply::Done(false);
+                }
+                self.set(key, Value::Block(*until), Some(*until - *now));
+                self.entries.remove(&Key::Attempts(account.clone()));
+                Reply::Done(true)
+            }
+            Op::Forgive { account } => {
+                self.entries.remove(&Key::Attempts(account.clone()));
+                self.entries.remove(&Key::Block(account.clone()));
+                Reply::Done(true)
+            }
+            Op::Advance {
+                account,
+                step,
+                nonce,
+                ttl,
+            } => {
+                let key = Key::TotpStep(account.clone());
+                match self.live(&key) {
+                    Some(Value::Step { step: s, nonce: n }) if s == step && n == nonce => {
+                        Reply::Done(true)
+                    }
+                    Some(Value::Step { step: s, .. }) if s >= step => Reply::Done(false),
+                    _ => {
+                        let value = Value::Step {
+                            step: *step,
+                            nonce: *nonce,
+                        };
+                        self.set(key, value, Some(*ttl));
+                        Reply::Done(true)
+                    }
+                }
+            }
+            Op::Get(key) => Reply::Value(match self.live(key) {
+                Some(Value::Text(text)) => Some(text.clone()),
+                Some(Value::Step { step, nonce }) => Some(format!("{step}:{nonce}")),
+                _ => None,
+            }),
+            Op::PutNew { key, value } => {
+                if self.live(key).is_some() {
+                    return Reply::Done(false);
+                }
+                self.set(key.clone(), Value::Text(value.clone()), None);
+                Reply::Done(true)
+            }
+            Op::Put { key, value } => {
+                self.set(key.clone(), Value::Text(value.clone()), None);
+                Reply::Done(true)
+            }
+            Op::Delete(key) => Reply::Done(self.entries.remove(key).is_some()),
+        }
+    }
+}
+
+/// `duration` from now, by this process's monotonic clock.
+fn after(duration: Duration) -> Instant {
+    Instant::now() + duration.to_std().unwrap_or_default()
 }

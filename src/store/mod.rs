@@ -1,27 +1,31 @@
-//! Where wizards, users and the keyring live: in process, or in Redis.
+//! Where wizards, users, attempt counters and shared settings live: in
+//! process, or in Redis (one node or a Cluster).
 //!
-//! Both backends give the same guarantees: a wizard step is a compare-and-set
-//! on the wizard's version, so two concurrent requests can never both move
-//! the same wizard; an email belongs to at most one user.
+//! A store knows no policy. It offers a handful of atomic primitives on one
+//! key (or on keys of one account, which share a Redis Cluster hash slot),
+//! each one round trip ([`Op`]); every rule built from them (the attempt
+//! gate, refunds, the code cap, TOTP replay, the order of writes that keeps
+//! cross-slot steps safe) is Rust code in `lockout`, `signin` and
+//! [`records`], written once for every store. The conformance suite runs the
+//! same tests against each store.
 
+mod keys;
 mod memory;
+pub mod records;
 mod redis;
 
+pub use keys::Key;
 pub use memory::MemoryStore;
+pub use records::{Records, StoredPolicy, UserWriteError, Versioned};
 pub use redis::{RedisStore, RedisStoreConfig};
 
-use crate::credentials::Keyring;
-use crate::domain::{Email, UserId, WizardId};
-use crate::lockout::{Admission, Attempt, AttemptKey, Gate};
-use crate::policy::Policy;
-use crate::users::User;
-use crate::wizard::{BoundUser, Opener, Wizard};
+use crate::domain::Email;
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The backend did not answer (down, timed out, refused).
+    /// The backend did not answer (down, timed out, refused, moving a slot).
     #[error("store unavailable: {0:#}")]
     Unavailable(anyhow::Error),
     /// The backend answered with something we cannot read.
@@ -29,160 +33,140 @@ pub enum StoreError {
     Corrupt(anyhow::Error),
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum UserWriteError {
-    #[error("another user has this email")]
-    EmailTaken,
-    #[error("no such user")]
-    NotFound,
-    /// Another write changed the user since it was read.
-    #[error("the user changed since it was read")]
-    Changed,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// A wizard together with the version a compare-and-set must name.
-#[derive(Debug, Clone)]
-pub struct Versioned {
+/// A versioned record: a compare-and-set names `version`, and `nonce`
+/// (random per write) lets a write retried after a dropped connection
+/// recognise itself instead of reporting a lost race.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
     pub version: u64,
-    pub wizard: Wizard,
+    /// The account (email) a wizard is bound to, so that its later steps
+    /// can find the account's counters without decoding the body.
+    pub account: Option<String>,
+    pub body: Vec<u8>,
 }
 
-/// A wizard, the user it concerns and the verdict of its gate, all from one round trip.
+/// One atomic primitive. None of them decides anything: they store, compare
+/// and count as told.
 #[derive(Debug, Clone)]
-pub struct Loaded {
-    pub wizard: Versioned,
-    pub user: Option<User>,
-    pub admission: Admission,
-    /// The counter the gate used: the wizard's user, else the owner of the
-    /// email, else the email itself (see `lockout`).
-    pub attempt_key: Option<AttemptKey>,
-}
-
-/// What a successful step does with the account's attempt counter.
-#[derive(Debug, Clone, Default)]
-pub enum Attempts {
-    #[default]
-    Keep,
-    /// Forget earlier failures (a completed sign-in).
-    Clear(AttemptKey),
-    /// Give back the attempt this step took (it succeeded), if its window is still the current one.
-    Refund(AttemptKey, Attempt),
-}
-
-/// What a successful step settles atomically with its compare-and-set.
-#[derive(Debug, Clone, Default)]
-pub struct Settle {
-    /// The account the step was decided on: the save fails (as lost) unless
-    /// that user still exists at that version.
-    pub user: Option<BoundUser>,
-    pub attempts: Attempts,
-    /// A TOTP step accepted for this user: refused unless newer than the last one (RFC 6238 §5.2).
-    pub totp_step: Option<(UserId, u64)>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Replaced {
-    Done,
-    /// Another request moved the wizard first, or the user of `Settle::user` changed.
-    Lost,
-    /// The TOTP step was not newer than the last one accepted for the user.
-    TotpReplayed,
-}
-
-#[async_trait]
-pub trait WizardStore: Send + Sync {
-    async fn insert_wizard(&self, wizard: &Wizard) -> Result<(), StoreError>;
-
-    /// The wizard and its user: the user it is bound to once the password
-    /// was accepted, else the owner of `email` (if any). With a `gate`, the
-    /// account's attempt counter (see `lockout`) is applied atomically.
-    /// A wizard the `opener` cannot open is reported as absent, before any gate applies.
-    async fn load_wizard(
-        &self,
-        id: WizardId,
-        email: Option<&Email>,
-        opener: &Opener,
-        gate: Option<&Gate>,
-    ) -> Result<Option<Loaded>, StoreError>;
-
-    /// Stores `wizard` as version `version + 1` if the stored version is
-    /// still `version`, together with what `settle` asks.
-    async fn replace_wizard(
-        &self,
-        version: u64,
-        wizard: &Wizard,
-        settle: &Settle,
-    ) -> Result<Replaced, StoreError>;
-}
-
-#[async_trait]
-pub trait AttemptStore: Send + Sync {
-    /// Blocks sign-in for `key` from `now` until `until` (after its last allowed attempt failed).
-    async fn block(
-        &self,
-        key: &AttemptKey,
+pub enum Op {
+    /// The record at the key, if any.
+    Read(Key),
+    /// Stores the record (at its own version) unless the key holds one; forgotten
+    /// after `ttl` (by the store's own clock) if given.
+    Insert {
+        key: Key,
+        row: Row,
+        nonce: u64,
+        ttl: Option<Duration>,
+    },
+    /// Stores the record as version `expected + 1` if the stored version is
+    /// still `expected`; the key keeps its time to live.
+    Swap {
+        key: Key,
+        expected: u64,
+        row: Row,
+        nonce: u64,
+    },
+    /// Deletes the record if its version is `expected`.
+    Remove {
+        key: Key,
+        expected: u64,
+    },
+    /// The account's attempt counter, a fixed window of `window` from its
+    /// first attempt: unless the account is blocked, counts one attempt if
+    /// `count` (starting a new window once the last one ended) and answers
+    /// the count; while blocked, changes nothing and answers the block.
+    Take {
+        account: Email,
+        now: DateTime<Utc>,
+        window: Duration,
+        count: bool,
+    },
+    /// Takes one attempt off the counter if its window still began at
+    /// `since`; once per `ticket`, however often it is sent.
+    GiveBack {
+        account: Email,
+        since: DateTime<Utc>,
+        ticket: u64,
+        window: Duration,
+    },
+    /// Blocks the account until `until` unless it is blocked already (a
+    /// block is never extended), and forgets its count.
+    Block {
+        account: Email,
         now: DateTime<Utc>,
         until: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
-    /// Forgets `key`'s failures and any block (an admin's unlock).
-    async fn clear_attempts(&self, key: &AttemptKey) -> Result<(), StoreError>;
-    /// Gives back an attempt taken by a request that ended without a
-    /// verdict (see `Counter::refund`), and the code try of `wizard` if it was a code step.
-    async fn refund(
-        &self,
-        key: &AttemptKey,
-        attempt: &Attempt,
-        wizard: Option<WizardId>,
-    ) -> Result<(), StoreError>;
+    },
+    /// Forgets the account's count and any block.
+    Forgive {
+        account: Email,
+    },
+    /// Raises the account's last accepted TOTP step to `step` if it is
+    /// higher than the stored one (or this same write, `nonce`, retried).
+    Advance {
+        account: Email,
+        step: u64,
+        nonce: u64,
+        ttl: Duration,
+    },
+    /// A plain value (the user index, the keyring).
+    Get(Key),
+    /// Stores a plain value unless the key holds one.
+    PutNew {
+        key: Key,
+        value: String,
+    },
+    Put {
+        key: Key,
+        value: String,
+    },
+    Delete(Key),
 }
 
-/// The runtime settings as stored, with the revision a save must name.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StoredPolicy {
-    /// 0 until settings are first saved; one more with every save.
-    pub revision: u64,
-    /// `None` when none were saved, or (logged) when what is stored cannot be
-    /// read: the instance keeps its own settings, and the next save repairs it.
-    pub policy: Option<Policy>,
+/// What an [`Op`] answered, in the order the ops were given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Row(Option<Row>),
+    /// Whether a conditional write (or a give-back) took effect.
+    Done(bool),
+    Taken(Taken),
+    Value(Option<String>),
 }
 
+/// The account's counter after a [`Op::Take`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// `count` attempts in the window that began at `since` (this one included, if counted).
+    Counted {
+        count: u32,
+        since: DateTime<Utc>,
+    },
+    /// Not counted, not blocked (a take with `count: false`).
+    Open,
+    Blocked {
+        until: DateTime<Utc>,
+    },
+}
+
+/// The primitives, run in stages: every op of a stage may run concurrently
+/// (on a Cluster they go to different nodes), and a stage starts only once
+/// the one before it has been applied. A single Redis sends all stages in
+/// one pipeline (it applies a connection's commands in order); the
+/// embedded store applies them in order under one lock.
 #[async_trait]
-pub trait PolicyStore: Send + Sync {
-    async fn policy(&self) -> Result<StoredPolicy, StoreError>;
-    /// Stores `policy` as revision `revision + 1` if the stored revision is
-    /// still `revision`; `false`, storing nothing, if another save came first.
-    async fn replace_policy(&self, revision: u64, policy: &Policy) -> Result<bool, StoreError>;
-}
-
-#[async_trait]
-pub trait UserStore: Send + Sync {
-    async fn insert_user(&self, user: &User) -> Result<(), UserWriteError>;
-    async fn user(&self, id: UserId) -> Result<Option<User>, StoreError>;
-    async fn user_by_email(&self, email: &Email) -> Result<Option<User>, StoreError>;
-    /// Replaces the user with the same id, moving its email if it changed,
-    /// if the stored one is still at `expected_version` (else `Changed`).
-    async fn update_user(&self, expected_version: u64, user: &User) -> Result<(), UserWriteError>;
-    async fn delete_user(&self, id: UserId) -> Result<bool, StoreError>;
-}
-
-#[async_trait]
-pub trait KeyringStore: Send + Sync {
-    /// The stored keyring, or `candidate` stored as the keyring if there is
-    /// none yet. Every instance of a shared store ends up with the same one.
-    async fn keyring_or_insert(&self, candidate: &Keyring) -> Result<Keyring, StoreError>;
-    async fn keyring(&self) -> Result<Option<Keyring>, StoreError>;
-}
-
-pub trait Store: WizardStore + UserStore + KeyringStore + AttemptStore + PolicyStore {
+pub trait Store: Send + Sync {
     fn backend(&self) -> &'static str;
+    async fn run(&self, stages: &[&[Op]]) -> Result<Vec<Reply>, StoreError>;
 }
 
 /// How long a wizard record is kept from its start: its lifetime, then as
 /// long again, so that late requests hear "expired" rather than "not found".
 /// A duration, which each store counts by its own clock: Redis's need not
 /// agree with the service's, and the core never relies on records vanishing.
-pub fn kept_for(wizard: &Wizard) -> chrono::Duration {
+pub fn kept_for(wizard: &crate::wizard::Wizard) -> Duration {
     (wizard.expires_at - wizard.created_at) * 2
 }
+
+/// How long an account's last TOTP step is remembered: older steps fall out
+/// of the ±1 step window within 90 s; keep a margin.
+pub const TOTP_STEP_KEPT: Duration = Duration::minutes(10);

@@ -1,0 +1,42 @@
+//! The key layout, shared by every store. Each entity's keys carry a Redis
+//! Cluster hash tag (`{...}`) so that everything one primitive touches sits
+//! in one slot:
+//! - `{w:<uuid>}`: a wizard (hash `v` version, `n` write nonce, `a` account, `d` body)
+//! - `{e:<email>}u`: the user with that email (same hash layout); `{e:<email>}a`
+//!   its attempt counter (hash `n` count, `s` window start); `{e:<email>}b` its
+//!   block (the end, in ms); `{e:<email>}t` its last TOTP step; `{e:<email>}g<ticket>`
+//!   give-backs already applied. Unknown emails get counters exactly like known ones.
+//! - `{i:<uuid>}`: the email of the user with that id
+//! - `{policy}`: the runtime settings (record); `{keyring}`: the shared keys
+
+use crate::domain::{Email, UserId, WizardId};
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    Wizard(WizardId),
+    User(Email),
+    Attempts(Email),
+    Block(Email),
+    TotpStep(Email),
+    GivenBack(Email, u64),
+    UserIndex(UserId),
+    Policy,
+    Keyring,
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Key::Wizard(id) => write!(f, "{{w:{id}}}"),
+            Key::User(email) => write!(f, "{{e:{email}}}u"),
+            Key::Attempts(email) => write!(f, "{{e:{email}}}a"),
+            Key::Block(email) => write!(f, "{{e:{email}}}b"),
+            Key::TotpStep(email) => write!(f, "{{e:{email}}}t"),
+            Key::GivenBack(email, ticket) => write!(f, "{{e:{email}}}g{ticket:x}"),
+            Key::UserIndex(id) => write!(f, "{{i:{id}}}"),
+            Key::Policy => f.write_str("{policy}"),
+            Key::Keyring => f.write_str("{keyring}"),
+        }
+    }
+}

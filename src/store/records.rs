@@ -1,0 +1,372 @@
+//! Wizards, users, settings and the keyring as records built from the
+//! store's primitives, the same for every store. Writes that touch two hash
+//! slots are ordered so that a crash or a lost race between them fails
+//! closed (see docs/decisions.md).
+
+use super::{Key, Op, Reply, Row, Store, StoreError, kept_for};
+use crate::credentials::Keyring;
+use crate::domain::{Email, UserId, WizardId};
+use crate::policy::Policy;
+use crate::users::User;
+use crate::wizard::{Opener, Wizard};
+use async_trait::async_trait;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UserWriteError {
+    #[error("another user has this email")]
+    EmailTaken,
+    #[error("no such user")]
+    NotFound,
+    /// Another write changed the user since it was read.
+    #[error("the user changed since it was read")]
+    Changed,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A wizard together with the version a compare-and-set must name, and the
+/// account (the email it was bound with) whose counters its steps use.
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    pub version: u64,
+    pub wizard: Wizard,
+    pub account: Option<Email>,
+}
+
+/// The runtime settings as stored, with the revision a save must name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoredPolicy {
+    /// 0 until settings are first saved; one more with every save.
+    pub revision: u64,
+    /// `None` when none were saved, or (logged) when what is stored cannot be
+    /// read: the instance keeps its own settings, and the next save repairs it.
+    pub policy: Option<Policy>,
+}
+
+/// A random nonce or ticket for one write (see `Op`).
+pub fn nonce() -> u64 {
+    rand::random()
+}
+
+pub fn corrupt(e: impl Into<anyhow::Error>) -> StoreError {
+    StoreError::Corrupt(e.into())
+}
+
+pub fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(corrupt)
+}
+
+pub fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(body).map_err(corrupt)
+}
+
+/// A wizard record, as inserted (version 1) or swapped (which sets its own version).
+pub fn wizard_row(wizard: &Wizard, account: Option<&Email>) -> Result<Row, StoreError> {
+    Ok(Row {
+        version: 1,
+        account: account.map(|email| email.as_str().to_owned()),
+        body: encode(wizard)?,
+    })
+}
+
+pub fn read_wizard(row: Row) -> Result<Versioned, StoreError> {
+    Ok(Versioned {
+        version: row.version,
+        wizard: decode(&row.body)?,
+        account: row
+            .account
+            .as_deref()
+            .map(Email::parse)
+            .transpose()
+            .map_err(corrupt)?,
+    })
+}
+
+/// A user record; its version is the account's `credentials_version`.
+pub fn read_user(row: Row) -> Result<User, StoreError> {
+    let mut user: User = decode(&row.body)?;
+    user.credentials_version = row.version;
+    Ok(user)
+}
+
+/// `version` for an insert (a swap sets its own).
+fn user_row(user: &User, version: u64) -> Result<Row, StoreError> {
+    Ok(Row {
+        version,
+        account: None,
+        body: encode(user)?,
+    })
+}
+
+/// The reply of a read, as a row.
+pub fn row(reply: Reply) -> Result<Option<Row>, StoreError> {
+    match reply {
+        Reply::Row(row) => Ok(row),
+        other => Err(corrupt(anyhow::anyhow!("expected a record, got {other:?}"))),
+    }
+}
+
+pub fn done(reply: Reply) -> Result<bool, StoreError> {
+    match reply {
+        Reply::Done(done) => Ok(done),
+        other => Err(corrupt(anyhow::anyhow!(
+            "expected a verdict, got {other:?}"
+        ))),
+    }
+}
+
+fn value(reply: Reply) -> Result<Option<String>, StoreError> {
+    match reply {
+        Reply::Value(value) => Ok(value),
+        other => Err(corrupt(anyhow::anyhow!("expected a value, got {other:?}"))),
+    }
+}
+
+/// The one reply of a one-op run.
+async fn one<S: Store + ?Sized>(store: &S, op: Op) -> Result<Reply, StoreError> {
+    store
+        .run(&[&[op]])
+        .await?
+        .pop()
+        .ok_or_else(|| corrupt(anyhow::anyhow!("no reply")))
+}
+
+#[async_trait]
+pub trait Records: Store {
+    async fn insert_wizard(&self, wizard: &Wizard) -> Result<(), StoreError> {
+        let op = Op::Insert {
+            key: Key::Wizard(wizard.id),
+            row: wizard_row(wizard, None)?,
+            nonce: nonce(),
+            ttl: Some(kept_for(wizard)),
+        };
+        if done(one(self, op).await?)? {
+            Ok(())
+        } else {
+            Err(corrupt(anyhow::anyhow!("a new wizard's id was taken")))
+        }
+    }
+
+    /// The wizard, if the `opener` opens it.
+    async fn wizard(&self, id: WizardId, opener: &Opener) -> Result<Option<Versioned>, StoreError> {
+        match row(one(self, Op::Read(Key::Wizard(id))).await?)? {
+            Some(row) => Ok(Some(read_wizard(row)?).filter(|v| v.wizard.opens_with(opener))),
+            None => Ok(None),
+        }
+    }
+
+    async fn user_by_email(&self, email: &Email) -> Result<Option<User>, StoreError> {
+        row(one(self, Op::Read(Key::User(email.clone()))).await?)?
+            .map(read_user)
+            .transpose()
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        let Some(email) = value(one(self, Op::Get(Key::UserIndex(id))).await?)? else {
+            return Ok(None);
+        };
+        let email = Email::parse(&email).map_err(corrupt)?;
+        // An index left behind by an interrupted write points at nobody.
+        Ok(self.user_by_email(&email).await?.filter(|u| u.id == id))
+    }
+
+    /// Index first, then the record: an interruption leaves at most an
+    /// index pointing at nobody, never an account reachable by email alone.
+    async fn insert_user(&self, user: &User) -> Result<(), UserWriteError> {
+        let index = Key::UserIndex(user.id);
+        let value = user.email.as_str().to_owned();
+        one(
+            self,
+            Op::Put {
+                key: index.clone(),
+                value,
+            },
+        )
+        .await?;
+        let op = Op::Insert {
+            key: Key::User(user.email.clone()),
+            row: user_row(user, 1)?,
+            nonce: nonce(),
+            ttl: None,
+        };
+        if done(one(self, op).await?)? {
+            return Ok(());
+        }
+        one(self, Op::Delete(index)).await?;
+        Err(UserWriteError::EmailTaken)
+    }
+
+    /// Replaces the user if it is still at `expected_version`; its version
+    /// moves on by one. A new email is claimed only after the old record is
+    /// gone, so an interruption can lose the account (an operator re-adds
+    /// it) but never leave it reachable by both addresses.
+    async fn update_user(&self, expected_version: u64, user: &User) -> Result<(), UserWriteError> {
+        let current = self.user(user.id).await?.ok_or(UserWriteError::NotFound)?;
+        if current.credentials_version != expected_version {
+            return Err(UserWriteError::Changed);
+        }
+        if current.email == user.email {
+            let op = Op::Swap {
+                key: Key::User(user.email.clone()),
+                expected: expected_version,
+                row: user_row(user, 0)?,
+                nonce: nonce(),
+            };
+            return match done(one(self, op).await?)? {
+                true => Ok(()),
+                false => Err(UserWriteError::Changed),
+            };
+        }
+        if self.user_by_email(&user.email).await?.is_some() {
+            return Err(UserWriteError::EmailTaken);
+        }
+        let old = Key::User(current.email.clone());
+        if !done(
+            one(
+                self,
+                Op::Remove {
+                    key: old,
+                    expected: expected_version,
+                },
+            )
+            .await?,
+        )? {
+            return Err(UserWriteError::Changed);
+        }
+        let moved = Op::Insert {
+            key: Key::User(user.email.clone()),
+            row: user_row(user, expected_version + 1)?,
+            nonce: nonce(),
+            ttl: None,
+        };
+        let inserted = done(one(self, moved).await?)?;
+        // The account lives on under the address that is free.
+        let (home, outcome) = if inserted {
+            (user, Ok(()))
+        } else {
+            (&current, Err(UserWriteError::EmailTaken))
+        };
+        if !inserted {
+            let back = Op::Insert {
+                key: Key::User(current.email.clone()),
+                row: user_row(&current, expected_version)?,
+                nonce: nonce(),
+                ttl: None,
+            };
+            one(self, back).await?;
+        }
+        let value = home.email.as_str().to_owned();
+        one(
+            self,
+            Op::Put {
+                key: Key::UserIndex(user.id),
+                value,
+            },
+        )
+        .await?;
+        outcome
+    }
+
+    /// Record first, then the index (see `insert_user`).
+    async fn delete_user(&self, id: UserId) -> Result<bool, StoreError> {
+        let Some(user) = self.user(id).await? else {
+            return Ok(false);
+        };
+        let key = Key::User(user.email.clone());
+        let removed = done(
+            one(
+                self,
+                Op::Remove {
+                    key,
+                    expected: user.credentials_version,
+                },
+            )
+            .await?,
+        )?;
+        if removed {
+            one(self, Op::Delete(Key::UserIndex(id))).await?;
+        }
+        Ok(removed)
+    }
+
+    /// Forgets an account's failures and any block (an operator's unlock).
+    async fn clear_attempts(&self, account: &Email) -> Result<(), StoreError> {
+        one(
+            self,
+            Op::Forgive {
+                account: account.clone(),
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn policy(&self) -> Result<StoredPolicy, StoreError> {
+        let Some(row) = row(one(self, Op::Read(Key::Policy)).await?)? else {
+            return Ok(StoredPolicy::default());
+        };
+        let policy = match decode(&row.body) {
+            Ok(policy) => Some(policy),
+            Err(e) => {
+                tracing::warn!(error = %e, "the stored settings cannot be read; an admin's next save replaces them");
+                None
+            }
+        };
+        Ok(StoredPolicy {
+            revision: row.version,
+            policy,
+        })
+    }
+
+    /// Stores `policy` as revision `revision + 1` if the stored revision is
+    /// still `revision`; `false`, storing nothing, if another save came first.
+    async fn replace_policy(&self, revision: u64, policy: &Policy) -> Result<bool, StoreError> {
+        let row = Row {
+            version: 1,
+            account: None,
+            body: encode(policy)?,
+        };
+        let op = match revision {
+            0 => Op::Insert {
+                key: Key::Policy,
+                row,
+                nonce: nonce(),
+                ttl: None,
+            },
+            _ => Op::Swap {
+                key: Key::Policy,
+                expected: revision,
+                row,
+                nonce: nonce(),
+            },
+        };
+        done(one(self, op).await?)
+    }
+
+    async fn keyring(&self) -> Result<Option<Keyring>, StoreError> {
+        value(one(self, Op::Get(Key::Keyring)).await?)?
+            .map(|raw| decode(raw.as_bytes()))
+            .transpose()
+    }
+
+    /// The stored keyring, or `candidate` stored as the keyring if there is
+    /// none yet. Every instance of a shared store ends up with the same one.
+    async fn keyring_or_insert(&self, candidate: &Keyring) -> Result<Keyring, StoreError> {
+        let value = String::from_utf8(encode(candidate)?).map_err(corrupt)?;
+        one(
+            self,
+            Op::PutNew {
+                key: Key::Keyring,
+                value,
+            },
+        )
+        .await?;
+        self.keyring().await?.ok_or_else(|| {
+            StoreError::Unavailable(anyhow::anyhow!(
+                "the keyring vanished right after it was written"
+            ))
+        })
+    }
+}
+
+impl<S: Store + ?Sized> Records for S {}
