@@ -13,75 +13,26 @@ use signin_wizard::credentials::{AccessClaims, TotpSecret};
 use signin_wizard::domain::AdminToken;
 use signin_wizard::startup::Application;
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+
+pub use crate::redis_servers::{RedisCluster, RedisServer, shared_cluster_url};
 
 #[derive(Debug, Clone, Copy)]
 pub enum Backend {
     Memory,
     Redis,
+    /// A Redis Cluster of three primaries and three replicas.
+    Cluster,
 }
 
-pub const BACKENDS: [Backend; 2] = [Backend::Memory, Backend::Redis];
+/// Every store: the conformance suite is every test that runs on all of them.
+pub const BACKENDS: [Backend; 3] = [Backend::Memory, Backend::Redis, Backend::Cluster];
+
+/// The stores several instances can share.
+pub const SHARED_STORES: [Backend; 2] = [Backend::Redis, Backend::Cluster];
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-of-at-least-32-chars";
-
-/// A `redis-server` owned by the test process (killed on drop).
-pub struct RedisServer {
-    pub port: u16,
-    child: Option<Child>,
-}
-
-impl RedisServer {
-    pub fn spawn() -> Self {
-        Self::spawn_on(free_port())
-    }
-
-    pub fn spawn_on(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start redis-server from PATH ({e}); install Redis or set WIZARD_TEST_REDIS_URL"));
-        let server = Self {
-            port,
-            child: Some(child),
-        };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return server;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        panic!("redis-server did not start listening on port {port}");
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the server: a Redis that stalls.
-    pub fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().expect("running").id().to_string();
-        let status = Command::new("kill").args([signal, &pid]).status().unwrap();
-        assert!(status.success());
-    }
-
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// The Redis the ordinary tests share: WIZARD_TEST_REDIS_URL, or one
 /// `redis-server` started for this test binary. Tests isolate by key prefix.
@@ -250,7 +201,9 @@ pub fn test_settings(backend: Backend, sms: &FakeSms) -> Settings {
     settings.redis_url = match backend {
         Backend::Memory => None,
         Backend::Redis => Some(shared_redis_url().parse().unwrap()),
+        Backend::Cluster => Some(shared_cluster_url().parse().unwrap()),
     };
+    settings.redis_cluster = matches!(backend, Backend::Cluster);
     settings.redis_prefix = format!("test:{}:", uuid::Uuid::new_v4());
     settings.sms_webhook_url = Some(sms.url.parse().unwrap());
     settings.admin_token = Some(AdminToken::parse(ADMIN_TOKEN).unwrap());
@@ -286,9 +239,10 @@ pub async fn slow_hashing_app(backend: Backend) -> TestApp {
 }
 
 /// Two instances sharing one Redis (and one key prefix).
-pub async fn spawn_pair() -> (TestApp, TestApp) {
+/// Two instances sharing one store (`Redis` or `Cluster`) under one key prefix.
+pub async fn spawn_pair(backend: Backend) -> (TestApp, TestApp) {
     let sms = FakeSms::spawn().await;
-    let settings = test_settings(Backend::Redis, &sms);
+    let settings = test_settings(backend, &sms);
     (
         spawn_with(settings.clone(), sms.clone()).await,
         spawn_with(settings, sms).await,

@@ -1,12 +1,17 @@
 //! Several instances sharing one Redis behave as one service.
 
-use crate::helpers::{Backend, UserSpec, spawn_app, spawn_pair};
+use crate::helpers::{Backend, SHARED_STORES, TestApp, UserSpec, spawn_app, spawn_pair};
 use reqwest::StatusCode;
 
 #[tokio::test]
 async fn a_wizard_started_on_one_instance_finishes_on_another() {
-    let (first, second) = spawn_pair().await;
+    for backend in SHARED_STORES {
+        let (first, second) = spawn_pair(backend).await;
+        one_wizard_across_two_instances(&first, &second).await;
+    }
+}
 
+async fn one_wizard_across_two_instances(first: &TestApp, second: &TestApp) {
     let user = first
         .create_user(UserSpec {
             totp: true,
@@ -32,7 +37,7 @@ async fn a_wizard_started_on_one_instance_finishes_on_another() {
     // Tokens minted by either instance verify against either instance's JWKS.
     let token = reply.body["data"]["accessToken"]["token"].as_str().unwrap();
     assert_eq!(first.verify_access_token(token).await.sub, user.id);
-    let jwks = |app: &crate::helpers::TestApp| {
+    let jwks = |app: &TestApp| {
         let url = format!("{}/.well-known/jwks.json", app.address);
         let client = app.client.clone();
         async move { client.get(url).send().await.unwrap().text().await.unwrap() }

@@ -2,8 +2,8 @@
 //! TOTP codes and the settings API. Time moves by the test clock, never by sleeping.
 
 use crate::helpers::{
-    BACKENDS, Backend, Reply, TestApp, UserSpec, other_code, shared_redis_url, slow_hashing_app,
-    spawn_app, spawn_pair,
+    BACKENDS, Backend, Reply, SHARED_STORES, TestApp, UserSpec, other_code, shared_redis_url,
+    slow_hashing_app, spawn_app, spawn_pair,
 };
 use chrono::{Duration, Utc};
 use reqwest::{Method, StatusCode};
@@ -232,57 +232,59 @@ async fn a_totp_code_is_accepted_once_per_account() {
 
 #[tokio::test]
 async fn one_totp_code_raced_through_many_wizards_on_two_instances_succeeds_once() {
-    let (first, second) = spawn_pair().await;
-    let user = first.create_user(UserSpec::totp()).await;
-    let mut uuids = Vec::new();
-    for i in 0..16 {
-        let app = if i % 2 == 0 { &first } else { &second };
-        let uuid = app.start().await;
-        assert_eq!(
-            app.signin(&uuid, &user.email, &user.password)
-                .await
-                .workflow(),
-            "2fa_google_auth"
-        );
-        uuids.push(uuid);
-    }
-    let code = first.totp_now(&user);
-    let replies = futures::future::join_all(uuids.iter().enumerate().map(|(i, uuid)| {
-        let app = if i % 2 == 0 { &first } else { &second };
-        app.totp(uuid, &code)
-    }))
-    .await;
-    let accepted = replies
-        .iter()
-        .filter(|r| r.status == StatusCode::ACCEPTED)
-        .count();
-    println!(
-        "16 concurrent submissions of one TOTP code over 16 wizards, 2 instances -> {accepted} accepted"
-    );
-    assert_eq!(accepted, 1);
-    assert!(replies.iter().all(|r| r.status == StatusCode::ACCEPTED
-        || ["invalid_code", "too_many_attempts"].contains(&r.error())));
-
-    // And 16 on a single wizard.
-    let uuid = first.start().await;
-    let user = first.create_user(UserSpec::totp()).await;
-    first.signin(&uuid, &user.email, &user.password).await;
-    let code = first.totp_now(&user);
-    let replies = futures::future::join_all((0..16).map(|i| {
-        if i % 2 == 0 {
-            first.totp(&uuid, &code)
-        } else {
-            second.totp(&uuid, &code)
+    for backend in SHARED_STORES {
+        let (first, second) = spawn_pair(backend).await;
+        let user = first.create_user(UserSpec::totp()).await;
+        let mut uuids = Vec::new();
+        for i in 0..16 {
+            let app = if i % 2 == 0 { &first } else { &second };
+            let uuid = app.start().await;
+            assert_eq!(
+                app.signin(&uuid, &user.email, &user.password)
+                    .await
+                    .workflow(),
+                "2fa_google_auth"
+            );
+            uuids.push(uuid);
         }
-    }))
-    .await;
-    assert_eq!(
-        replies
+        let code = first.totp_now(&user);
+        let replies = futures::future::join_all(uuids.iter().enumerate().map(|(i, uuid)| {
+            let app = if i % 2 == 0 { &first } else { &second };
+            app.totp(uuid, &code)
+        }))
+        .await;
+        let accepted = replies
             .iter()
             .filter(|r| r.status == StatusCode::ACCEPTED)
-            .count(),
-        1
-    );
+            .count();
+        println!(
+            "16 concurrent submissions of one TOTP code over 16 wizards, 2 instances -> {accepted} accepted"
+        );
+        assert_eq!(accepted, 1);
+        assert!(replies.iter().all(|r| r.status == StatusCode::ACCEPTED
+            || ["invalid_code", "too_many_attempts"].contains(&r.error())));
+
+        // And 16 on a single wizard.
+        let uuid = first.start().await;
+        let user = first.create_user(UserSpec::totp()).await;
+        first.signin(&uuid, &user.email, &user.password).await;
+        let code = first.totp_now(&user);
+        let replies = futures::future::join_all((0..16).map(|i| {
+            if i % 2 == 0 {
+                first.totp(&uuid, &code)
+            } else {
+                second.totp(&uuid, &code)
+            }
+        }))
+        .await;
+        assert_eq!(
+            replies
+                .iter()
+                .filter(|r| r.status == StatusCode::ACCEPTED)
+                .count(),
+            1
+        );
+    }
 }
 
 #[tokio::test]
@@ -310,65 +312,67 @@ async fn an_admin_can_unlock_a_blocked_account() {
 
 #[tokio::test]
 async fn settings_are_validated_and_reach_every_instance() {
-    let (first, second) = spawn_pair().await;
-    let (status, current) = first
-        .admin(Method::GET, "/api/v2/admin/settings", None)
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        current,
-        json!({ "max_attempts": 5, "attempts_window_secs": 60, "block_secs": 600, "wizard_ttl_secs": 600, "ip_limit_per_minute": 0, "recaptcha_enabled": false })
-    );
-    for (body, field) in [
-        (json!({ "max_attempts": 0 }), "max_attempts"),
-        (json!({ "block_secs": 0 }), "block_secs"),
-        (json!({ "wizard_ttl_secs": 5 }), "wizard_ttl_secs"),
-        (json!({ "recaptcha_enabled": true }), "recaptcha_enabled"),
-    ] {
-        let (status, answer) = first.put_settings(body).await;
-        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
-        assert!(
-            answer["error"]["message"].as_str().unwrap().contains(field),
-            "{answer}"
-        );
-    }
-    let (status, _) = first.put_settings(json!({ "nonsense": 1 })).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-
-    let (status, updated) = first.put_settings(json!({ "max_attempts": 2 })).await;
-    assert_eq!(
-        (status, updated["max_attempts"].as_u64()),
-        (StatusCode::OK, Some(2))
-    );
-    assert_eq!(
-        updated["block_secs"], 600,
-        "a PUT changes only what it names"
-    );
-    // The other instance picks it up within its refresh period.
-    let user = first.create_user(UserSpec::default()).await;
-    let mut applied = false;
-    for _ in 0..40 {
-        let (_, seen) = second
+    for backend in SHARED_STORES {
+        let (first, second) = spawn_pair(backend).await;
+        let (status, current) = first
             .admin(Method::GET, "/api/v2/admin/settings", None)
             .await;
-        if seen["max_attempts"] == 2 {
-            applied = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(
-        applied,
-        "the second instance applies the new settings within seconds"
-    );
-    let uuid = second.start().await;
-    for _ in 0..2 {
+        assert_eq!(status, StatusCode::OK);
         assert_eq!(
-            second.signin(&uuid, &user.email, "wrong").await.error(),
-            "invalid_credentials"
+            current,
+            json!({ "max_attempts": 5, "attempts_window_secs": 60, "block_secs": 600, "wizard_ttl_secs": 600, "ip_limit_per_minute": 0, "recaptcha_enabled": false })
         );
+        for (body, field) in [
+            (json!({ "max_attempts": 0 }), "max_attempts"),
+            (json!({ "block_secs": 0 }), "block_secs"),
+            (json!({ "wizard_ttl_secs": 5 }), "wizard_ttl_secs"),
+            (json!({ "recaptcha_enabled": true }), "recaptcha_enabled"),
+        ] {
+            let (status, answer) = first.put_settings(body).await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+            assert!(
+                answer["error"]["message"].as_str().unwrap().contains(field),
+                "{answer}"
+            );
+        }
+        let (status, _) = first.put_settings(json!({ "nonsense": 1 })).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+
+        let (status, updated) = first.put_settings(json!({ "max_attempts": 2 })).await;
+        assert_eq!(
+            (status, updated["max_attempts"].as_u64()),
+            (StatusCode::OK, Some(2))
+        );
+        assert_eq!(
+            updated["block_secs"], 600,
+            "a PUT changes only what it names"
+        );
+        // The other instance picks it up within its refresh period.
+        let user = first.create_user(UserSpec::default()).await;
+        let mut applied = false;
+        for _ in 0..40 {
+            let (_, seen) = second
+                .admin(Method::GET, "/api/v2/admin/settings", None)
+                .await;
+            if seen["max_attempts"] == 2 {
+                applied = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(
+            applied,
+            "the second instance applies the new settings within seconds"
+        );
+        let uuid = second.start().await;
+        for _ in 0..2 {
+            assert_eq!(
+                second.signin(&uuid, &user.email, "wrong").await.error(),
+                "invalid_credentials"
+            );
+        }
+        assert_blocked(&second.signin(&uuid, &user.email, &user.password).await);
     }
-    assert_blocked(&second.signin(&uuid, &user.email, &user.password).await);
 }
 
 #[tokio::test]
@@ -543,39 +547,42 @@ async fn attempts_given_back_late_buy_nothing_in_the_next_window() {
 #[tokio::test]
 async fn no_settings_change_is_lost_to_another() {
     // Instance B's copy of the settings is up to 2 s old when it saves.
-    let (first, second) = spawn_pair().await;
-    let (status, _) = first.put_settings(json!({ "max_attempts": 3 })).await;
-    assert_eq!(status, StatusCode::OK);
-    let (status, saved) = second.put_settings(json!({ "block_secs": 1200 })).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        (saved["max_attempts"].as_u64(), saved["block_secs"].as_u64()),
-        (Some(3), Some(1200)),
-        "{saved}"
-    );
-
-    // Concurrent saves on one instance, each naming another setting.
-    for backend in BACKENDS {
-        let app = spawn_app(backend).await;
-        let patches = [
-            json!({ "max_attempts": 7 }),
-            json!({ "attempts_window_secs": 120 }),
-            json!({ "block_secs": 900 }),
-            json!({ "wizard_ttl_secs": 300 }),
-            json!({ "ip_limit_per_minute": 77 }),
-        ];
-        let answers =
-            futures::future::join_all(patches.iter().map(|p| app.put_settings(p.clone()))).await;
-        assert!(
-            answers.iter().all(|(status, _)| *status == StatusCode::OK),
-            "{answers:?}"
-        );
-        let (_, settings) = app.admin(Method::GET, "/api/v2/admin/settings", None).await;
+    for backend in SHARED_STORES {
+        let (first, second) = spawn_pair(backend).await;
+        let (status, _) = first.put_settings(json!({ "max_attempts": 3 })).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, saved) = second.put_settings(json!({ "block_secs": 1200 })).await;
+        assert_eq!(status, StatusCode::OK);
         assert_eq!(
-            settings,
-            json!({ "max_attempts": 7, "attempts_window_secs": 120, "block_secs": 900, "wizard_ttl_secs": 300, "ip_limit_per_minute": 77, "recaptcha_enabled": false }),
-            "{backend:?}"
+            (saved["max_attempts"].as_u64(), saved["block_secs"].as_u64()),
+            (Some(3), Some(1200)),
+            "{saved}"
         );
+
+        // Concurrent saves on one instance, each naming another setting.
+        for backend in BACKENDS {
+            let app = spawn_app(backend).await;
+            let patches = [
+                json!({ "max_attempts": 7 }),
+                json!({ "attempts_window_secs": 120 }),
+                json!({ "block_secs": 900 }),
+                json!({ "wizard_ttl_secs": 300 }),
+                json!({ "ip_limit_per_minute": 77 }),
+            ];
+            let answers =
+                futures::future::join_all(patches.iter().map(|p| app.put_settings(p.clone())))
+                    .await;
+            assert!(
+                answers.iter().all(|(status, _)| *status == StatusCode::OK),
+                "{answers:?}"
+            );
+            let (_, settings) = app.admin(Method::GET, "/api/v2/admin/settings", None).await;
+            assert_eq!(
+                settings,
+                json!({ "max_attempts": 7, "attempts_window_secs": 120, "block_secs": 900, "wizard_ttl_secs": 300, "ip_limit_per_minute": 77, "recaptcha_enabled": false }),
+                "{backend:?}"
+            );
+        }
     }
 }
 

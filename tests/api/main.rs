@@ -3,6 +3,7 @@
 mod admin;
 mod bad_input;
 mod captcha;
+mod cluster_events;
 mod concurrency;
 mod configuration;
 mod helpers;
@@ -11,6 +12,7 @@ mod lockout;
 mod model;
 mod rate_limit;
 mod redis_faults;
+mod redis_servers;
 mod resend;
 mod signin;
 mod wizard_key;
