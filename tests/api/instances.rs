@@ -42,7 +42,7 @@ async fn one_wizard_across_two_instances(first: &TestApp, second: &TestApp) {
         let client = app.client.clone();
         async move { client.get(url).send().await.unwrap().text().await.unwrap() }
     };
-    assert_eq!(jwks(&first).await, jwks(&second).await);
+    assert_eq!(jwks(first).await, jwks(second).await);
 }
 
 #[tokio::test]
