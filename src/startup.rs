@@ -111,13 +111,17 @@ impl Application {
         };
 
         let proxies = TrustedProxies::new(settings.trusted_proxies.clone());
-        let ip_limiter =
-            web::Data::new(IpLimiter::for_wizard(Arc::clone(&policy), proxies.clone()));
+        let ip_limiter = web::Data::new(IpLimiter::for_wizard(
+            Arc::clone(&policy),
+            proxies.clone(),
+            Arc::clone(&store),
+        ));
         tokio::spawn(forget_idle_addresses(ip_limiter.clone().into_inner()));
         let admin_limiter = admin.as_ref().map(|_| {
             web::Data::new(IpLimiter::for_admin(
                 settings.admin_ip_limit_per_minute,
                 proxies,
+                Arc::clone(&store),
             ))
         });
         if let Some(limiter) = &admin_limiter {

@@ -1,4 +1,4 @@
-//! Per-client-IP request limits (governor's GCRA), with the `X-RateLimit-*`
+//! Per-client-IP request limits (GCRA, kept in the store), with the `X-RateLimit-*`
 //! headers on every answer: one on `/api/v2/my/*`, which stops one address
 //! from spraying many accounts long before the per-account lockout would
 //! lock real users out (see the README's "Abuse resistance"), and one of its
@@ -6,34 +6,34 @@
 
 use super::admin::AdminError;
 use super::client_ip::{TrustedProxies, counted_as};
-use super::error::{ApiError, ErrorKind};
+use super::error::{ApiError, ErrorKind, store_error};
 use crate::policy::LivePolicy;
+use crate::store::{Key, Op, Rate, Reply, Store, StoreError};
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpRequest, ResponseError, web};
-use governor::clock::{Clock as _, DefaultClock};
-use governor::middleware::StateInformationMiddleware;
-use governor::state::keyed::DefaultKeyedStateStore;
-use governor::{Quota, RateLimiter};
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::num::NonZeroU32;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-type Keyed =
-    RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultClock, StateInformationMiddleware>;
-
+/// A per-address allowance kept in the store (GCRA, one atomic call): on
+/// Redis every instance draws on the same allowance, so N instances allow
+/// the configured rate in total, not N times it; on the embedded store it
+/// is in process.
 pub struct IpLimiter {
     per_minute: PerMinute,
     guards: Guarded,
     trusted_proxies: TrustedProxies,
-    /// The limiter for the current per-minute limit, rebuilt when an admin changes it.
-    current: RwLock<Option<(u32, Arc<Keyed>)>>,
+    store: Arc<dyn Store>,
+    /// Addresses refused lately, until they may try again: a flood from one
+    /// address is answered here, without a store round trip per request.
+    refused: Mutex<HashMap<IpAddr, Instant>>,
 }
 
-/// The API a limiter guards, which decides the shape of its 429.
+/// The API a limiter guards, which decides the shape of its 429 and names its allowances.
 #[derive(Clone, Copy)]
 enum Guarded {
     Wizard,
@@ -58,97 +58,122 @@ enum Decision {
     Limited {
         limit: u32,
         retry_after: Duration,
-        guards: Guarded,
     },
 }
 
 impl IpLimiter {
     /// The limit on `/api/v2/my/*`, from the runtime settings.
-    pub fn for_wizard(policy: Arc<LivePolicy>, trusted_proxies: TrustedProxies) -> Self {
+    pub fn for_wizard(
+        policy: Arc<LivePolicy>,
+        trusted_proxies: TrustedProxies,
+        store: Arc<dyn Store>,
+    ) -> Self {
         Self::new(
             Guarded::Wizard,
             PerMinute::Settings(policy),
             trusted_proxies,
+            store,
         )
     }
 
     /// The admin API's own limit.
-    pub fn for_admin(per_minute: u32, trusted_proxies: TrustedProxies) -> Self {
+    pub fn for_admin(
+        per_minute: u32,
+        trusted_proxies: TrustedProxies,
+        store: Arc<dyn Store>,
+    ) -> Self {
         Self::new(
             Guarded::Admin,
             PerMinute::Fixed(per_minute),
             trusted_proxies,
+            store,
         )
     }
 
-    fn new(guards: Guarded, per_minute: PerMinute, trusted_proxies: TrustedProxies) -> Self {
+    fn new(
+        guards: Guarded,
+        per_minute: PerMinute,
+        trusted_proxies: TrustedProxies,
+        store: Arc<dyn Store>,
+    ) -> Self {
         Self {
             guards,
             per_minute,
             trusted_proxies,
-            current: RwLock::new(None),
+            store,
+            refused: Mutex::new(HashMap::new()),
         }
     }
 
-    fn limiter(&self) -> Option<(u32, Arc<Keyed>)> {
-        let per_minute = NonZeroU32::new(match &self.per_minute {
+    fn refused(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Instant>> {
+        self.refused.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn check(&self, ip: IpAddr) -> Result<Decision, StoreError> {
+        let limit = match &self.per_minute {
             PerMinute::Settings(policy) => policy.get().ip_limit_per_minute,
             PerMinute::Fixed(per_minute) => *per_minute,
-        })?;
-        if let Some((limit, limiter)) = self
-            .current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            && *limit == per_minute.get()
-        {
-            return Some((*limit, Arc::clone(limiter)));
-        }
-        // A minute's worth of requests may come as one burst, then one per 60/limit seconds.
-        let limiter = Arc::new(RateLimiter::keyed(Quota::per_minute(per_minute)).with_middleware());
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) =
-            Some((per_minute.get(), Arc::clone(&limiter)));
-        Some((per_minute.get(), limiter))
-    }
-
-    fn check(&self, ip: IpAddr) -> Decision {
-        let Some((limit, limiter)) = self.limiter() else {
-            return Decision::Off;
         };
-        let now = DefaultClock::default().now();
-        match limiter.check_key(&counted_as(ip)) {
-            Ok(state) => {
-                let remaining = state.remaining_burst_capacity();
-                let per_request = Duration::from_secs(60) / limit;
-                Decision::Allowed {
+        if limit == 0 {
+            return Ok(Decision::Off);
+        }
+        let ip = counted_as(ip);
+        let now = Instant::now();
+        if let Some(until) = self.refused().get(&ip).filter(|until| **until > now) {
+            return Ok(Decision::Limited {
+                limit,
+                retry_after: *until - now,
+            });
+        }
+        let scope = match self.guards {
+            Guarded::Wizard => "wizard",
+            Guarded::Admin => "admin",
+        };
+        // A minute's worth of requests may come as one burst, then one per 60/limit seconds.
+        let op = Op::Rate {
+            key: Key::Allowance(scope, ip),
+            now: chrono::Utc::now(),
+            interval: Duration::from_secs(60) / limit,
+            burst: limit,
+        };
+        Ok(match self.store.run(&[&[op]]).await?.pop() {
+            Some(Reply::Rate(Rate::Allowed { remaining, full_in })) => Decision::Allowed {
+                limit,
+                remaining,
+                reset: full_in,
+            },
+            Some(Reply::Rate(Rate::Refused { retry_in })) => {
+                self.refused().insert(ip, now + retry_in);
+                Decision::Limited {
                     limit,
-                    remaining,
-                    reset: per_request * (limit - remaining),
+                    retry_after: retry_in,
                 }
             }
-            Err(not_until) => Decision::Limited {
-                limit,
-                retry_after: not_until.wait_time_from(now),
-                guards: self.guards,
-            },
-        }
+            other => {
+                return Err(StoreError::Corrupt(anyhow::anyhow!(
+                    "not a rate check: {other:?}"
+                )));
+            }
+        })
     }
 
-    /// Forgets addresses whose allowance is full again (bounded memory).
+    /// Forgets refusals that are over (bounded memory).
     pub fn forget_idle(&self) {
-        if let Some((_, limiter)) = self
-            .current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
-            limiter.retain_recent();
-        }
+        let now = Instant::now();
+        self.refused().retain(|_, until| *until > now);
     }
 
     /// The client's address (see `client_ip`).
     pub fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
         self.trusted_proxies.client_ip(req)
+    }
+
+    /// An error in this API's shape.
+    fn answer(&self, error: ApiError) -> actix_web::HttpResponse {
+        match self.guards {
+            Guarded::Wizard => error.error_response(),
+            Guarded::Admin => AdminError::from(error).error_response(),
+        }
     }
 }
 
@@ -173,27 +198,25 @@ pub async fn limit_by_ip(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let limiter = req.app_data::<web::Data<IpLimiter>>();
-    let decision = match limiter.and_then(|l| Some((l, l.client_ip(req.request())?))) {
-        Some((limiter, ip)) => limiter.check(ip),
-        None => Decision::Off,
+    let Some(limiter) = req.app_data::<web::Data<IpLimiter>>().cloned() else {
+        return Ok(next.call(req).await?.map_into_left_body());
+    };
+    let decision = match limiter.client_ip(req.request()) {
+        Some(ip) => limiter.check(ip).await,
+        None => Ok(Decision::Off),
     };
     match decision {
-        Decision::Off => Ok(next.call(req).await?.map_into_left_body()),
-        Decision::Allowed {
+        Ok(Decision::Off) => Ok(next.call(req).await?.map_into_left_body()),
+        Ok(Decision::Allowed {
             limit,
             remaining,
             reset,
-        } => {
+        }) => {
             let mut response = next.call(req).await?;
             set_headers(response.headers_mut(), limit, remaining, reset);
             Ok(response.map_into_left_body())
         }
-        Decision::Limited {
-            limit,
-            retry_after,
-            guards,
-        } => {
+        Ok(Decision::Limited { limit, retry_after }) => {
             let error = ApiError {
                 retry_after: Some(retry_after.as_millis().div_ceil(1000) as u64),
                 ..ApiError::new(
@@ -201,14 +224,15 @@ pub async fn limit_by_ip(
                     "too many requests from this address; slow down",
                 )
             };
-            // Each API answers in its own shape.
-            let mut response = match guards {
-                Guarded::Wizard => error.error_response(),
-                Guarded::Admin => AdminError::from(error).error_response(),
-            };
+            let mut response = limiter.answer(error);
             // As on every answer: when the whole allowance is back (one request after `retry_after`, the rest after).
             let full_again = retry_after + Duration::from_secs(60) / limit * (limit - 1);
             set_headers(response.headers_mut(), limit, 0, full_again);
+            Ok(req.into_response(response).map_into_right_body())
+        }
+        // The allowance cannot be read: refuse rather than serve unlimited.
+        Err(e) => {
+            let response = limiter.answer(store_error(&e));
             Ok(req.into_response(response).map_into_right_body())
         }
     }

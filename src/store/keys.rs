@@ -7,10 +7,12 @@
 //!   block (the end, in ms); `{e:<email>}t` its last TOTP step; `{e:<email>}g<ticket>`
 //!   give-backs already applied. Unknown emails get counters exactly like known ones.
 //! - `{i:<uuid>}`: the email of the user with that id
+//! - `{r:<api>:<address>}`: a client address's request allowance (GCRA)
 //! - `{policy}`: the runtime settings (record); `{keyring}`: the shared keys
 
 use crate::domain::{Email, UserId, WizardId};
 use std::fmt;
+use std::net::IpAddr;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Key {
@@ -21,6 +23,8 @@ pub enum Key {
     TotpStep(Email),
     GivenBack(Email, u64),
     UserIndex(UserId),
+    /// A client address's allowance on one API (`scope`).
+    Allowance(&'static str, IpAddr),
     Policy,
     Keyring,
 }
@@ -35,6 +39,7 @@ impl fmt::Display for Key {
             Key::TotpStep(email) => write!(f, "{{e:{email}}}t"),
             Key::GivenBack(email, ticket) => write!(f, "{{e:{email}}}g{ticket:x}"),
             Key::UserIndex(id) => write!(f, "{{i:{id}}}"),
+            Key::Allowance(scope, ip) => write!(f, "{{r:{scope}:{ip}}}"),
             Key::Policy => f.write_str("{policy}"),
             Key::Keyring => f.write_str("{keyring}"),
         }

@@ -1,4 +1,4 @@
-use super::{Key, Op, Reply, Row, Store, StoreError, Taken};
+use super::{Key, Op, Rate, Reply, Row, Store, StoreError, Taken};
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use std::collections::HashMap;
@@ -30,10 +30,21 @@ struct Entry {
 }
 
 enum Value {
-    Record { row: Row, nonce: u64 },
-    Counter { count: u32, since: DateTime<Utc> },
+    Record {
+        row: Row,
+        nonce: u64,
+    },
+    Counter {
+        count: u32,
+        since: DateTime<Utc>,
+    },
     Block(DateTime<Utc>),
-    Step { step: u64, nonce: u64 },
+    Step {
+        step: u64,
+        nonce: u64,
+    },
+    /// A GCRA theoretical arrival time.
+    Arrival(DateTime<Utc>),
     Text(String),
 }
 
@@ -238,6 +249,32 @@ impl Inner {
                         Reply::Done(true)
                     }
                 }
+            }
+            Op::Rate {
+                key,
+                now,
+                interval,
+                burst,
+            } => {
+                let interval = Duration::from_std(*interval).unwrap_or(Duration::MAX);
+                let tat = match self.live(key) {
+                    Some(Value::Arrival(tat)) => (*tat).max(*now),
+                    _ => *now,
+                };
+                let tolerance = interval * (*burst as i32 - 1);
+                if tat - *now > tolerance {
+                    let retry_in = (tat - *now - tolerance).to_std().unwrap_or_default();
+                    return Reply::Rate(Rate::Refused { retry_in });
+                }
+                let next = tat + interval;
+                let used = (next - *now).num_microseconds().unwrap_or(i64::MAX);
+                let per = interval.num_microseconds().unwrap_or(i64::MAX).max(1);
+                let remaining = (i64::from(*burst) * per - used) / per;
+                self.set(key.clone(), Value::Arrival(next), Some(next - *now));
+                Reply::Rate(Rate::Allowed {
+                    remaining: u32::try_from(remaining).unwrap_or(0),
+                    full_in: (next - *now).to_std().unwrap_or_default(),
+                })
             }
             Op::Get(key) => Reply::Value(match self.live(key) {
                 Some(Value::Text(text)) => Some(text.clone()),

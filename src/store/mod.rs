@@ -109,6 +109,14 @@ pub enum Op {
         nonce: u64,
         ttl: Duration,
     },
+    /// One request against a client's allowance (GCRA): `burst` requests
+    /// at once, refilled one per `interval`.
+    Rate {
+        key: Key,
+        now: DateTime<Utc>,
+        interval: std::time::Duration,
+        burst: u32,
+    },
     /// A plain value (the user index, the keyring).
     Get(Key),
     /// Stores a plain value unless the key holds one.
@@ -131,6 +139,20 @@ pub enum Reply {
     Done(bool),
     Taken(Taken),
     Value(Option<String>),
+    Rate(Rate),
+}
+
+/// The answer of a [`Op::Rate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rate {
+    Allowed {
+        remaining: u32,
+        /// Until the whole allowance is back.
+        full_in: std::time::Duration,
+    },
+    Refused {
+        retry_in: std::time::Duration,
+    },
 }
 
 /// The account's counter after a [`Op::Take`].

@@ -1,4 +1,4 @@
-use super::{Key, Op, Reply, Row, Store, StoreError, Taken};
+use super::{Key, Op, Rate, Reply, Row, Store, StoreError, Taken};
 use crate::config::ServiceUrl;
 use anyhow::Context as _;
 use async_trait::async_trait;
@@ -45,6 +45,7 @@ const TAKE: &str = include_str!("lua/take.lua");
 const GIVE_BACK: &str = include_str!("lua/give_back.lua");
 const BLOCK: &str = include_str!("lua/block.lua");
 const ADVANCE: &str = include_str!("lua/advance.lua");
+const RATE: &str = include_str!("lua/rate.lua");
 
 impl RedisStore {
     pub async fn connect(config: &RedisStoreConfig) -> anyhow::Result<Self> {
@@ -188,6 +189,18 @@ impl RedisStore {
                 cmd.arg(step).arg(nonce).arg(ttl.num_milliseconds().max(1));
                 cmd
             }
+            Op::Rate {
+                key,
+                now,
+                interval,
+                burst,
+            } => {
+                let mut cmd = self.script(RATE, std::slice::from_ref(key));
+                cmd.arg(now.timestamp_micros())
+                    .arg(interval.as_micros().max(1) as u64)
+                    .arg(burst);
+                cmd
+            }
             Op::Get(key) => {
                 let mut cmd = redis::cmd("GET");
                 cmd.arg(self.key(key));
@@ -293,6 +306,18 @@ fn reply(op: &Op, value: Value) -> Result<Reply, StoreError> {
                     since: from_millis(since)?,
                 },
                 _ => return Err(corrupt("a take")),
+            })
+        }
+        Op::Rate { .. } => {
+            let (allowed, remaining, micros): (u8, u32, u64) =
+                redis::from_redis_value(value).map_err(parse("a rate check"))?;
+            let wait = StdDuration::from_micros(micros);
+            Reply::Rate(match allowed {
+                1 => Rate::Allowed {
+                    remaining,
+                    full_in: wait,
+                },
+                _ => Rate::Refused { retry_in: wait },
             })
         }
         Op::Get(_) => Reply::Value(redis::from_redis_value(value).map_err(parse("a value read"))?),

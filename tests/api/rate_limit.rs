@@ -1,7 +1,7 @@
 //! The per-IP limit on /api/v2/my/*.
 
 use crate::helpers::{
-    ADMIN_TOKEN, BACKENDS, Backend, FakeSms, UserSpec, spawn_with, test_settings,
+    ADMIN_TOKEN, BACKENDS, Backend, FakeSms, SHARED_STORES, UserSpec, spawn_with, test_settings,
 };
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -276,5 +276,47 @@ async fn the_admin_api_has_a_limit_of_its_own_per_client_ip() {
         let response = guess(ADMIN_TOKEN, "198.51.100.2").await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(start_forwarded(&app, "203.0.113.7").await, StatusCode::OK);
+    }
+}
+
+/// Instances sharing a store share each address's allowance: together they
+/// allow the configured rate, not one allowance each.
+#[tokio::test]
+async fn the_limit_holds_in_total_across_instances() {
+    for backend in SHARED_STORES {
+        let sms = FakeSms::spawn().await;
+        let mut settings = test_settings(backend, &sms);
+        settings.ip_limit_per_minute = 10;
+        settings.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+        let first = spawn_with(settings.clone(), sms.clone()).await;
+        let second = spawn_with(settings, sms).await;
+        let (first, second) = (
+            first.reached_from("203.0.113.9"),
+            second.reached_from("203.0.113.9"),
+        );
+        let mut allowed = 0;
+        let mut remaining_seen = Vec::new();
+        for n in 0..20 {
+            let via = if n % 2 == 0 { &first } else { &second };
+            let url = format!("{}/api/v2/my/signin/wizard", via.address);
+            let response = via.client.get(url).send().await.unwrap();
+            match response.status() {
+                StatusCode::OK => allowed += 1,
+                status => assert_eq!(status, StatusCode::TOO_MANY_REQUESTS),
+            }
+            remaining_seen.push(
+                response.headers()["x-ratelimit-remaining"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+        // The burst is a minute's worth (10); at most one more trickles in meanwhile.
+        assert!(
+            (10..=11).contains(&allowed),
+            "{backend:?}: {allowed} allowed"
+        );
+        assert_eq!(remaining_seen[0], "9", "{backend:?}");
+        assert_eq!(remaining_seen[1], "8", "{backend:?}: shared, not 9 again");
     }
 }
