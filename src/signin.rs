@@ -9,7 +9,7 @@ use crate::domain::{DeviceFingerprint, Email, OtpCode, Password, UserId, WizardI
 use crate::lockout::{self, Admission, Attempt, Gate, Limits};
 use crate::policy::LivePolicy;
 use crate::store::records::{self, Records, Versioned};
-use crate::store::{Key, Op, Reply, Store, StoreError, TOTP_STEP_KEPT, Taken};
+use crate::store::{self, AccountReads, Key, Op, Reply, Store, StoreError, TOTP_STEP_KEPT, Taken};
 use crate::users::User;
 use crate::wizard::{
     Action, Context, Effect, Event, Factor, Opener, Rejection, Step, Transition, Wizard, transition,
@@ -336,9 +336,9 @@ impl SignIn {
     }
 
     /// The wizard, and the account the step is about with its attempt
-    /// taken. At `login` the account is the email typed, so one round trip
-    /// reads both; later steps find it in the wizard, and take an attempt
-    /// only once the wizard is known to be at that step and alive.
+    /// taken, in one round trip: at `login` the account is the email typed;
+    /// later steps find it in the wizard's record (on a Cluster, where the
+    /// two live in different slots, that is a second round trip).
     async fn load(
         &self,
         id: WizardId,
@@ -347,34 +347,53 @@ impl SignIn {
         action: Action,
         gate: &Gate,
     ) -> Result<Loaded, StoreError> {
-        let mut ops = vec![Op::Read(Key::Wizard(id))];
-        if let Some(email) = email {
-            ops.extend(account_reads(email, action, gate));
-        }
-        let mut replies = self.store.run(&[&ops]).await?.into_iter();
-        let wizard = records::row(next_reply(&mut replies)?)?
-            .map(records::read_wizard)
-            .transpose()?
-            .filter(|w| w.wizard.opens_with(opener));
-        if let Some(email) = email {
-            return Ok(Loaded {
-                account: AccountRead::from_replies(email.clone(), &mut replies)?,
-                wizard,
-            });
-        }
-        let account = match &wizard {
-            Some(Versioned {
-                wizard,
-                account: Some(email),
-                ..
-            }) if wizard.admits(action, gate.limits.now).is_ok() => {
-                let ops = account_reads(email, action, gate);
-                let mut replies = self.store.run(&[&ops]).await?.into_iter();
-                AccountRead::from_replies(email.clone(), &mut replies)?
-            }
-            _ => None,
+        let reads = AccountReads {
+            now: gate.limits.now,
+            window: gate.limits.window,
+            count: gate.take,
+            totp: action == Action::TotpCode,
         };
-        Ok(Loaded { wizard, account })
+        let (row, account) = match email {
+            Some(email) => {
+                let ops = [
+                    Op::Read(Key::Wizard(id)),
+                    Op::ReadAccount {
+                        account: email.clone(),
+                        reads,
+                    },
+                ];
+                let mut replies = self.store.run(&[&ops]).await?.into_iter();
+                let row = records::row(next_reply(&mut replies)?)?;
+                match next_reply(&mut replies)? {
+                    Reply::Account(account) => (row, Some((email.clone(), account))),
+                    other => return Err(unexpected(Some(other))),
+                }
+            }
+            None => {
+                let op = Op::ReadBound { wizard: id, reads };
+                match self.store.run(&[&[op]]).await?.into_iter().next() {
+                    Some(Reply::Bound { wizard, account }) => {
+                        let email = wizard
+                            .as_ref()
+                            .and_then(|row| row.account.as_deref())
+                            .map(Email::parse)
+                            .transpose()
+                            .map_err(records::corrupt)?;
+                        (wizard, email.zip(account))
+                    }
+                    other => return Err(unexpected(other)),
+                }
+            }
+        };
+        Ok(Loaded {
+            wizard: row
+                .map(records::read_wizard)
+                .transpose()?
+                .filter(|w| w.wizard.opens_with(opener)),
+            account: account
+                .map(|(email, account)| AccountRead::new(email, account))
+                .transpose()?,
+        })
     }
 
     /// One wizard step: load (one round trip at `login`, two later on: the
@@ -399,7 +418,7 @@ impl SignIn {
         let taken = account.as_ref().and_then(|a| {
             Some((
                 a.email.clone(),
-                Attempt::from_taken(a.taken?, records::nonce())?,
+                Attempt::from_taken(a.taken, records::nonce())?,
             ))
         });
         // Set once the step's write went through: its attempt is settled then.
@@ -431,7 +450,7 @@ impl SignIn {
             // The wizard is at the step and alive: every step has its account by now.
             let Some(AccountRead {
                 email: account_email,
-                taken: Some(tally),
+                taken: tally,
                 totp_step: last_totp_step,
                 ..
             }) = account.as_ref()
@@ -514,7 +533,9 @@ impl SignIn {
                 .map(|step| Op::Advance {
                     account: account_email.clone(),
                     step,
-                    nonce: records::nonce(),
+                    // Requests racing on this wizard all record the same step:
+                    // its compare-and-set alone decides which of them wins.
+                    nonce: id.as_u64(),
                     ttl: TOTP_STEP_KEPT,
                 })
                 .into_iter()
@@ -740,58 +761,34 @@ struct Loaded {
 struct AccountRead {
     email: Email,
     user: Option<User>,
-    taken: Option<Taken>,
+    taken: Taken,
     /// The last TOTP step accepted for it.
     totp_step: Option<u64>,
 }
 
-/// The reads (and the take) a step makes on its account, all in one hash slot.
-fn account_reads(email: &Email, action: Action, gate: &Gate) -> Vec<Op> {
-    let mut ops = vec![
-        Op::Read(Key::User(email.clone())),
-        Op::Take {
-            account: email.clone(),
-            now: gate.limits.now,
-            window: gate.limits.window,
-            count: gate.take,
-        },
-    ];
-    if action == Action::TotpCode {
-        ops.push(Op::Get(Key::TotpStep(email.clone())));
-    }
-    ops
-}
-
 impl AccountRead {
-    /// Reads the replies to [`account_reads`].
-    fn from_replies(
-        email: Email,
-        replies: &mut impl Iterator<Item = Reply>,
-    ) -> Result<Option<AccountRead>, StoreError> {
-        let user = records::row(next_reply(replies)?)?
-            .map(records::read_user)
-            .transpose()?;
-        let taken = match next_reply(replies)? {
-            Reply::Taken(taken) => taken,
-            other => return Err(records::corrupt(anyhow::anyhow!("not a take: {other:?}"))),
-        };
-        let totp_step = match replies.next() {
-            Some(Reply::Value(Some(stored))) => Some(
+    fn new(email: Email, account: store::Account) -> Result<AccountRead, StoreError> {
+        let totp_step = account
+            .totp_step
+            .map(|stored| {
                 stored
                     .split(':')
                     .next()
                     .and_then(|step| step.parse().ok())
-                    .ok_or_else(|| records::corrupt(anyhow::anyhow!("not a TOTP step")))?,
-            ),
-            _ => None,
-        };
-        Ok(Some(AccountRead {
+                    .ok_or_else(|| records::corrupt(anyhow::anyhow!("not a TOTP step")))
+            })
+            .transpose()?;
+        Ok(AccountRead {
             email,
-            user,
-            taken: Some(taken),
+            user: account.user.map(records::read_user).transpose()?,
+            taken: account.taken,
             totp_step,
-        }))
+        })
     }
+}
+
+fn unexpected(reply: Option<Reply>) -> StoreError {
+    records::corrupt(anyhow::anyhow!("unexpected reply {reply:?}"))
 }
 
 fn next_reply(replies: &mut impl Iterator<Item = Reply>) -> Result<Reply, StoreError> {

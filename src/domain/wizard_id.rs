@@ -12,6 +12,11 @@ impl WizardId {
         Self(Uuid::new_v4())
     }
 
+    /// 64 of its random bits, to name writes made on its behalf.
+    pub fn as_u64(&self) -> u64 {
+        self.0.as_u64_pair().0
+    }
+
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
         Uuid::try_parse(raw.trim())
             .map(Self)

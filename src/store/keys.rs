@@ -14,6 +14,13 @@ use crate::domain::{Email, UserId, WizardId};
 use std::fmt;
 use std::net::IpAddr;
 
+/// An account's keys are `ACCOUNT`, the email, and one of these suffixes.
+pub const ACCOUNT: &str = "{e:";
+pub const USER: &str = "}u";
+pub const ATTEMPTS: &str = "}a";
+pub const BLOCK: &str = "}b";
+pub const TOTP_STEP: &str = "}t";
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Key {
     Wizard(WizardId),
@@ -33,10 +40,10 @@ impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Key::Wizard(id) => write!(f, "{{w:{id}}}"),
-            Key::User(email) => write!(f, "{{e:{email}}}u"),
-            Key::Attempts(email) => write!(f, "{{e:{email}}}a"),
-            Key::Block(email) => write!(f, "{{e:{email}}}b"),
-            Key::TotpStep(email) => write!(f, "{{e:{email}}}t"),
+            Key::User(email) => write!(f, "{ACCOUNT}{email}{USER}"),
+            Key::Attempts(email) => write!(f, "{ACCOUNT}{email}{ATTEMPTS}"),
+            Key::Block(email) => write!(f, "{ACCOUNT}{email}{BLOCK}"),
+            Key::TotpStep(email) => write!(f, "{ACCOUNT}{email}{TOTP_STEP}"),
             Key::GivenBack(email, ticket) => write!(f, "{{e:{email}}}g{ticket:x}"),
             Key::UserIndex(id) => write!(f, "{{i:{id}}}"),
             Key::Allowance(scope, ip) => write!(f, "{{r:{scope}:{ip}}}"),

@@ -1,4 +1,5 @@
-use super::{Key, Op, Rate, Reply, Row, Store, StoreError, Taken};
+use super::{Account, AccountReads, Key, Op, Rate, Reply, Row, Store, StoreError, Taken};
+use crate::domain::Email;
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use std::collections::HashMap;
@@ -116,6 +117,46 @@ impl Inner {
         }
     }
 
+    fn read_account(&mut self, account: &Email, reads: &AccountReads) -> Account {
+        let AccountReads {
+            now,
+            window,
+            count,
+            totp,
+        } = *reads;
+        let user = self
+            .record(&Key::User(account.clone()))
+            .map(|(row, _)| row.clone());
+        let totp_step = match self.live(&Key::TotpStep(account.clone())) {
+            Some(Value::Step { step, nonce }) if totp => Some(format!("{step}:{nonce}")),
+            _ => None,
+        };
+        let taken = match self.live(&Key::Block(account.clone())) {
+            Some(Value::Block(until)) if *until > now => Taken::Blocked { until: *until },
+            _ if !count => Taken::Open,
+            _ => {
+                let key = Key::Attempts(account.clone());
+                let (count, since) = match self.live(&key) {
+                    Some(Value::Counter { count, since }) if *since + window > now => {
+                        (count + 1, *since)
+                    }
+                    _ => (1, now),
+                };
+                self.set(
+                    key,
+                    Value::Counter { count, since },
+                    Some(since + window - now),
+                );
+                Taken::Counted { count, since }
+            }
+        };
+        Account {
+            user,
+            taken,
+            totp_step,
+        }
+    }
+
     fn apply(&mut self, op: &Op) -> Reply {
         match op {
             Op::Read(key) => Reply::Row(self.record(key).map(|(row, _)| row.clone())),
@@ -158,33 +199,17 @@ impl Inner {
                 }
                 _ => Reply::Done(false),
             },
-            Op::Take {
-                account,
-                now,
-                window,
-                count,
-            } => {
-                if let Some(Value::Block(until)) = self.live(&Key::Block(account.clone()))
-                    && until > now
-                {
-                    return Reply::Taken(Taken::Blocked { until: *until });
-                }
-                if !count {
-                    return Reply::Taken(Taken::Open);
-                }
-                let key = Key::Attempts(account.clone());
-                let (count, since) = match self.live(&key) {
-                    Some(Value::Counter { count, since }) if *since + *window > *now => {
-                        (count + 1, *since)
-                    }
-                    _ => (1, *now),
-                };
-                self.set(
-                    key,
-                    Value::Counter { count, since },
-                    Some(since + *window - *now),
-                );
-                Reply::Taken(Taken::Counted { count, since })
+            Op::ReadAccount { account, reads } => Reply::Account(self.read_account(account, reads)),
+            Op::ReadBound { wizard, reads } => {
+                let wizard = self
+                    .record(&Key::Wizard(*wizard))
+                    .map(|(row, _)| row.clone());
+                let account = wizard
+                    .as_ref()
+                    .and_then(|row| row.account.as_deref())
+                    .and_then(|email| Email::parse(email).ok())
+                    .map(|email| self.read_account(&email, reads));
+                Reply::Bound { wizard, account }
             }
             Op::GiveBack {
                 account,
@@ -278,7 +303,6 @@ impl Inner {
             }
             Op::Get(key) => Reply::Value(match self.live(key) {
                 Some(Value::Text(text)) => Some(text.clone()),
-                Some(Value::Step { step, nonce }) => Some(format!("{step}:{nonce}")),
                 _ => None,
             }),
             Op::PutNew { key, value } => {

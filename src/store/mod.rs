@@ -9,7 +9,7 @@
 //! [`records`], written once for every store. The conformance suite runs the
 //! same tests against each store.
 
-mod keys;
+pub mod keys;
 mod memory;
 pub mod records;
 mod redis;
@@ -19,7 +19,7 @@ pub use memory::MemoryStore;
 pub use records::{Records, StoredPolicy, UserWriteError, Versioned};
 pub use redis::{RedisStore, RedisStoreConfig};
 
-use crate::domain::Email;
+use crate::domain::{Email, WizardId};
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 
@@ -72,15 +72,22 @@ pub enum Op {
         key: Key,
         expected: u64,
     },
-    /// The account's attempt counter, a fixed window of `window` from its
-    /// first attempt: unless the account is blocked, counts one attempt if
-    /// `count` (starting a new window once the last one ended) and answers
-    /// the count; while blocked, changes nothing and answers the block.
-    Take {
+    /// What a step reads of an account (all in the account's hash slot):
+    /// its user, its attempt counter, and its last TOTP step if `totp`.
+    /// The counter is a fixed window of `window` from its first attempt:
+    /// unless the account is blocked, it counts one attempt if `count`
+    /// (starting a new window once the last one ended) and answers the
+    /// count; while blocked, it changes nothing and answers the block.
+    ReadAccount {
         account: Email,
-        now: DateTime<Utc>,
-        window: Duration,
-        count: bool,
+        reads: AccountReads,
+    },
+    /// The wizard and, if its record names its account, that account's
+    /// reads: one round trip on a single Redis, two on a Cluster (where the
+    /// two live in different slots).
+    ReadBound {
+        wizard: WizardId,
+        reads: AccountReads,
     },
     /// Takes one attempt off the counter if its window still began at
     /// `since`; once per `ticket`, however often it is sent.
@@ -131,13 +138,35 @@ pub enum Op {
     Delete(Key),
 }
 
+/// The parameters of an account's reads (see [`Op::ReadAccount`]).
+#[derive(Debug, Clone, Copy)]
+pub struct AccountReads {
+    pub now: DateTime<Utc>,
+    pub window: Duration,
+    pub count: bool,
+    pub totp: bool,
+}
+
+/// What [`Op::ReadAccount`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub user: Option<Row>,
+    pub taken: Taken,
+    /// As stored: `step:nonce`.
+    pub totp_step: Option<String>,
+}
+
 /// What an [`Op`] answered, in the order the ops were given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
     Row(Option<Row>),
     /// Whether a conditional write (or a give-back) took effect.
     Done(bool),
-    Taken(Taken),
+    Account(Account),
+    Bound {
+        wizard: Option<Row>,
+        account: Option<Account>,
+    },
     Value(Option<String>),
     Rate(Rate),
 }
@@ -155,7 +184,7 @@ pub enum Rate {
     },
 }
 
-/// The account's counter after a [`Op::Take`].
+/// The account's counter after the take of an [`Op::ReadAccount`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Taken {
     /// `count` attempts in the window that began at `since` (this one included, if counted).
@@ -163,7 +192,7 @@ pub enum Taken {
         count: u32,
         since: DateTime<Utc>,
     },
-    /// Not counted, not blocked (a take with `count: false`).
+    /// Not counted, not blocked (reads with `count: false`).
     Open,
     Blocked {
         until: DateTime<Utc>,

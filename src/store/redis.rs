@@ -1,5 +1,6 @@
-use super::{Key, Op, Rate, Reply, Row, Store, StoreError, Taken};
+use super::{Account, AccountReads, Key, Op, Rate, Reply, Row, Store, StoreError, Taken, keys};
 use crate::config::ServiceUrl;
+use crate::domain::Email;
 use anyhow::Context as _;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -41,7 +42,14 @@ pub struct RedisStoreConfig {
 const INSERT: &str = include_str!("lua/insert.lua");
 const SWAP: &str = include_str!("lua/swap.lua");
 const REMOVE: &str = include_str!("lua/remove.lua");
-const TAKE: &str = include_str!("lua/take.lua");
+const READ_ACCOUNT: &str = concat!(
+    include_str!("lua/account.lua"),
+    include_str!("lua/read_account.lua")
+);
+const READ_BOUND: &str = concat!(
+    include_str!("lua/account.lua"),
+    include_str!("lua/read_bound.lua")
+);
 const GIVE_BACK: &str = include_str!("lua/give_back.lua");
 const BLOCK: &str = include_str!("lua/block.lua");
 const ADVANCE: &str = include_str!("lua/advance.lua");
@@ -134,17 +142,25 @@ impl RedisStore {
                 cmd.arg(expected);
                 cmd
             }
-            Op::Take {
-                account,
-                now,
-                window,
-                count,
-            } => {
-                let keys = [Key::Attempts(account.clone()), Key::Block(account.clone())];
-                let mut cmd = self.script(TAKE, &keys);
-                cmd.arg(now.timestamp_millis())
-                    .arg(window.num_milliseconds())
-                    .arg(u8::from(*count));
+            Op::ReadAccount { account, reads } => {
+                let keys = [
+                    Key::User(account.clone()),
+                    Key::Attempts(account.clone()),
+                    Key::Block(account.clone()),
+                    Key::TotpStep(account.clone()),
+                ];
+                let mut cmd = self.script(READ_ACCOUNT, &keys);
+                account_args(&mut cmd, reads);
+                cmd
+            }
+            Op::ReadBound { wizard, reads } => {
+                let mut cmd = self.script(READ_BOUND, &[Key::Wizard(*wizard)]);
+                account_args(&mut cmd, reads);
+                cmd.arg(format!("{}{}", self.prefix, keys::ACCOUNT))
+                    .arg(keys::USER)
+                    .arg(keys::ATTEMPTS)
+                    .arg(keys::BLOCK)
+                    .arg(keys::TOTP_STEP);
                 cmd
             }
             Op::GiveBack {
@@ -225,6 +241,36 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// One op on a Cluster. A bound read spans two slots (the wizard's, then
+    /// its account's), so it is two commands there, answered as one.
+    async fn on_cluster(&self, mut conn: ClusterConnection, op: &Op) -> redis::RedisResult<Value> {
+        let Op::ReadBound { wizard, reads } = op else {
+            return conn.req_packed_command(&self.command(op)).await;
+        };
+        let found = conn
+            .req_packed_command(&self.command(&Op::Read(Key::Wizard(*wizard))))
+            .await?;
+        let account = match row(found.clone()) {
+            Ok(Some(Row {
+                account: Some(email),
+                ..
+            })) => match Email::parse(&email) {
+                Ok(account) => {
+                    let reads = Op::ReadAccount {
+                        account,
+                        reads: *reads,
+                    };
+                    conn.req_packed_command(&self.command(&reads)).await?
+                }
+                Err(_) => Value::Nil,
+            },
+            _ => Value::Nil,
+        };
+        Ok(Value::Array(vec![found, account]))
+    }
+}
+
 #[async_trait]
 impl Store for RedisStore {
     fn backend(&self) -> &'static str {
@@ -252,11 +298,7 @@ impl Store for RedisStore {
             Connection::Cluster(conn) => {
                 let mut values = Vec::with_capacity(ops.len());
                 for stage in stages {
-                    let sent = stage.iter().map(|op| {
-                        let cmd = self.command(op);
-                        let mut conn = conn.clone();
-                        async move { conn.req_packed_command(&cmd).await }
-                    });
+                    let sent = stage.iter().map(|op| self.on_cluster(conn.clone(), op));
                     values.extend(try_join_all(sent).await.map_err(unavailable)?);
                 }
                 values
@@ -281,32 +323,18 @@ fn corrupt(what: &str) -> StoreError {
 fn reply(op: &Op, value: Value) -> Result<Reply, StoreError> {
     let parse = |what| move |_| corrupt(what);
     Ok(match op {
-        Op::Read(_) => {
-            let (version, account, body): (Option<u64>, Option<String>, Option<Vec<u8>>) =
-                redis::from_redis_value(value).map_err(parse("a record read"))?;
-            Reply::Row(match (version, body) {
-                (Some(version), Some(body)) => Some(Row {
-                    version,
-                    account,
-                    body,
-                }),
-                _ => None,
-            })
-        }
-        Op::Take { .. } => {
-            let (verdict, value, since): (String, i64, i64) =
-                redis::from_redis_value(value).map_err(parse("a take"))?;
-            Reply::Taken(match verdict.as_str() {
-                "blocked" => Taken::Blocked {
-                    until: from_millis(value)?,
+        Op::Read(_) => Reply::Row(row(value)?),
+        Op::ReadAccount { .. } => Reply::Account(account(value)?),
+        Op::ReadBound { .. } => {
+            let (wizard, found): (Value, Value) =
+                redis::from_redis_value(value).map_err(parse("a bound read"))?;
+            Reply::Bound {
+                wizard: row(wizard)?,
+                account: match found {
+                    Value::Nil => None,
+                    found => Some(account(found)?),
                 },
-                "open" => Taken::Open,
-                "counted" => Taken::Counted {
-                    count: u32::try_from(value).map_err(|_| corrupt("a take"))?,
-                    since: from_millis(since)?,
-                },
-                _ => return Err(corrupt("a take")),
-            })
+            }
         }
         Op::Rate { .. } => {
             let (allowed, remaining, micros): (u8, u32, u64) =
@@ -337,6 +365,49 @@ fn reply(op: &Op, value: Value) -> Result<Reply, StoreError> {
             Reply::Done(done == 1)
         }
     })
+}
+
+/// A record as `HMGET v a d` answers it.
+fn row(value: Value) -> Result<Option<Row>, StoreError> {
+    let (version, account, body): (Option<u64>, Option<String>, Option<Vec<u8>>) =
+        redis::from_redis_value(value).map_err(|_| corrupt("a record read"))?;
+    Ok(match (version, body) {
+        (Some(version), Some(body)) => Some(Row {
+            version,
+            account,
+            body,
+        }),
+        _ => None,
+    })
+}
+
+/// An account as `account.lua` answers it.
+fn account(value: Value) -> Result<Account, StoreError> {
+    let (user, (verdict, value, since), totp_step): (Value, (String, i64, i64), Option<String>) =
+        redis::from_redis_value(value).map_err(|_| corrupt("an account read"))?;
+    let taken = match verdict.as_str() {
+        "blocked" => Taken::Blocked {
+            until: from_millis(value)?,
+        },
+        "open" => Taken::Open,
+        "counted" => Taken::Counted {
+            count: u32::try_from(value).map_err(|_| corrupt("a take"))?,
+            since: from_millis(since)?,
+        },
+        _ => return Err(corrupt("a take")),
+    };
+    Ok(Account {
+        user: row(user)?,
+        taken,
+        totp_step,
+    })
+}
+
+fn account_args(cmd: &mut Cmd, reads: &AccountReads) {
+    cmd.arg(reads.now.timestamp_millis())
+        .arg(reads.window.num_milliseconds())
+        .arg(u8::from(reads.count))
+        .arg(u8::from(reads.totp));
 }
 
 fn from_millis(ms: i64) -> Result<DateTime<Utc>, StoreError> {
