@@ -4,6 +4,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod allowance;
 pub mod captcha;
 pub mod cli;
 pub mod clock;

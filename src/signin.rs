@@ -1,6 +1,7 @@
 //! The shell around the pure wizard: load, check the step, verify at the
 //! edge, transition, save atomically, then send and sign.
 
+use crate::allowance::Allowance;
 use crate::captcha::{CaptchaError, Recaptcha};
 use crate::clock::Clock;
 use crate::credentials::{HashError, PasswordHasher, SmsCodes, TokenIssuer, TokenPair};
@@ -51,6 +52,8 @@ pub enum SignInError {
     Overloaded,
     #[error("too many failed attempts; try again later")]
     TooManyAttempts { retry_after: u64 },
+    #[error("too many requests from this address; slow down")]
+    RateLimited { retry_after: std::time::Duration },
     #[error("too many wrong codes for this sign-in; start a new one")]
     WizardClosed,
     #[error(transparent)]
@@ -136,12 +139,32 @@ pub struct SignIn {
 impl SignIn {
     /// Starts a wizard; the key is handed to the client once, and only its digest is kept.
     #[tracing::instrument(skip_all, fields(wizard_id))]
-    pub async fn start(&self) -> Result<(Wizard, WizardKey), Failure> {
+    pub async fn start(
+        &self,
+        allowance: Option<&Allowance>,
+    ) -> Result<(Wizard, WizardKey), Failure> {
         let ttl = self.policy.get().wizard_ttl();
         let key = WizardKey::generate();
         let wizard = Wizard::start(WizardId::random(), &key, self.clock.now(), ttl);
         tracing::Span::current().record("wizard_id", tracing::field::display(wizard.id));
-        self.store.insert_wizard(&wizard).await?;
+        let insert = records::insert_wizard(&wizard)?;
+        // One round trip; a refused request leaves a wizard nobody was told of, which expires.
+        let ops: Vec<Op> = allowance
+            .map(|a| a.op().clone())
+            .into_iter()
+            .chain([insert])
+            .collect();
+        let mut replies = self.store.run(&[&ops]).await?.into_iter();
+        if let Some(allowance) = allowance
+            && let Some(retry_after) = settle_allowance(allowance, next_reply(&mut replies)?)?
+        {
+            return Err(Failure::from(SignInError::RateLimited { retry_after }));
+        }
+        if !records::done(next_reply(&mut replies)?)? {
+            return Err(Failure::from(records::corrupt(anyhow::anyhow!(
+                "a new wizard's id was taken"
+            ))));
+        }
         Ok((wizard, key))
     }
 
@@ -343,53 +366,61 @@ impl SignIn {
         &self,
         id: WizardId,
         email: Option<&Email>,
-        opener: &Opener,
+        presented: &Presented,
         action: Action,
         gate: &Gate,
     ) -> Result<Loaded, StoreError> {
+        let opener = Opener::new(presented.wizard_key.as_ref(), self.require_wizard_key);
         let reads = AccountReads {
             now: gate.limits.now,
             window: gate.limits.window,
             count: gate.take,
             totp: action == Action::TotpCode,
         };
+        let allowance = presented.allowance.as_deref();
+        let mut ops: Vec<Op> = allowance.map(|a| a.op().clone()).into_iter().collect();
+        match email {
+            Some(email) => ops.extend([
+                Op::Read(Key::Wizard(id)),
+                Op::ReadAccount {
+                    account: email.clone(),
+                    reads,
+                },
+            ]),
+            None => ops.push(Op::ReadBound { wizard: id, reads }),
+        }
+        let mut replies = self.store.run(&[&ops]).await?.into_iter();
+        let refused = match allowance {
+            Some(allowance) => settle_allowance(allowance, next_reply(&mut replies)?)?,
+            None => None,
+        };
         let (row, account) = match email {
             Some(email) => {
-                let ops = [
-                    Op::Read(Key::Wizard(id)),
-                    Op::ReadAccount {
-                        account: email.clone(),
-                        reads,
-                    },
-                ];
-                let mut replies = self.store.run(&[&ops]).await?.into_iter();
                 let row = records::row(next_reply(&mut replies)?)?;
                 match next_reply(&mut replies)? {
                     Reply::Account(account) => (row, Some((email.clone(), account))),
                     other => return Err(unexpected(Some(other))),
                 }
             }
-            None => {
-                let op = Op::ReadBound { wizard: id, reads };
-                match self.store.run(&[&[op]]).await?.into_iter().next() {
-                    Some(Reply::Bound { wizard, account }) => {
-                        let email = wizard
-                            .as_ref()
-                            .and_then(|row| row.account.as_deref())
-                            .map(Email::parse)
-                            .transpose()
-                            .map_err(records::corrupt)?;
-                        (wizard, email.zip(account))
-                    }
-                    other => return Err(unexpected(other)),
+            None => match replies.next() {
+                Some(Reply::Bound { wizard, account }) => {
+                    let email = wizard
+                        .as_ref()
+                        .and_then(|row| row.account.as_deref())
+                        .map(Email::parse)
+                        .transpose()
+                        .map_err(records::corrupt)?;
+                    (wizard, email.zip(account))
                 }
-            }
+                other => return Err(unexpected(other)),
+            },
         };
         Ok(Loaded {
+            refused,
             wizard: row
                 .map(records::read_wizard)
                 .transpose()?
-                .filter(|w| w.wizard.opens_with(opener)),
+                .filter(|w| w.wizard.opens_with(&opener)),
             account: account
                 .map(|(email, account)| AccountRead::new(email, account))
                 .transpose()?,
@@ -409,9 +440,12 @@ impl SignIn {
     ) -> Result<Outcome, Failure> {
         let now = self.clock.now();
         let gate = self.gate(action, now);
-        let opener = Opener::new(presented.wizard_key.as_ref(), self.require_wizard_key);
-        let Loaded { wizard, account } = self
-            .load(id, email, &opener, action, &gate)
+        let Loaded {
+            refused,
+            wizard,
+            account,
+        } = self
+            .load(id, email, presented, action, &gate)
             .await
             .map_err(|e| Failure::about(id, e))?;
         // The attempt the take counted, before anything was checked (see `lockout`).
@@ -425,6 +459,9 @@ impl SignIn {
         let mut settled = false;
 
         let result = async {
+            if let Some(retry_after) = refused {
+                return Err(Failure::about(id, SignInError::RateLimited { retry_after }));
+            }
             let Some(Versioned {
                 version,
                 wizard,
@@ -720,6 +757,8 @@ pub struct Presented {
     pub wizard_key: Option<WizardKey>,
     /// The device, when a step after `login` names it.
     pub device: Option<DeviceFingerprint>,
+    /// The client address's allowance, checked in the step's first round trip.
+    pub allowance: Option<Arc<Allowance>>,
 }
 
 /// A verdict from the edges, plus the TOTP step to record if it succeeds.
@@ -751,8 +790,10 @@ fn bound(user: Option<&User>) -> Result<&User, SignInError> {
     user.ok_or(SignInError::Rejected(Rejection::AccountChanged))
 }
 
-/// What a step loaded: the wizard (if the request may open it) and the account it is about.
+/// What a step loaded: the wizard (if the request may open it) and the
+/// account it is about, or that the client address is over its allowance.
 struct Loaded {
+    refused: Option<std::time::Duration>,
     wizard: Option<Versioned>,
     account: Option<AccountRead>,
 }
@@ -784,6 +825,17 @@ impl AccountRead {
             taken: account.taken,
             totp_step,
         })
+    }
+}
+
+/// Records the answer to an allowance's op; how long to wait if refused.
+fn settle_allowance(
+    allowance: &Allowance,
+    reply: Reply,
+) -> Result<Option<std::time::Duration>, StoreError> {
+    match reply {
+        Reply::Rate(rate) => Ok(allowance.settle(rate)),
+        other => Err(unexpected(Some(other))),
     }
 }
 

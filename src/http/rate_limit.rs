@@ -7,13 +7,14 @@
 use super::admin::AdminError;
 use super::client_ip::{TrustedProxies, counted_as};
 use super::error::{ApiError, ErrorKind, store_error};
+use crate::allowance::Allowance;
 use crate::policy::LivePolicy;
 use crate::store::{Key, Op, Rate, Reply, Store, StoreError};
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{Error, HttpRequest, ResponseError, web};
+use actix_web::{Error, HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -49,7 +50,6 @@ enum PerMinute {
 }
 
 enum Decision {
-    Off,
     Allowed {
         limit: u32,
         remaining: u32,
@@ -58,6 +58,22 @@ enum Decision {
     Limited {
         limit: u32,
         retry_after: Duration,
+    },
+}
+
+/// What the limiter knows before asking the store.
+enum Prepared {
+    Off,
+    /// Refused lately, and still waiting.
+    Limited {
+        limit: u32,
+        retry_after: Duration,
+    },
+    /// To ask the store: by the handler, with its first round trip, or here.
+    Ask {
+        limit: u32,
+        ip: IpAddr,
+        allowance: Arc<Allowance>,
     },
 }
 
@@ -109,21 +125,21 @@ impl IpLimiter {
         self.refused.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn check(&self, ip: IpAddr) -> Result<Decision, StoreError> {
+    fn prepare(&self, ip: IpAddr) -> Prepared {
         let limit = match &self.per_minute {
             PerMinute::Settings(policy) => policy.get().ip_limit_per_minute,
             PerMinute::Fixed(per_minute) => *per_minute,
         };
         if limit == 0 {
-            return Ok(Decision::Off);
+            return Prepared::Off;
         }
         let ip = counted_as(ip);
         let now = Instant::now();
         if let Some(until) = self.refused().get(&ip).filter(|until| **until > now) {
-            return Ok(Decision::Limited {
+            return Prepared::Limited {
                 limit,
                 retry_after: *until - now,
-            });
+            };
         }
         let scope = match self.guards {
             Guarded::Wizard => "wizard",
@@ -136,25 +152,45 @@ impl IpLimiter {
             interval: Duration::from_secs(60) / limit,
             burst: limit,
         };
-        Ok(match self.store.run(&[&[op]]).await?.pop() {
-            Some(Reply::Rate(Rate::Allowed { remaining, full_in })) => Decision::Allowed {
+        Prepared::Ask {
+            limit,
+            ip,
+            allowance: Arc::new(Allowance::new(op)),
+        }
+    }
+
+    /// Sends the allowance's op, unless a handler sent it already.
+    async fn ask(&self, allowance: &Allowance) -> Result<Rate, StoreError> {
+        if let Some(verdict) = allowance.verdict() {
+            return Ok(verdict);
+        }
+        match self.store.run(&[&[allowance.op().clone()]]).await?.pop() {
+            Some(Reply::Rate(rate)) => {
+                allowance.settle(rate);
+                Ok(rate)
+            }
+            other => Err(StoreError::Corrupt(anyhow::anyhow!(
+                "not a rate check: {other:?}"
+            ))),
+        }
+    }
+
+    /// The decision on what the store answered, remembering a refusal.
+    fn decide(&self, limit: u32, ip: IpAddr, rate: Rate) -> Decision {
+        match rate {
+            Rate::Allowed { remaining, full_in } => Decision::Allowed {
                 limit,
                 remaining,
                 reset: full_in,
             },
-            Some(Reply::Rate(Rate::Refused { retry_in })) => {
-                self.refused().insert(ip, now + retry_in);
+            Rate::Refused { retry_in } => {
+                self.refused().insert(ip, Instant::now() + retry_in);
                 Decision::Limited {
                     limit,
                     retry_after: retry_in,
                 }
             }
-            other => {
-                return Err(StoreError::Corrupt(anyhow::anyhow!(
-                    "not a rate check: {other:?}"
-                )));
-            }
-        })
+        }
     }
 
     /// Forgets refusals that are over (bounded memory).
@@ -193,7 +229,32 @@ fn set_headers(headers: &mut HeaderMap, limit: u32, remaining: u32, reset: Durat
     headers.insert(HeaderName::from_static("x-ratelimit-reset"), seconds(reset));
 }
 
-/// The middleware: 429 `rate_limited` past the limit, headers always.
+/// The 429 for an address over its allowance, with the headers every answer carries.
+fn limited(limiter: &IpLimiter, limit: u32, retry_after: Duration) -> HttpResponse {
+    let error = ApiError {
+        retry_after: Some(retry_after.as_millis().div_ceil(1000) as u64),
+        ..ApiError::new(
+            ErrorKind::RateLimited,
+            "too many requests from this address; slow down",
+        )
+    };
+    let mut response = limiter.answer(error);
+    set_limited_headers(response.headers_mut(), limit, retry_after);
+    response
+}
+
+/// As on every answer: when the whole allowance is back (one request after `retry_after`, the rest after).
+fn set_limited_headers(headers: &mut HeaderMap, limit: u32, retry_after: Duration) {
+    let full_again = retry_after + Duration::from_secs(60) / limit * (limit - 1);
+    set_headers(headers, limit, 0, full_again);
+}
+
+/// The middleware: 429 `rate_limited` past the limit, headers always. On
+/// the wizard's API the handler sends the allowance's op with its first
+/// store round trip (see `allowance`) and answers 429 itself; a request
+/// that never reached the store (a malformed body) is counted here after
+/// it, and its answer replaced if it was over. The admin API asks first:
+/// nothing of it runs past its limit.
 pub async fn limit_by_ip(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -201,39 +262,65 @@ pub async fn limit_by_ip(
     let Some(limiter) = req.app_data::<web::Data<IpLimiter>>().cloned() else {
         return Ok(next.call(req).await?.map_into_left_body());
     };
-    let decision = match limiter.client_ip(req.request()) {
-        Some(ip) => limiter.check(ip).await,
-        None => Ok(Decision::Off),
+    let prepared = match limiter.client_ip(req.request()) {
+        Some(ip) => limiter.prepare(ip),
+        None => Prepared::Off,
     };
-    match decision {
-        Ok(Decision::Off) => Ok(next.call(req).await?.map_into_left_body()),
+    let (limit, ip, allowance) = match prepared {
+        Prepared::Off => return Ok(next.call(req).await?.map_into_left_body()),
+        Prepared::Limited { limit, retry_after } => {
+            let response = limited(&limiter, limit, retry_after);
+            return Ok(req.into_response(response).map_into_right_body());
+        }
+        Prepared::Ask {
+            limit,
+            ip,
+            allowance,
+        } => (limit, ip, allowance),
+    };
+    if let Guarded::Admin = limiter.guards {
+        let decision = limiter.ask(&allowance).await;
+        return Ok(match decision.map(|rate| limiter.decide(limit, ip, rate)) {
+            Ok(Decision::Allowed {
+                limit,
+                remaining,
+                reset,
+            }) => {
+                let mut response = next.call(req).await?;
+                set_headers(response.headers_mut(), limit, remaining, reset);
+                response.map_into_left_body()
+            }
+            Ok(Decision::Limited { limit, retry_after }) => req
+                .into_response(limited(&limiter, limit, retry_after))
+                .map_into_right_body(),
+            // The allowance cannot be read: refuse rather than serve unlimited.
+            Err(e) => req
+                .into_response(limiter.answer(store_error(&e)))
+                .map_into_right_body(),
+        });
+    }
+    req.extensions_mut().insert(Arc::clone(&allowance));
+    let mut response = next.call(req).await?;
+    let answered_by_handler = allowance.verdict().is_some();
+    let decision = limiter.ask(&allowance).await;
+    Ok(match decision.map(|rate| limiter.decide(limit, ip, rate)) {
         Ok(Decision::Allowed {
             limit,
             remaining,
             reset,
         }) => {
-            let mut response = next.call(req).await?;
             set_headers(response.headers_mut(), limit, remaining, reset);
-            Ok(response.map_into_left_body())
+            response.map_into_left_body()
         }
-        Ok(Decision::Limited { limit, retry_after }) => {
-            let error = ApiError {
-                retry_after: Some(retry_after.as_millis().div_ceil(1000) as u64),
-                ..ApiError::new(
-                    ErrorKind::RateLimited,
-                    "too many requests from this address; slow down",
-                )
-            };
-            let mut response = limiter.answer(error);
-            // As on every answer: when the whole allowance is back (one request after `retry_after`, the rest after).
-            let full_again = retry_after + Duration::from_secs(60) / limit * (limit - 1);
-            set_headers(response.headers_mut(), limit, 0, full_again);
-            Ok(req.into_response(response).map_into_right_body())
+        Ok(Decision::Limited { limit, retry_after }) if answered_by_handler => {
+            set_limited_headers(response.headers_mut(), limit, retry_after);
+            response.map_into_left_body()
         }
-        // The allowance cannot be read: refuse rather than serve unlimited.
-        Err(e) => {
-            let response = limiter.answer(store_error(&e));
-            Ok(req.into_response(response).map_into_right_body())
-        }
-    }
+        Ok(Decision::Limited { limit, retry_after }) => response
+            .into_response(limited(&limiter, limit, retry_after))
+            .map_into_right_body(),
+        Err(e) => response
+            .into_response(limiter.answer(store_error(&e)))
+            .map_into_right_body(),
+    })
 }

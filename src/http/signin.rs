@@ -2,15 +2,17 @@ use super::body::StepBody;
 use super::envelope::{Envelope, rfc3339};
 use super::error::{ApiError, ErrorKind};
 use super::rate_limit::IpLimiter;
+use crate::allowance::Allowance;
 use crate::credentials::{IssuedToken, TokenPair};
 use crate::domain::{DeviceFingerprint, Email, OtpCode, Password, WizardId, WizardKey};
 use crate::signin::{Captcha, Credentials, Failure, Outcome, Presented, SignIn, SignInError};
 use crate::wizard::Factor;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 #[derive(Serialize)]
 struct StartData<'a> {
@@ -93,8 +95,8 @@ impl From<Outcome> for Envelope<StepData> {
     }
 }
 
-pub async fn start(signin: web::Data<SignIn>) -> Result<HttpResponse, ApiError> {
-    let (wizard, key) = signin.start().await?;
+pub async fn start(req: HttpRequest, signin: web::Data<SignIn>) -> Result<HttpResponse, ApiError> {
+    let (wizard, key) = signin.start(allowance(&req).as_deref()).await?;
     let data = StartData {
         recaptcha: match signin.captcha() {
             Captcha::Required(captcha) => Recaptcha {
@@ -149,6 +151,7 @@ pub async fn credentials(
     let presented = Presented {
         wizard_key,
         device: None,
+        allowance: allowance(&req),
     };
     let outcome = signin.credentials(body.id, input, &presented).await?;
     Ok(Envelope::from(outcome).respond())
@@ -240,9 +243,22 @@ async fn read_later_step<B: DeserializeOwned, T>(
         .and_then(|named| device(req, named))
         .and_then(|device| Ok((parse(body.take::<B>()?)?, device)));
     match parsed {
-        Ok((input, device)) => Ok((body.id, input, Presented { wizard_key, device })),
+        Ok((input, device)) => Ok((
+            body.id,
+            input,
+            Presented {
+                wizard_key,
+                device,
+                allowance: allowance(req),
+            },
+        )),
         Err(e) => Err(in_context(signin, body.id, wizard_key.as_ref(), e).await),
     }
+}
+
+/// The client address's allowance, left by the limiter for the step's first round trip.
+fn allowance(req: &HttpRequest) -> Option<Arc<Allowance>> {
+    req.extensions().get::<Arc<Allowance>>().cloned()
 }
 
 /// `X-Wizard-Key`, if sent. One that is not even well formed opens nothing:

@@ -69,6 +69,10 @@ impl Store for MemoryStore {
         "embedded"
     }
 
+    fn round_trips(&self) -> u64 {
+        0
+    }
+
     async fn run(&self, stages: &[&[Op]]) -> Result<Vec<Reply>, StoreError> {
         let mut inner = self.lock();
         Ok(stages

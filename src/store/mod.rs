@@ -207,6 +207,9 @@ pub enum Taken {
 #[async_trait]
 pub trait Store: Send + Sync {
     fn backend(&self) -> &'static str;
+    /// Network round trips made so far (none in process): what a step
+    /// costs, for the operator and the load tool.
+    fn round_trips(&self) -> u64;
     async fn run(&self, stages: &[&[Op]]) -> Result<Vec<Reply>, StoreError>;
 }
 

@@ -82,6 +82,16 @@ pub fn read_wizard(row: Row) -> Result<Versioned, StoreError> {
     })
 }
 
+/// The insert of a new wizard, kept for [`kept_for`] by the store's clock.
+pub fn insert_wizard(wizard: &Wizard) -> Result<Op, StoreError> {
+    Ok(Op::Insert {
+        key: Key::Wizard(wizard.id),
+        row: wizard_row(wizard, None)?,
+        nonce: nonce(),
+        ttl: Some(kept_for(wizard)),
+    })
+}
+
 /// A user record; its version is the account's `credentials_version`.
 pub fn read_user(row: Row) -> Result<User, StoreError> {
     let mut user: User = decode(&row.body)?;
@@ -134,13 +144,7 @@ async fn one<S: Store + ?Sized>(store: &S, op: Op) -> Result<Reply, StoreError> 
 #[async_trait]
 pub trait Records: Store {
     async fn insert_wizard(&self, wizard: &Wizard) -> Result<(), StoreError> {
-        let op = Op::Insert {
-            key: Key::Wizard(wizard.id),
-            row: wizard_row(wizard, None)?,
-            nonce: nonce(),
-            ttl: Some(kept_for(wizard)),
-        };
-        if done(one(self, op).await?)? {
+        if done(one(self, insert_wizard(wizard)?).await?)? {
             Ok(())
         } else {
             Err(corrupt(anyhow::anyhow!("a new wizard's id was taken")))

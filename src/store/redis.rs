@@ -9,6 +9,7 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration as StdDuration;
 
 /// The primitives as Redis commands: plain commands where Redis has one,
@@ -19,6 +20,7 @@ use std::time::Duration as StdDuration;
 pub struct RedisStore {
     conn: Connection,
     prefix: String,
+    round_trips: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -87,6 +89,7 @@ impl RedisStore {
         Ok(Self {
             conn,
             prefix: config.prefix.clone(),
+            round_trips: AtomicU64::new(0),
         })
     }
 
@@ -257,6 +260,7 @@ impl RedisStore {
                 ..
             })) => match Email::parse(&email) {
                 Ok(account) => {
+                    self.round_trips.fetch_add(1, Ordering::Relaxed);
                     let reads = Op::ReadAccount {
                         account,
                         reads: *reads,
@@ -280,6 +284,10 @@ impl Store for RedisStore {
         }
     }
 
+    fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
+    }
+
     async fn run(&self, stages: &[&[Op]]) -> Result<Vec<Reply>, StoreError> {
         let ops: Vec<&Op> = stages.iter().flat_map(|stage| stage.iter()).collect();
         let values: Vec<Value> = match &self.conn {
@@ -287,6 +295,7 @@ impl Store for RedisStore {
                 if ops.is_empty() {
                     return Ok(Vec::new());
                 }
+                self.round_trips.fetch_add(1, Ordering::Relaxed);
                 let mut pipe = redis::pipe();
                 for op in &ops {
                     pipe.add_command(self.command(op));
@@ -297,7 +306,8 @@ impl Store for RedisStore {
             }
             Connection::Cluster(conn) => {
                 let mut values = Vec::with_capacity(ops.len());
-                for stage in stages {
+                for stage in stages.iter().filter(|stage| !stage.is_empty()) {
+                    self.round_trips.fetch_add(1, Ordering::Relaxed);
                     let sent = stage.iter().map(|op| self.on_cluster(conn.clone(), op));
                     values.extend(try_join_all(sent).await.map_err(unavailable)?);
                 }

@@ -14,5 +14,6 @@ mod rate_limit;
 mod redis_faults;
 mod redis_servers;
 mod resend;
+mod round_trips;
 mod signin;
 mod wizard_key;

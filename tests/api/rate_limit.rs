@@ -320,3 +320,48 @@ async fn the_limit_holds_in_total_across_instances() {
         assert_eq!(remaining_seen[1], "8", "{backend:?}: shared, not 9 again");
     }
 }
+
+/// The address's allowance is checked in the step's own first round trip,
+/// which also takes the account's attempt: a refused request gives it back.
+#[tokio::test]
+async fn a_request_over_the_limit_costs_the_account_no_attempt() {
+    for backend in BACKENDS {
+        let app = app_on(backend, 2, true).await;
+        let user = app.create_user(UserSpec::default()).await;
+        let limited = app.reached_from("203.0.113.20");
+        let uuid = limited.start().await;
+        let reply = limited.signin(&uuid, &user.email, "wrong").await;
+        assert_eq!(reply.error(), "invalid_credentials", "{backend:?}");
+        let reply = limited.signin(&uuid, &user.email, "wrong").await;
+        assert_eq!(reply.error(), "rate_limited", "{backend:?}: {}", reply.body);
+
+        // One attempt of five used: four more wrong passwords are still
+        // checked (each from its own address, within its allowance of two).
+        for n in 1..=5 {
+            let other = app.reached_from(&format!("198.51.100.{n}"));
+            let uuid = other.start().await;
+            let reply = other.signin(&uuid, &user.email, "wrong").await;
+            let expected = if n < 5 {
+                "invalid_credentials"
+            } else {
+                "too_many_attempts"
+            };
+            assert_eq!(reply.error(), expected, "{backend:?} {n}");
+        }
+    }
+}
+
+/// A request that never reaches the store (a malformed body) still counts.
+#[tokio::test]
+async fn malformed_requests_draw_on_the_allowance_too() {
+    for backend in BACKENDS {
+        let app = app_on(backend, 2, true).await;
+        let client = app.reached_from("203.0.113.21");
+        for _ in 0..2 {
+            let reply = client.post_raw("/api/v2/my/signin", "{not json").await;
+            assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{backend:?}");
+        }
+        let reply = client.get("/api/v2/my/signin/wizard").await;
+        assert_eq!(reply.error(), "rate_limited", "{backend:?}: {}", reply.body);
+    }
+}

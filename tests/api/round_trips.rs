@@ -1,0 +1,53 @@
+//! What a step costs in store round trips (the instance counts its own,
+//! on /healthz), with the per-IP limit on: on a single Redis every step is
+//! at most two; a Cluster pays for its slots with more, in the order that
+//! keeps cross-slot steps safe.
+
+use crate::helpers::{Backend, FakeSms, TestApp, UserSpec, spawn_with, test_settings};
+use reqwest::StatusCode;
+
+async fn round_trips(app: &TestApp) -> u64 {
+    let health = app.get("/healthz").await;
+    assert_eq!(health.status, StatusCode::OK, "{}", health.body);
+    health.body["store_round_trips"].as_u64().unwrap()
+}
+
+/// Round trips `step` made (the health check after it makes one more).
+async fn cost<T>(app: &TestApp, step: impl AsyncFnOnce() -> T) -> (T, u64) {
+    let before = round_trips(app).await;
+    let out = step().await;
+    (out, round_trips(app).await - before - 1)
+}
+
+#[tokio::test]
+async fn each_step_costs_two_round_trips_on_redis_and_what_it_says_on_a_cluster() {
+    // start, password, choose a factor, TOTP code
+    for (backend, expected) in [
+        (Backend::Redis, [1, 2, 2, 2]),
+        (Backend::Cluster, [1, 3, 4, 5]),
+    ] {
+        let sms = FakeSms::spawn().await;
+        let mut settings = test_settings(backend, &sms);
+        settings.ip_limit_per_minute = 1000;
+        let app = spawn_with(settings, sms).await;
+        let user = app
+            .create_user(UserSpec {
+                totp: true,
+                phone: Some("+15550100444"),
+                ..Default::default()
+            })
+            .await;
+
+        let (uuid, start) = cost(&app, async || app.start().await).await;
+        let (reply, login) = cost(&app, async || {
+            app.signin(&uuid, &user.email, &user.password).await
+        })
+        .await;
+        assert_eq!(reply.workflow(), "2fa", "{}", reply.body);
+        let (reply, choose) = cost(&app, async || app.choose(&uuid, "google").await).await;
+        assert_eq!(reply.workflow(), "2fa_google_auth", "{}", reply.body);
+        let (reply, code) = cost(&app, async || app.totp(&uuid, &app.totp_now(&user)).await).await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+        assert_eq!([start, login, choose, code], expected, "{backend:?}");
+    }
+}
