@@ -418,7 +418,7 @@ impl SignIn {
         Ok(Loaded {
             refused,
             wizard: row
-                .map(records::read_wizard)
+                .map(|row| records::read_wizard(id, row))
                 .transpose()?
                 .filter(|w| w.wizard.opens_with(&opener)),
             account: account

@@ -64,6 +64,11 @@ impl DeviceFingerprint {
     pub fn user_agent(&self) -> &str {
         &self.user_agent
     }
+
+    /// As the client sent it (unpadded): all a stored fingerprint keeps.
+    pub fn encoded(&self) -> &str {
+        &self.encoded
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub mod keys;
 mod memory;
 pub mod records;
 mod redis;
+mod wizard_record;
 
 pub use keys::Key;
 pub use memory::MemoryStore;

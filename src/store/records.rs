@@ -3,7 +3,7 @@
 //! slots are ordered so that a crash or a lost race between them fails
 //! closed (see docs/decisions.md).
 
-use super::{Key, Op, Reply, Row, Store, StoreError, kept_for};
+use super::{Key, Op, Reply, Row, Store, StoreError, kept_for, wizard_record};
 use crate::credentials::Keyring;
 use crate::domain::{Email, UserId, WizardId};
 use crate::policy::Policy;
@@ -65,14 +65,14 @@ pub fn wizard_row(wizard: &Wizard, account: Option<&Email>) -> Result<Row, Store
     Ok(Row {
         version: 1,
         account: account.map(|email| email.as_str().to_owned()),
-        body: encode(wizard)?,
+        body: wizard_record::encode(wizard).map_err(corrupt)?,
     })
 }
 
-pub fn read_wizard(row: Row) -> Result<Versioned, StoreError> {
+pub fn read_wizard(id: WizardId, row: Row) -> Result<Versioned, StoreError> {
     Ok(Versioned {
         version: row.version,
-        wizard: decode(&row.body)?,
+        wizard: wizard_record::decode(id, &row.body).map_err(corrupt)?,
         account: row
             .account
             .as_deref()
@@ -154,7 +154,7 @@ pub trait Records: Store {
     /// The wizard, if the `opener` opens it.
     async fn wizard(&self, id: WizardId, opener: &Opener) -> Result<Option<Versioned>, StoreError> {
         match row(one(self, Op::Read(Key::Wizard(id))).await?)? {
-            Some(row) => Ok(Some(read_wizard(row)?).filter(|v| v.wizard.opens_with(opener))),
+            Some(row) => Ok(Some(read_wizard(id, row)?).filter(|v| v.wizard.opens_with(opener))),
             None => Ok(None),
         }
     }

@@ -109,8 +109,8 @@ impl RedisStore {
     fn command(&self, op: &Op) -> Cmd {
         match op {
             Op::Read(key) => {
-                let mut cmd = redis::cmd("HMGET");
-                cmd.arg(self.key(key)).arg("v").arg("a").arg("d");
+                let mut cmd = redis::cmd("GET");
+                cmd.arg(self.key(key));
                 cmd
             }
             Op::Insert {
@@ -120,11 +120,8 @@ impl RedisStore {
                 ttl,
             } => {
                 let mut cmd = self.script(INSERT, std::slice::from_ref(key));
-                cmd.arg(nonce)
-                    .arg(row.account.as_deref().unwrap_or(""))
-                    .arg(&row.body)
-                    .arg(ttl.map_or(0, |ttl| ttl.num_milliseconds().max(1)))
-                    .arg(row.version);
+                cmd.arg(pack(row, row.version, *nonce))
+                    .arg(ttl.map_or(0, |ttl| ttl.num_milliseconds().max(1)));
                 cmd
             }
             Op::Swap {
@@ -134,15 +131,13 @@ impl RedisStore {
                 nonce,
             } => {
                 let mut cmd = self.script(SWAP, std::slice::from_ref(key));
-                cmd.arg(expected)
-                    .arg(nonce)
-                    .arg(row.account.as_deref().unwrap_or(""))
-                    .arg(&row.body);
+                cmd.arg(&expected.to_be_bytes()[..])
+                    .arg(pack(row, expected + 1, *nonce));
                 cmd
             }
             Op::Remove { key, expected } => {
                 let mut cmd = self.script(REMOVE, std::slice::from_ref(key));
-                cmd.arg(expected);
+                cmd.arg(&expected.to_be_bytes()[..]);
                 cmd
             }
             Op::ReadAccount { account, reads } => {
@@ -377,18 +372,40 @@ fn reply(op: &Op, value: Value) -> Result<Reply, StoreError> {
     })
 }
 
-/// A record as `HMGET v a d` answers it.
+/// A record as one string (see `lua/insert.lua`): version, write nonce,
+/// the account's length and the account, the body.
+fn pack(row: &Row, version: u64, nonce: u64) -> Vec<u8> {
+    let account = row.account.as_deref().unwrap_or("").as_bytes();
+    let mut packed = Vec::with_capacity(17 + account.len() + row.body.len());
+    packed.extend(version.to_be_bytes());
+    packed.extend(nonce.to_be_bytes());
+    // Emails are at most 254 bytes (`domain::Email`).
+    packed.push(u8::try_from(account.len()).unwrap_or(0));
+    packed.extend(account);
+    packed.extend(&row.body);
+    packed
+}
+
 fn row(value: Value) -> Result<Option<Row>, StoreError> {
-    let (version, account, body): (Option<u64>, Option<String>, Option<Vec<u8>>) =
-        redis::from_redis_value(value).map_err(|_| corrupt("a record read"))?;
-    Ok(match (version, body) {
-        (Some(version), Some(body)) => Some(Row {
-            version,
-            account,
-            body,
-        }),
-        _ => None,
-    })
+    let Some(packed): Option<Vec<u8>> =
+        redis::from_redis_value(value).map_err(|_| corrupt("a record read"))?
+    else {
+        return Ok(None);
+    };
+    let header = packed.get(..17).ok_or_else(|| corrupt("a record"))?;
+    let version = u64::from_be_bytes(header[..8].try_into().map_err(|_| corrupt("a record"))?);
+    let end = 17 + usize::from(header[16]);
+    let account = packed.get(17..end).ok_or_else(|| corrupt("a record"))?;
+    Ok(Some(Row {
+        version,
+        account: match account {
+            [] => None,
+            account => Some(
+                String::from_utf8(account.to_vec()).map_err(|_| corrupt("a record's account"))?,
+            ),
+        },
+        body: packed[end..].to_vec(),
+    }))
 }
 
 /// An account as `account.lua` answers it.

@@ -293,6 +293,10 @@ impl SecretDigest {
         Self(bytes)
     }
 
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0
+    }
+
     pub fn matches(&self, other: &SecretDigest) -> bool {
         self.0.ct_eq(&other.0).into()
     }

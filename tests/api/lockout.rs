@@ -656,24 +656,29 @@ async fn settings_saved_by_another_version_or_unreadable_do_not_lock_the_api() {
         // Nothing this version can read.
         r#"{"max_attempts":"#,
     ] {
-        redis::cmd("HSET")
+        // A record: version, write nonce, no account, then the body (see store/redis.rs).
+        let record = [
+            &1u64.to_be_bytes()[..],
+            &7u64.to_be_bytes(),
+            &[0],
+            stored.as_bytes(),
+        ]
+        .concat();
+        redis::cmd("SET")
             .arg(&key)
-            .arg("v")
-            .arg(1)
-            .arg("d")
-            .arg(stored)
+            .arg(record)
             .query_async::<()>(&mut conn)
             .await
             .unwrap();
         let (status, saved) = app.put_settings(json!({ "block_secs": 1200 })).await;
         assert_eq!(status, StatusCode::OK, "{stored}: {saved}");
         assert_eq!(saved["block_secs"], 1200);
-        let now: String = redis::cmd("HGET")
+        let now: Vec<u8> = redis::cmd("GET")
             .arg(&key)
-            .arg("d")
             .query_async(&mut conn)
             .await
             .unwrap();
+        let now = String::from_utf8_lossy(&now);
         assert!(now.contains("\"block_secs\":1200"), "{now}");
     }
 }

@@ -3,7 +3,7 @@
 -- asked) and, if asked, the last TOTP step. Shared by read_account.lua and
 -- read_bound.lua.
 local function read_account(user, counter, block, step, now, window, count, totp)
-  local record = redis.call('HMGET', user, 'v', 'a', 'd')
+  local record = redis.call('GET', user)
   local taken
   local blocked = tonumber(redis.call('GET', block))
   if blocked and blocked > now then

@@ -2,11 +2,13 @@
 -- A single Redis only (it names keys it was not given, which a Cluster forbids).
 -- KEYS[1] wizard; ARGV[1..4] as read_account.lua; ARGV[5] the account keys'
 -- text before the email, ARGV[6..9] their suffixes (user, counter, block, TOTP step)
-local wizard = redis.call('HMGET', KEYS[1], 'v', 'a', 'd')
-local email = wizard[2]
-if not wizard[1] or not email then
+local wizard = redis.call('GET', KEYS[1])
+-- The account (see insert.lua): its length at byte 17, then the account.
+local length = wizard and string.byte(wizard, 17) or 0
+if length == 0 then
   return {wizard, false}
 end
+local email = string.sub(wizard, 18, 17 + length)
 local function key(suffix)
   return ARGV[5] .. email .. suffix
 end

@@ -1,6 +1,7 @@
--- Delete a versioned record if it is at the expected version.
--- KEYS[1] record; ARGV[1] expected version
-if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then
+-- Delete a record (see insert.lua) if it is at the expected version.
+-- KEYS[1] record; ARGV[1] expected version (8 bytes)
+local stored = redis.call('GET', KEYS[1])
+if not stored or string.sub(stored, 1, 8) ~= ARGV[1] then
   return 0
 end
 redis.call('DEL', KEYS[1])
