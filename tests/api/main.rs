@@ -17,4 +17,5 @@ mod redis_servers;
 mod resend;
 mod round_trips;
 mod signin;
+mod store_conformance;
 mod wizard_key;

@@ -1,0 +1,421 @@
+//! The store primitives' contract, run against every store: each op's
+//! answer, its effect, and what a re-sent op (a retry after a dropped
+//! connection) does. A difference between stores fails here.
+
+use crate::helpers::{BACKENDS, Backend, shared_cluster_url, shared_redis_url};
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use signin_wizard::domain::{Email, WizardId};
+use signin_wizard::store::{
+    Account, AccountReads, Key, MemoryStore, Op, Rate, RedisStore, RedisStoreConfig, Reply, Row,
+    Store, Taken,
+};
+
+async fn store(backend: Backend) -> Box<dyn Store> {
+    let (url, cluster) = match backend {
+        Backend::Memory => return Box::new(MemoryStore::new()),
+        Backend::Redis => (shared_redis_url(), false),
+        Backend::Cluster => (shared_cluster_url(), true),
+    };
+    Box::new(
+        RedisStore::connect(&RedisStoreConfig {
+            url: url.parse().unwrap(),
+            cluster,
+            prefix: format!("test:{}:", uuid::Uuid::new_v4()),
+            timeout: std::time::Duration::from_secs(2),
+        })
+        .await
+        .unwrap(),
+    )
+}
+
+async fn one(store: &dyn Store, op: Op) -> Reply {
+    store.run(&[&[op]]).await.unwrap().pop().unwrap()
+}
+
+fn t(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(1_900_000_000_000 + ms).unwrap()
+}
+
+fn row(version: u64, body: &str) -> Row {
+    Row {
+        version,
+        account: None,
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+#[tokio::test]
+async fn records_compare_and_set_and_recognise_their_own_retries() {
+    for backend in BACKENDS {
+        let store = store(backend).await;
+        let store = store.as_ref();
+        let key = Key::Wizard(WizardId::random());
+        let insert = |nonce| Op::Insert {
+            key: key.clone(),
+            row: row(1, "a"),
+            nonce,
+            ttl: Some(Duration::minutes(1)),
+        };
+        assert_eq!(
+            one(store, insert(1)).await,
+            Reply::Done(true),
+            "{backend:?}"
+        );
+        assert_eq!(
+            one(store, insert(1)).await,
+            Reply::Done(true),
+            "{backend:?}: a retry"
+        );
+        assert_eq!(
+            one(store, insert(2)).await,
+            Reply::Done(false),
+            "{backend:?}: another insert"
+        );
+
+        let swap = |expected, nonce| Op::Swap {
+            key: key.clone(),
+            expected,
+            row: row(0, "b"),
+            nonce,
+        };
+        assert_eq!(
+            one(store, swap(1, 3)).await,
+            Reply::Done(true),
+            "{backend:?}"
+        );
+        assert_eq!(
+            one(store, swap(1, 3)).await,
+            Reply::Done(true),
+            "{backend:?}: a retry"
+        );
+        assert_eq!(
+            one(store, swap(1, 4)).await,
+            Reply::Done(false),
+            "{backend:?}: a lost race"
+        );
+        assert_eq!(
+            one(store, Op::Read(key.clone())).await,
+            Reply::Row(Some(row(2, "b"))),
+            "{backend:?}"
+        );
+
+        let remove = |expected| Op::Remove {
+            key: key.clone(),
+            expected,
+        };
+        assert_eq!(
+            one(store, remove(1)).await,
+            Reply::Done(false),
+            "{backend:?}"
+        );
+        assert_eq!(
+            one(store, remove(2)).await,
+            Reply::Done(true),
+            "{backend:?}"
+        );
+        assert_eq!(
+            one(store, Op::Read(key.clone())).await,
+            Reply::Row(None),
+            "{backend:?}"
+        );
+        assert_eq!(
+            one(store, swap(2, 5)).await,
+            Reply::Done(false),
+            "{backend:?}: nothing to swap"
+        );
+    }
+}
+
+#[tokio::test]
+async fn attempts_count_in_windows_give_back_once_and_blocks_never_grow() {
+    for backend in BACKENDS {
+        let store = store(backend).await;
+        let store = store.as_ref();
+        let email = Email::parse(&format!("{}@conformance.test", uuid::Uuid::new_v4())).unwrap();
+        let window = Duration::seconds(60);
+        let read = |now, count| Op::ReadAccount {
+            account: email.clone(),
+            reads: AccountReads {
+                now,
+                window,
+                count,
+                totp: false,
+            },
+        };
+        let taken = |reply| match reply {
+            Reply::Account(Account { taken, .. }) => taken,
+            other => panic!("{other:?}"),
+        };
+        let counted = |count, since| Taken::Counted { count, since };
+
+        assert_eq!(
+            taken(one(store, read(t(0), true)).await),
+            counted(1, t(0)),
+            "{backend:?}"
+        );
+        assert_eq!(
+            taken(one(store, read(t(10), true)).await),
+            counted(2, t(0)),
+            "{backend:?}"
+        );
+        assert_eq!(
+            taken(one(store, read(t(20), false)).await),
+            Taken::Open,
+            "{backend:?}"
+        );
+        let give_back = |since, ticket| Op::GiveBack {
+            account: email.clone(),
+            since,
+            ticket,
+            window,
+        };
+        assert_eq!(
+            one(store, give_back(t(0), 9)).await,
+            Reply::Done(true),
+            "{backend:?}"
+        );
+        assert_eq!(
+            one(store, give_back(t(0), 9)).await,
+            Reply::Done(false),
+            "{backend:?}: once per ticket"
+        );
+        assert_eq!(
+            taken(one(store, read(t(30), true)).await),
+            counted(2, t(0)),
+            "{backend:?}"
+        );
+
+        // A new window; a give-back for the old one buys nothing in it.
+        assert_eq!(
+            taken(one(store, read(t(60_000), true)).await),
+            counted(1, t(60_000)),
+            "{backend:?}"
+        );
+        assert_eq!(
+            one(store, give_back(t(0), 10)).await,
+            Reply::Done(false),
+            "{backend:?}"
+        );
+
+        let block = |now, until| Op::Block {
+            account: email.clone(),
+            now,
+            until,
+        };
+        assert_eq!(
+            one(store, block(t(60_001), t(660_001))).await,
+            Reply::Done(true),
+            "{backend:?}"
+        );
+        assert_eq!(
+            one(store, block(t(60_002), t(900_000))).await,
+            Reply::Done(false),
+            "{backend:?}: not extended"
+        );
+        let blocked = Taken::Blocked { until: t(660_001) };
+        assert_eq!(
+            taken(one(store, read(t(60_003), true)).await),
+            blocked,
+            "{backend:?}"
+        );
+        assert_eq!(
+            taken(one(store, read(t(60_004), false)).await),
+            blocked,
+            "{backend:?}"
+        );
+
+        // The block forgot the count, and counting while blocked added none.
+        assert_eq!(
+            one(
+                store,
+                Op::Forgive {
+                    account: email.clone()
+                }
+            )
+            .await,
+            Reply::Done(true),
+            "{backend:?}"
+        );
+        assert_eq!(
+            taken(one(store, read(t(60_005), true)).await),
+            counted(1, t(60_005)),
+            "{backend:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn totp_steps_only_rise_and_allowances_refill_at_their_rate() {
+    for backend in BACKENDS {
+        let store = store(backend).await;
+        let store = store.as_ref();
+        let email = Email::parse(&format!("{}@conformance.test", uuid::Uuid::new_v4())).unwrap();
+        let advance = |step, nonce| Op::Advance {
+            account: email.clone(),
+            step,
+            nonce,
+            ttl: Duration::minutes(10),
+        };
+        assert_eq!(
+            one(store, advance(5, 1)).await,
+            Reply::Done(true),
+            "{backend:?}"
+        );
+        assert_eq!(
+            one(store, advance(5, 1)).await,
+            Reply::Done(true),
+            "{backend:?}: same writer"
+        );
+        assert_eq!(
+            one(store, advance(5, 2)).await,
+            Reply::Done(false),
+            "{backend:?}: replayed"
+        );
+        assert_eq!(
+            one(store, advance(4, 3)).await,
+            Reply::Done(false),
+            "{backend:?}: older"
+        );
+        assert_eq!(
+            one(store, advance(6, 2)).await,
+            Reply::Done(true),
+            "{backend:?}"
+        );
+        let reads = AccountReads {
+            now: t(0),
+            window: Duration::seconds(60),
+            count: false,
+            totp: true,
+        };
+        match one(
+            store,
+            Op::ReadAccount {
+                account: email.clone(),
+                reads,
+            },
+        )
+        .await
+        {
+            Reply::Account(account) => {
+                assert_eq!(account.totp_step.as_deref(), Some("6:2"), "{backend:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let ip = "203.0.113.77".parse().unwrap();
+        let rate = |now| Op::Rate {
+            key: Key::Allowance("conformance", ip),
+            now,
+            interval: std::time::Duration::from_secs(30),
+            burst: 2,
+        };
+        let secs = std::time::Duration::from_secs;
+        assert_eq!(
+            one(store, rate(t(0))).await,
+            Reply::Rate(Rate::Allowed {
+                remaining: 1,
+                full_in: secs(30)
+            }),
+            "{backend:?}"
+        );
+        assert_eq!(
+            one(store, rate(t(0))).await,
+            Reply::Rate(Rate::Allowed {
+                remaining: 0,
+                full_in: secs(60)
+            }),
+            "{backend:?}"
+        );
+        assert_eq!(
+            one(store, rate(t(10_000))).await,
+            Reply::Rate(Rate::Refused { retry_in: secs(20) }),
+            "{backend:?}"
+        );
+        assert_eq!(
+            one(store, rate(t(30_000))).await,
+            Reply::Rate(Rate::Allowed {
+                remaining: 0,
+                full_in: secs(60)
+            }),
+            "{backend:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_bound_read_finds_the_account_named_in_the_wizard_record() {
+    for backend in BACKENDS {
+        let store = store(backend).await;
+        let store = store.as_ref();
+        let email = Email::parse(&format!("{}@conformance.test", uuid::Uuid::new_v4())).unwrap();
+        let user = Key::User(email.clone());
+        let inserted = one(
+            store,
+            Op::Insert {
+                key: user,
+                row: row(3, "user"),
+                nonce: 1,
+                ttl: None,
+            },
+        )
+        .await;
+        assert_eq!(inserted, Reply::Done(true));
+        let reads = AccountReads {
+            now: t(0),
+            window: Duration::seconds(60),
+            count: true,
+            totp: false,
+        };
+        for (account, expect_account) in [(None, false), (Some(email.as_str().to_owned()), true)] {
+            let id = WizardId::random();
+            let record = Row {
+                version: 1,
+                account,
+                body: b"wizard".to_vec(),
+            };
+            one(
+                store,
+                Op::Insert {
+                    key: Key::Wizard(id),
+                    row: record.clone(),
+                    nonce: 2,
+                    ttl: None,
+                },
+            )
+            .await;
+            match one(store, Op::ReadBound { wizard: id, reads }).await {
+                Reply::Bound { wizard, account } => {
+                    assert_eq!(wizard, Some(record), "{backend:?}");
+                    assert_eq!(account.is_some(), expect_account, "{backend:?}");
+                    if let Some(account) = account {
+                        assert_eq!(account.user, Some(row(3, "user")), "{backend:?}");
+                        assert_eq!(
+                            account.taken,
+                            Taken::Counted {
+                                count: 1,
+                                since: t(0)
+                            },
+                            "{backend:?}"
+                        );
+                    }
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        match one(
+            store,
+            Op::ReadBound {
+                wizard: WizardId::random(),
+                reads,
+            },
+        )
+        .await
+        {
+            Reply::Bound {
+                wizard: None,
+                account: None,
+            } => {}
+            other => panic!("{backend:?}: {other:?}"),
+        }
+    }
+}
