@@ -35,9 +35,10 @@ pub struct Limits {
 pub enum Admission {
     /// Go ahead (holding the attempt the take counted, if it counted one).
     Admitted,
-    /// The account is blocked until then; `starts` when this request found
-    /// the limit exceeded and the block must be written.
-    Blocked { until: DateTime<Utc>, starts: bool },
+    /// Refused until then: the account is blocked, or every attempt of its
+    /// window is taken (only a wrong verdict on the last one blocks it, so
+    /// requests that were counted and then given back never start a block).
+    Blocked { until: DateTime<Utc> },
     /// The wizard used up its codes and must be started over.
     WizardClosed,
 }
@@ -81,15 +82,11 @@ pub fn admit(taken: Taken, codes_tried: u32, gate: &Gate) -> Admission {
         return Admission::WizardClosed;
     }
     match taken {
-        Taken::Blocked { until } => Admission::Blocked {
-            until,
-            starts: false,
-        },
+        Taken::Blocked { until } => Admission::Blocked { until },
         Taken::Open => Admission::Admitted,
-        // Earlier attempts of this window are still being checked: this one would exceed the limit.
-        Taken::Counted { count, .. } if count > limits.max_attempts => Admission::Blocked {
-            until: limits.now + limits.block,
-            starts: true,
+        // Earlier attempts of this window are taken (some may still be checked): none is left.
+        Taken::Counted { count, since } if count > limits.max_attempts => Admission::Blocked {
+            until: since + limits.window,
         },
         Taken::Counted { .. } => Admission::Admitted,
     }
@@ -142,22 +139,16 @@ mod tests {
     }
 
     #[test]
-    fn the_attempt_past_the_limit_starts_a_block_and_a_block_is_only_reported() {
+    fn the_attempt_past_the_limit_waits_for_the_window_and_a_block_is_reported() {
         assert_eq!(
             admit(counted(4), 0, &gate(true, false)),
-            Admission::Blocked {
-                until: t(610),
-                starts: true
-            }
+            Admission::Blocked { until: t(61) }
         );
         let blocked = Taken::Blocked { until: t(300) };
         for take in [true, false] {
             assert_eq!(
                 admit(blocked, 0, &gate(take, false)),
-                Admission::Blocked {
-                    until: t(300),
-                    starts: false
-                }
+                Admission::Blocked { until: t(300) }
             );
         }
     }

@@ -268,12 +268,12 @@ impl SignIn {
             Action::TotpCode,
             async |_, user, last| {
                 let user = bound(user)?;
-                // A step at or before the last one accepted is a replay (RFC 6238 §5.2).
+                // A step at or before the last one accepted is a replay.
                 let step = user
                     .totp_secret
                     .as_ref()
                     .and_then(|s| s.verify(&code, now))
-                    .filter(|step| last.is_none_or(|last| *step > last));
+                    .filter(|step| last.is_none_or(|last| last.admits(*step, id)));
                 Ok(Checked {
                     event: Event::TotpCode {
                         account: user.account(),
@@ -377,6 +377,8 @@ impl SignIn {
             count: gate.take,
             totp: action == Action::TotpCode,
         };
+        // A code step's try is counted in the wizard before the code is checked (see `lockout`).
+        let counts_code = gate.code && gate.take;
         let allowance = presented.allowance.as_deref();
         let mut ops: Vec<Op> = allowance.map(|a| a.op().clone()).into_iter().collect();
         match email {
@@ -387,36 +389,46 @@ impl SignIn {
                     reads,
                 },
             ]),
-            None => ops.push(Op::ReadBound { wizard: id, reads }),
+            None => ops.push(Op::ReadBound {
+                wizard: id,
+                reads,
+                code: gate.code.then_some(counts_code),
+            }),
         }
         let mut replies = self.store.run(&[&ops]).await?.into_iter();
         let refused = match allowance {
             Some(allowance) => settle_allowance(allowance, next_reply(&mut replies)?)?,
             None => None,
         };
-        let (row, account) = match email {
+        let (row, code_tries, account) = match email {
             Some(email) => {
                 let row = records::row(next_reply(&mut replies)?)?;
                 match next_reply(&mut replies)? {
-                    Reply::Account(account) => (row, Some((email.clone(), account))),
+                    Reply::Account(account) => (row, None, Some((email.clone(), account))),
                     other => return Err(unexpected(Some(other))),
                 }
             }
             None => match replies.next() {
-                Some(Reply::Bound { wizard, account }) => {
+                Some(Reply::Bound {
+                    wizard,
+                    code_tries,
+                    account,
+                }) => {
                     let email = wizard
                         .as_ref()
                         .and_then(|row| row.account.as_deref())
                         .map(Email::parse)
                         .transpose()
                         .map_err(records::corrupt)?;
-                    (wizard, email.zip(account))
+                    (wizard, code_tries, email.zip(account))
                 }
                 other => return Err(unexpected(other)),
             },
         };
         Ok(Loaded {
             refused,
+            code_counted: counts_code && code_tries.is_some(),
+            codes_before: code_tries.map_or(0, |n| n.saturating_sub(u32::from(counts_code))),
             wizard: row
                 .map(|row| records::read_wizard(id, row))
                 .transpose()?
@@ -436,25 +448,30 @@ impl SignIn {
         email: Option<&Email>,
         presented: &Presented,
         action: Action,
-        verify: impl AsyncFnOnce(&Wizard, Option<&User>, Option<u64>) -> Result<Checked, SignInError>,
+        verify: impl AsyncFnOnce(
+            &Wizard,
+            Option<&User>,
+            Option<LastStep>,
+        ) -> Result<Checked, SignInError>,
     ) -> Result<Outcome, Failure> {
         let now = self.clock.now();
         let gate = self.gate(action, now);
         let Loaded {
             refused,
+            codes_before,
+            code_counted,
             wizard,
             account,
         } = self
             .load(id, email, presented, action, &gate)
             .await
             .map_err(|e| Failure::about(id, e))?;
-        // The attempt the take counted, before anything was checked (see `lockout`).
-        let taken = account.as_ref().and_then(|a| {
-            Some((
-                a.email.clone(),
-                Attempt::from_taken(a.taken, records::nonce())?,
-            ))
-        });
+        // The attempt the take counted, before anything was checked (see `lockout`);
+        // one ticket gives it and the code try back at most once.
+        let ticket = records::nonce();
+        let taken = account
+            .as_ref()
+            .and_then(|a| Some((a.email.clone(), Attempt::from_taken(a.taken, ticket)?)));
         // Set once the step's write went through: its attempt is settled then.
         let mut settled = false;
 
@@ -496,14 +513,9 @@ impl SignIn {
                     "an admitted {action:?} step has no account to count attempts against"
                 ))));
             };
-            match lockout::admit(*tally, wizard.codes_tried, &gate) {
+            match lockout::admit(*tally, codes_before, &gate) {
                 Admission::Admitted => {}
-                Admission::Blocked { until, starts } => {
-                    if starts {
-                        self.block(account_email, now, until).await;
-                    }
-                    return Err(in_context(blocked(until, now)));
-                }
+                Admission::Blocked { until } => return Err(in_context(blocked(until, now))),
                 Admission::WizardClosed => return Err(in_context(SignInError::WizardClosed)),
             }
             let attempt = taken.as_ref().map(|(_, attempt)| *attempt);
@@ -518,29 +530,11 @@ impl SignIn {
                 ) {
                     return rejection.into();
                 }
-                let mut ops = Vec::new();
-                if gate.code {
-                    let counted = Wizard {
-                        codes_tried: wizard.codes_tried + 1,
-                        ..wizard.clone()
-                    };
-                    ops.push(swap(id, version, &counted, bound_to.as_ref()));
-                }
                 if attempt.is_some_and(|a| a.was_last(&gate.limits)) {
-                    ops.push(Ok(Op::Block {
-                        account: account_email.clone(),
-                        now,
-                        until: now + gate.limits.block,
-                    }));
+                    self.block(account_email, now, now + gate.limits.block)
+                        .await;
                 }
-                let Ok(ops) = ops.into_iter().collect::<Result<Vec<_>, _>>() else {
-                    return SignInError::Internal(anyhow::anyhow!("cannot encode the wizard"));
-                };
-                match self.store.run(&[&ops]).await.map(|r| r.into_iter().next()) {
-                    Ok(Some(Reply::Done(false))) if gate.code => SignInError::Conflict,
-                    Ok(_) => rejection.into(),
-                    Err(e) => e.into(),
-                }
+                rejection.into()
             };
 
             let Checked { event, totp_step } = verify(&wizard, user.as_ref(), *last_totp_step)
@@ -583,9 +577,13 @@ impl SignIn {
                 settle.push(Op::Read(Key::User(account_email.clone())));
             }
             match (&next.step, attempt) {
-                // A completed sign-in forgives the account's earlier failures.
-                (Step::Terminated { .. }, _) => settle.push(Op::Forgive {
+                // A completed sign-in forgives the account's earlier failures,
+                // unless the account changed or another wizard took this TOTP
+                // step meanwhile (then this step is undone below).
+                (Step::Terminated { user }, _) => settle.push(Op::ForgiveIf {
                     account: account_email.clone(),
+                    user_version: user.version,
+                    step: totp_step.map(|step| (step, id.as_u64())),
                 }),
                 // A success short of the end (the password before a code) was no failure.
                 (_, Some(attempt)) => settle.push(give_back(account_email, &attempt, &gate)),
@@ -656,17 +654,24 @@ impl SignIn {
         .await;
 
         // An attempt that ended without a verdict on the password or code
-        // (wrong key or device, overload, a lost race...) is given back.
+        // (wrong key or device, overload, a lost race...) is given back, and
+        // so is its code try.
         if let Err(failure) = &result
-            && let Some((account, attempt)) = &taken
             && !settled
             && !failure.error.is_verdict()
-            && let Err(e) = self
-                .store
-                .run(&[&[give_back(account, attempt, &gate)]])
-                .await
         {
-            tracing::warn!(error = %e, "could not give an attempt back");
+            let mut ops: Vec<Op> = taken
+                .iter()
+                .map(|(account, attempt)| give_back(account, attempt, &gate))
+                .collect();
+            if code_counted {
+                ops.push(Op::GiveBackCode { wizard: id, ticket });
+            }
+            if !ops.is_empty()
+                && let Err(e) = self.store.run(&[&ops]).await
+            {
+                tracing::warn!(error = %e, "could not give an attempt back");
+            }
         }
         result
     }
@@ -794,6 +799,10 @@ fn bound(user: Option<&User>) -> Result<&User, SignInError> {
 /// account it is about, or that the client address is over its allowance.
 struct Loaded {
     refused: Option<std::time::Duration>,
+    /// Codes tried in the wizard before this request.
+    codes_before: u32,
+    /// Whether this request's code try was counted (and is given back if it ends without a verdict).
+    code_counted: bool,
     wizard: Option<Versioned>,
     account: Option<AccountRead>,
 }
@@ -803,8 +812,25 @@ struct AccountRead {
     email: Email,
     user: Option<User>,
     taken: Taken,
-    /// The last TOTP step accepted for it.
-    totp_step: Option<u64>,
+    /// The last TOTP step accepted for it, and the wizard it was recorded for.
+    totp_step: Option<LastStep>,
+}
+
+/// The last TOTP step accepted for an account.
+#[derive(Debug, Clone, Copy)]
+struct LastStep {
+    step: u64,
+    /// `WizardId::as_u64` of the wizard that recorded it.
+    by: u64,
+}
+
+impl LastStep {
+    /// Whether `step` may be accepted in wizard `id`: only a later step
+    /// (RFC 6238 §5.2), or this step again in the wizard that recorded it
+    /// (requests racing on one wizard: its compare-and-set picks one).
+    fn admits(self, step: u64, id: WizardId) -> bool {
+        step > self.step || (step == self.step && self.by == id.as_u64())
+    }
 }
 
 impl AccountRead {
@@ -813,9 +839,13 @@ impl AccountRead {
             .totp_step
             .map(|stored| {
                 stored
-                    .split(':')
-                    .next()
-                    .and_then(|step| step.parse().ok())
+                    .split_once(':')
+                    .and_then(|(step, by)| {
+                        Some(LastStep {
+                            step: step.parse().ok()?,
+                            by: by.parse().ok()?,
+                        })
+                    })
                     .ok_or_else(|| records::corrupt(anyhow::anyhow!("not a TOTP step")))
             })
             .transpose()?;
@@ -840,7 +870,10 @@ fn settle_allowance(
 }
 
 fn unexpected(reply: Option<Reply>) -> StoreError {
-    records::corrupt(anyhow::anyhow!("unexpected reply {reply:?}"))
+    records::corrupt(anyhow::anyhow!(
+        "unexpected reply: {}",
+        reply.map_or("nothing", |r| r.kind())
+    ))
 }
 
 fn next_reply(replies: &mut impl Iterator<Item = Reply>) -> Result<Reply, StoreError> {

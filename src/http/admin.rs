@@ -337,6 +337,20 @@ pub async fn get_settings(
     Ok(HttpResponse::Ok().json(admin.policy.get()))
 }
 
+/// The store this instance uses, and the round trips it made to it so far:
+/// what a step costs, for operators and the load tool (not public, since
+/// exact counts would tell an onlooker what other requests did).
+pub async fn store_stats(
+    req: HttpRequest,
+    admin: web::Data<AdminApi>,
+) -> Result<HttpResponse, AdminError> {
+    admin.authorize(&req)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "backend": admin.store.backend(),
+        "round_trips": admin.store.round_trips(),
+    })))
+}
+
 pub async fn put_settings(
     req: HttpRequest,
     admin: web::Data<AdminApi>,

@@ -49,7 +49,8 @@ pub fn routes(cfg: &mut web::ServiceConfig, admin_limiter: Option<web::Data<IpLi
                 .route("/users/{id}", web::delete().to(admin::delete_user))
                 .route("/users/{id}/unlock", web::post().to(admin::unlock_user))
                 .route("/settings", web::get().to(admin::get_settings))
-                .route("/settings", web::put().to(admin::put_settings)),
+                .route("/settings", web::put().to(admin::put_settings))
+                .route("/store", web::get().to(admin::store_stats)),
         );
     }
     cfg.default_service(web::to(error::unknown_route));

@@ -170,7 +170,8 @@ impl IpLimiter {
                 Ok(rate)
             }
             other => Err(StoreError::Corrupt(anyhow::anyhow!(
-                "not a rate check: {other:?}"
+                "not a rate check: {}",
+                other.map_or("nothing", |r| r.kind())
             ))),
         }
     }

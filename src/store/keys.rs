@@ -1,7 +1,8 @@
 //! The key layout, shared by every store. Each entity's keys carry a Redis
 //! Cluster hash tag (`{...}`) so that everything one primitive touches sits
 //! in one slot:
-//! - `{w:<uuid>}`: a wizard (hash `v` version, `n` write nonce, `a` account, `d` body)
+//! - `{w:<uuid>}`: a wizard record; `{w:<uuid>}c` the codes tried in it,
+//!   `{w:<uuid>}g<ticket>` code tries already given back
 //! - `{e:<email>}u`: the user with that email (same hash layout); `{e:<email>}a`
 //!   its attempt counter (hash `n` count, `s` window start); `{e:<email>}b` its
 //!   block (the end, in ms); `{e:<email>}t` its last TOTP step; `{e:<email>}g<ticket>`
@@ -24,6 +25,9 @@ pub const TOTP_STEP: &str = "}t";
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Key {
     Wizard(WizardId),
+    /// Codes tried in a wizard (see `lockout`).
+    CodeTries(WizardId),
+    CodeGivenBack(WizardId, u64),
     User(Email),
     Attempts(Email),
     Block(Email),
@@ -40,6 +44,8 @@ impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Key::Wizard(id) => write!(f, "{{w:{id}}}"),
+            Key::CodeTries(id) => write!(f, "{{w:{id}}}c"),
+            Key::CodeGivenBack(id, ticket) => write!(f, "{{w:{id}}}g{ticket:x}"),
             Key::User(email) => write!(f, "{ACCOUNT}{email}{USER}"),
             Key::Attempts(email) => write!(f, "{ACCOUNT}{email}{ATTEMPTS}"),
             Key::Block(email) => write!(f, "{ACCOUNT}{email}{BLOCK}"),

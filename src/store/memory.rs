@@ -1,5 +1,7 @@
-use super::{Account, AccountReads, Key, Op, Rate, Reply, Row, Store, StoreError, Taken};
-use crate::domain::Email;
+use super::{
+    Account, AccountReads, CODE_GIVE_BACK_KEPT, Key, Op, Rate, Reply, Row, Store, StoreError, Taken,
+};
+use crate::domain::{Email, WizardId};
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use std::collections::HashMap;
@@ -44,6 +46,8 @@ enum Value {
         step: u64,
         nonce: u64,
     },
+    /// Codes tried in a wizard.
+    Tries(u32),
     /// A GCRA theoretical arrival time.
     Arrival(DateTime<Utc>),
     Text(String),
@@ -119,6 +123,27 @@ impl Inner {
             Some(Value::Record { row, nonce }) => Some((row, *nonce)),
             _ => None,
         }
+    }
+
+    /// The codes tried in wizard `id`, one more first if `count`; kept as long as the wizard.
+    fn code_tries(&mut self, id: WizardId, count: bool) -> u32 {
+        let key = Key::CodeTries(id);
+        let tries = match self.live(&key) {
+            Some(Value::Tries(n)) => *n,
+            _ => 0,
+        } + u32::from(count);
+        if count {
+            let forget_at = self.entries.get(&Key::Wizard(id)).and_then(|e| e.forget_at);
+            self.writes += 1;
+            self.entries.insert(
+                key,
+                Entry {
+                    value: Value::Tries(tries),
+                    forget_at,
+                },
+            );
+        }
+        tries
     }
 
     fn read_account(&mut self, account: &Email, reads: &AccountReads) -> Account {
@@ -197,23 +222,53 @@ impl Inner {
                 _ => Reply::Done(false),
             },
             Op::Remove { key, expected } => match self.record(key) {
-                Some((stored, _)) if stored.version == *expected => {
+                Some((stored, _)) if stored.version != *expected => Reply::Done(false),
+                _ => {
                     self.entries.remove(key);
                     Reply::Done(true)
                 }
-                _ => Reply::Done(false),
             },
             Op::ReadAccount { account, reads } => Reply::Account(self.read_account(account, reads)),
-            Op::ReadBound { wizard, reads } => {
-                let wizard = self
-                    .record(&Key::Wizard(*wizard))
-                    .map(|(row, _)| row.clone());
+            Op::ReadBound {
+                wizard: id,
+                reads,
+                code,
+            } => {
+                let wizard = self.record(&Key::Wizard(*id)).map(|(row, _)| row.clone());
+                let code_tries = match (&wizard, code) {
+                    (Some(_), Some(count)) => Some(self.code_tries(*id, *count)),
+                    _ => None,
+                };
                 let account = wizard
                     .as_ref()
                     .and_then(|row| row.account.as_deref())
                     .and_then(|email| Email::parse(email).ok())
                     .map(|email| self.read_account(&email, reads));
-                Reply::Bound { wizard, account }
+                Reply::Bound {
+                    wizard,
+                    code_tries,
+                    account,
+                }
+            }
+            Op::GiveBackCode { wizard, ticket } => {
+                let marker = Key::CodeGivenBack(*wizard, *ticket);
+                if self.live(&marker).is_some() {
+                    return Reply::Done(false);
+                }
+                self.set(
+                    marker,
+                    Value::Text(String::new()),
+                    Some(CODE_GIVE_BACK_KEPT),
+                );
+                let key = Key::CodeTries(*wizard);
+                match self.live(&key) {
+                    Some(Value::Tries(n)) if *n > 0 => {
+                        let fewer = Value::Tries(n - 1);
+                        self.replace(&key, fewer);
+                        Reply::Done(true)
+                    }
+                    _ => Reply::Done(false),
+                }
             }
             Op::GiveBack {
                 account,
@@ -253,6 +308,28 @@ impl Inner {
                 Reply::Done(true)
             }
             Op::Forgive { account } => {
+                self.entries.remove(&Key::Attempts(account.clone()));
+                self.entries.remove(&Key::Block(account.clone()));
+                Reply::Done(true)
+            }
+            Op::ForgiveIf {
+                account,
+                user_version,
+                step,
+            } => {
+                let user_stands = self
+                    .record(&Key::User(account.clone()))
+                    .is_some_and(|(row, _)| row.version == *user_version);
+                let step_stands = match step {
+                    None => true,
+                    Some((step, nonce)) => matches!(
+                        self.live(&Key::TotpStep(account.clone())),
+                        Some(Value::Step { step: s, nonce: n }) if s == step && n == nonce
+                    ),
+                };
+                if !(user_stands && step_stands) {
+                    return Reply::Done(false);
+                }
                 self.entries.remove(&Key::Attempts(account.clone()));
                 self.entries.remove(&Key::Block(account.clone()));
                 Reply::Done(true)

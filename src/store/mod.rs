@@ -68,7 +68,8 @@ pub enum Op {
         row: Row,
         nonce: u64,
     },
-    /// Deletes the record if its version is `expected`.
+    /// Deletes the record if its version is `expected`; a record already
+    /// gone counts as deleted (a retried delete must not report a change).
     Remove {
         key: Key,
         expected: u64,
@@ -85,10 +86,17 @@ pub enum Op {
     },
     /// The wizard and, if its record names its account, that account's
     /// reads: one round trip on a single Redis, two on a Cluster (where the
-    /// two live in different slots).
+    /// two live in different slots). With `code`, also the codes tried in
+    /// the wizard, counting one more first if `code` is `Some(true)`.
     ReadBound {
         wizard: WizardId,
         reads: AccountReads,
+        code: Option<bool>,
+    },
+    /// Takes one code try off a wizard's count, once per `ticket`.
+    GiveBackCode {
+        wizard: WizardId,
+        ticket: u64,
     },
     /// Takes one attempt off the counter if its window still began at
     /// `since`; once per `ticket`, however often it is sent.
@@ -108,6 +116,14 @@ pub enum Op {
     /// Forgets the account's count and any block.
     Forgive {
         account: Email,
+    },
+    /// [`Op::Forgive`], unless the account changed since a step read it:
+    /// its user is no longer at `user_version`, or (with `step`) its last
+    /// TOTP step is no longer the one this step recorded (`step`, `nonce`).
+    ForgiveIf {
+        account: Email,
+        user_version: u64,
+        step: Option<(u64, u64)>,
     },
     /// Raises the account's last accepted TOTP step to `step` if it is
     /// higher than the stored one (or this same write, `nonce`, retried).
@@ -166,10 +182,27 @@ pub enum Reply {
     Account(Account),
     Bound {
         wizard: Option<Row>,
+        /// Codes tried in the wizard, this one included if it was counted.
+        code_tries: Option<u32>,
         account: Option<Account>,
     },
     Value(Option<String>),
     Rate(Rate),
+}
+
+impl Reply {
+    /// What kind of answer this is, for errors: never the contents, which
+    /// may hold a user record (password hash, TOTP secret).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Reply::Row(_) => "a record",
+            Reply::Done(_) => "a verdict",
+            Reply::Account(_) => "an account",
+            Reply::Bound { .. } => "a bound read",
+            Reply::Value(_) => "a value",
+            Reply::Rate(_) => "a rate check",
+        }
+    }
 }
 
 /// The answer of a [`Op::Rate`].
@@ -209,7 +242,7 @@ pub enum Taken {
 pub trait Store: Send + Sync {
     fn backend(&self) -> &'static str;
     /// Network round trips made so far (none in process): what a step
-    /// costs, for the operator and the load tool.
+    /// costs, for operators and the load tool (see `GET /api/v2/admin/store`).
     fn round_trips(&self) -> u64;
     async fn run(&self, stages: &[&[Op]]) -> Result<Vec<Reply>, StoreError>;
 }
@@ -221,6 +254,10 @@ pub trait Store: Send + Sync {
 pub fn kept_for(wizard: &crate::wizard::Wizard) -> Duration {
     (wizard.expires_at - wizard.created_at) * 2
 }
+
+/// How long a code try given back is remembered (a retried give-back
+/// applies once): longer than any request lasts.
+pub const CODE_GIVE_BACK_KEPT: Duration = Duration::minutes(10);
 
 /// How long an account's last TOTP step is remembered: older steps fall out
 /// of the ±1 step window within 90 s; keep a margin.

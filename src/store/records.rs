@@ -112,7 +112,10 @@ fn user_row(user: &User, version: u64) -> Result<Row, StoreError> {
 pub fn row(reply: Reply) -> Result<Option<Row>, StoreError> {
     match reply {
         Reply::Row(row) => Ok(row),
-        other => Err(corrupt(anyhow::anyhow!("expected a record, got {other:?}"))),
+        other => Err(corrupt(anyhow::anyhow!(
+            "expected a record, got {}",
+            other.kind()
+        ))),
     }
 }
 
@@ -120,7 +123,8 @@ pub fn done(reply: Reply) -> Result<bool, StoreError> {
     match reply {
         Reply::Done(done) => Ok(done),
         other => Err(corrupt(anyhow::anyhow!(
-            "expected a verdict, got {other:?}"
+            "expected a verdict, got {}",
+            other.kind()
         ))),
     }
 }
@@ -128,7 +132,10 @@ pub fn done(reply: Reply) -> Result<bool, StoreError> {
 fn value(reply: Reply) -> Result<Option<String>, StoreError> {
     match reply {
         Reply::Value(value) => Ok(value),
-        other => Err(corrupt(anyhow::anyhow!("expected a value, got {other:?}"))),
+        other => Err(corrupt(anyhow::anyhow!(
+            "expected a value, got {}",
+            other.kind()
+        ))),
     }
 }
 

@@ -48,10 +48,17 @@ const READ_ACCOUNT: &str = concat!(
     include_str!("lua/account.lua"),
     include_str!("lua/read_account.lua")
 );
+const READ_WIZARD: &str = concat!(
+    include_str!("lua/wizard.lua"),
+    include_str!("lua/read_wizard.lua")
+);
 const READ_BOUND: &str = concat!(
     include_str!("lua/account.lua"),
+    include_str!("lua/wizard.lua"),
     include_str!("lua/read_bound.lua")
 );
+const GIVE_BACK_CODE: &str = include_str!("lua/give_back_code.lua");
+const FORGIVE_IF: &str = include_str!("lua/forgive_if.lua");
 const GIVE_BACK: &str = include_str!("lua/give_back.lua");
 const BLOCK: &str = include_str!("lua/block.lua");
 const ADVANCE: &str = include_str!("lua/advance.lua");
@@ -151,10 +158,16 @@ impl RedisStore {
                 account_args(&mut cmd, reads);
                 cmd
             }
-            Op::ReadBound { wizard, reads } => {
-                let mut cmd = self.script(READ_BOUND, &[Key::Wizard(*wizard)]);
+            Op::ReadBound {
+                wizard,
+                reads,
+                code,
+            } => {
+                let keys = [Key::Wizard(*wizard), Key::CodeTries(*wizard)];
+                let mut cmd = self.script(READ_BOUND, &keys);
                 account_args(&mut cmd, reads);
-                cmd.arg(format!("{}{}", self.prefix, keys::ACCOUNT))
+                cmd.arg(code_arg(*code))
+                    .arg(format!("{}{}", self.prefix, keys::ACCOUNT))
                     .arg(keys::USER)
                     .arg(keys::ATTEMPTS)
                     .arg(keys::BLOCK)
@@ -191,6 +204,33 @@ impl RedisStore {
                 let mut cmd = redis::cmd("DEL");
                 cmd.arg(self.key(&Key::Attempts(account.clone())))
                     .arg(self.key(&Key::Block(account.clone())));
+                cmd
+            }
+            Op::ForgiveIf {
+                account,
+                user_version,
+                step,
+            } => {
+                let keys = [
+                    Key::User(account.clone()),
+                    Key::TotpStep(account.clone()),
+                    Key::Attempts(account.clone()),
+                    Key::Block(account.clone()),
+                ];
+                let mut cmd = self.script(FORGIVE_IF, &keys);
+                cmd.arg(&user_version.to_be_bytes()[..]).arg(
+                    step.map(|(step, nonce)| format!("{step}:{nonce}"))
+                        .unwrap_or_default(),
+                );
+                cmd
+            }
+            Op::GiveBackCode { wizard, ticket } => {
+                let keys = [
+                    Key::CodeTries(*wizard),
+                    Key::CodeGivenBack(*wizard, *ticket),
+                ];
+                let mut cmd = self.script(GIVE_BACK_CODE, &keys);
+                cmd.arg(super::CODE_GIVE_BACK_KEPT.num_milliseconds());
                 cmd
             }
             Op::Advance {
@@ -243,12 +283,21 @@ impl RedisStore {
     /// One op on a Cluster. A bound read spans two slots (the wizard's, then
     /// its account's), so it is two commands there, answered as one.
     async fn on_cluster(&self, mut conn: ClusterConnection, op: &Op) -> redis::RedisResult<Value> {
-        let Op::ReadBound { wizard, reads } = op else {
+        let Op::ReadBound {
+            wizard,
+            reads,
+            code,
+        } = op
+        else {
             return conn.req_packed_command(&self.command(op)).await;
         };
-        let found = conn
-            .req_packed_command(&self.command(&Op::Read(Key::Wizard(*wizard))))
-            .await?;
+        let mut read = self.script(
+            READ_WIZARD,
+            &[Key::Wizard(*wizard), Key::CodeTries(*wizard)],
+        );
+        read.arg(code_arg(*code));
+        let (found, tries): (Value, Value) =
+            redis::from_redis_value(conn.req_packed_command(&read).await?)?;
         let account = match row(found.clone()) {
             Ok(Some(Row {
                 account: Some(email),
@@ -266,7 +315,7 @@ impl RedisStore {
             },
             _ => Value::Nil,
         };
-        Ok(Value::Array(vec![found, account]))
+        Ok(Value::Array(vec![found, tries, account]))
     }
 }
 
@@ -331,10 +380,11 @@ fn reply(op: &Op, value: Value) -> Result<Reply, StoreError> {
         Op::Read(_) => Reply::Row(row(value)?),
         Op::ReadAccount { .. } => Reply::Account(account(value)?),
         Op::ReadBound { .. } => {
-            let (wizard, found): (Value, Value) =
+            let (wizard, code_tries, found): (Value, Option<u32>, Value) =
                 redis::from_redis_value(value).map_err(parse("a bound read"))?;
             Reply::Bound {
                 wizard: row(wizard)?,
+                code_tries,
                 account: match found {
                     Value::Nil => None,
                     found => Some(account(found)?),
@@ -364,6 +414,8 @@ fn reply(op: &Op, value: Value) -> Result<Reply, StoreError> {
         | Op::Swap { .. }
         | Op::Remove { .. }
         | Op::GiveBack { .. }
+        | Op::GiveBackCode { .. }
+        | Op::ForgiveIf { .. }
         | Op::Block { .. }
         | Op::Advance { .. } => {
             let done: i64 = redis::from_redis_value(value).map_err(parse("a script"))?;
@@ -428,6 +480,15 @@ fn account(value: Value) -> Result<Account, StoreError> {
         taken,
         totp_step,
     })
+}
+
+/// `wizard.lua`'s code-tries argument.
+fn code_arg(code: Option<bool>) -> &'static str {
+    match code {
+        None => "",
+        Some(false) => "0",
+        Some(true) => "1",
+    }
 }
 
 fn account_args(cmd: &mut Cmd, reads: &AccountReads) {

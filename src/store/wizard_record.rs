@@ -19,7 +19,6 @@ struct Stored {
     fingerprint: Option<String>,
     key_digest: [u8; 32],
     step: StoredStep,
-    codes_tried: u32,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -66,7 +65,6 @@ pub fn encode(wizard: &Wizard) -> anyhow::Result<Vec<u8>> {
             Step::ResetPassword { user: u } => StoredStep::ResetPassword(user(u)),
             Step::Terminated { user: u } => StoredStep::Terminated(user(u)),
         },
-        codes_tried: wizard.codes_tried,
     };
     let mut bytes = vec![FORMAT];
     bytes.extend(postcard::to_allocvec(&stored)?);
@@ -107,7 +105,6 @@ pub fn decode(id: WizardId, bytes: &[u8]) -> anyhow::Result<Wizard> {
             StoredStep::ResetPassword(u) => Step::ResetPassword { user: user(u) },
             StoredStep::Terminated(u) => Step::Terminated { user: user(u) },
         },
-        codes_tried: stored.codes_tried,
     })
 }
 
@@ -141,7 +138,6 @@ mod tests {
         let fingerprint =
             base64::engine::general_purpose::STANDARD.encode(r#"{"user_agent":"test/1.0"}"#);
         wizard.fingerprint = Some(DeviceFingerprint::parse(&fingerprint).unwrap());
-        wizard.codes_tried = 2;
         let challenge = SmsChallenge {
             digest: SecretDigest::new([7; 32]),
             sent_at: start + Duration::seconds(5),

@@ -107,9 +107,6 @@ pub struct Wizard {
     /// Digest of the key handed out at start (see `domain::WizardKey`).
     pub key_digest: SecretDigest,
     pub step: Step,
-    /// Codes tried so far (see `lockout`: a wizard takes only so many).
-    #[serde(default)]
-    pub codes_tried: u32,
 }
 
 impl Wizard {
@@ -121,7 +118,6 @@ impl Wizard {
             fingerprint: None,
             key_digest: SecretDigest::new(key.digest()),
             step: Step::Login,
-            codes_tried: 0,
         }
     }
 

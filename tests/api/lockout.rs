@@ -277,12 +277,17 @@ async fn one_totp_code_raced_through_many_wizards_on_two_instances_succeeds_once
             }
         }))
         .await;
+        let answers: Vec<_> = replies
+            .iter()
+            .map(|r| (r.status, r.error().to_owned()))
+            .collect();
         assert_eq!(
             replies
                 .iter()
                 .filter(|r| r.status == StatusCode::ACCEPTED)
                 .count(),
-            1
+            1,
+            "{backend:?}: {answers:?}"
         );
     }
 }

@@ -343,7 +343,7 @@ async fn totp_steps_only_rise_and_allowances_refill_at_their_rate() {
 }
 
 #[tokio::test]
-async fn a_bound_read_finds_the_account_named_in_the_wizard_record() {
+async fn a_bound_read_finds_the_account_named_in_the_wizard_record_and_counts_code_tries() {
     for backend in BACKENDS {
         let store = store(backend).await;
         let store = store.as_ref();
@@ -366,56 +366,197 @@ async fn a_bound_read_finds_the_account_named_in_the_wizard_record() {
             count: true,
             totp: false,
         };
-        for (account, expect_account) in [(None, false), (Some(email.as_str().to_owned()), true)] {
-            let id = WizardId::random();
-            let record = Row {
-                version: 1,
-                account,
-                body: b"wizard".to_vec(),
-            };
-            one(
-                store,
-                Op::Insert {
-                    key: Key::Wizard(id),
-                    row: record.clone(),
-                    nonce: 2,
-                    ttl: None,
-                },
-            )
-            .await;
-            match one(store, Op::ReadBound { wizard: id, reads }).await {
-                Reply::Bound { wizard, account } => {
-                    assert_eq!(wizard, Some(record), "{backend:?}");
-                    assert_eq!(account.is_some(), expect_account, "{backend:?}");
-                    if let Some(account) = account {
-                        assert_eq!(account.user, Some(row(3, "user")), "{backend:?}");
-                        assert_eq!(
-                            account.taken,
-                            Taken::Counted {
-                                count: 1,
-                                since: t(0)
-                            },
-                            "{backend:?}"
-                        );
-                    }
-                }
-                other => panic!("{other:?}"),
-            }
-        }
-        match one(
+        let bound = |wizard, code| Op::ReadBound {
+            wizard,
+            reads,
+            code,
+        };
+
+        let id = WizardId::random();
+        let record = Row {
+            version: 1,
+            account: Some(email.as_str().to_owned()),
+            body: b"wizard".to_vec(),
+        };
+        let ttl = Some(Duration::minutes(1));
+        one(
             store,
-            Op::ReadBound {
-                wizard: WizardId::random(),
-                reads,
+            Op::Insert {
+                key: Key::Wizard(id),
+                row: record.clone(),
+                nonce: 2,
+                ttl,
             },
         )
-        .await
-        {
+        .await;
+        match one(store, bound(id, Some(true))).await {
             Reply::Bound {
-                wizard: None,
+                wizard,
+                code_tries,
+                account: Some(account),
+            } => {
+                assert_eq!(wizard, Some(record.clone()), "{backend:?}");
+                assert_eq!(code_tries, Some(1), "{backend:?}");
+                assert_eq!(account.user, Some(row(3, "user")), "{backend:?}");
+                assert_eq!(
+                    account.taken,
+                    Taken::Counted {
+                        count: 1,
+                        since: t(0)
+                    },
+                    "{backend:?}"
+                );
+            }
+            other => panic!("{backend:?}: {other:?}"),
+        }
+        let tries = |reply| match reply {
+            Reply::Bound { code_tries, .. } => code_tries,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            tries(one(store, bound(id, Some(true))).await),
+            Some(2),
+            "{backend:?}"
+        );
+        let give_back = Op::GiveBackCode {
+            wizard: id,
+            ticket: 5,
+        };
+        assert_eq!(
+            one(store, give_back.clone()).await,
+            Reply::Done(true),
+            "{backend:?}"
+        );
+        assert_eq!(
+            one(store, give_back).await,
+            Reply::Done(false),
+            "{backend:?}: once per ticket"
+        );
+        assert_eq!(
+            tries(one(store, bound(id, Some(false))).await),
+            Some(1),
+            "{backend:?}"
+        );
+        assert_eq!(
+            tries(one(store, bound(id, None)).await),
+            None,
+            "{backend:?}"
+        );
+
+        // A wizard not bound to an account, and one that does not exist.
+        let unbound = WizardId::random();
+        let record = Row {
+            account: None,
+            ..record
+        };
+        one(
+            store,
+            Op::Insert {
+                key: Key::Wizard(unbound),
+                row: record,
+                nonce: 3,
+                ttl,
+            },
+        )
+        .await;
+        match one(store, bound(unbound, Some(true))).await {
+            Reply::Bound {
+                wizard: Some(_),
+                code_tries: Some(1),
                 account: None,
             } => {}
             other => panic!("{backend:?}: {other:?}"),
         }
+        match one(store, bound(WizardId::random(), Some(true))).await {
+            Reply::Bound {
+                wizard: None,
+                code_tries: None,
+                account: None,
+            } => {}
+            other => panic!("{backend:?}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn forgiving_is_refused_once_the_account_or_its_totp_step_changed() {
+    for backend in BACKENDS {
+        let store = store(backend).await;
+        let store = store.as_ref();
+        let email = Email::parse(&format!("{}@conformance.test", uuid::Uuid::new_v4())).unwrap();
+        let user = Op::Insert {
+            key: Key::User(email.clone()),
+            row: row(4, "user"),
+            nonce: 1,
+            ttl: None,
+        };
+        one(store, user).await;
+        let advance = Op::Advance {
+            account: email.clone(),
+            step: 7,
+            nonce: 11,
+            ttl: Duration::minutes(10),
+        };
+        one(store, advance).await;
+        let reads = AccountReads {
+            now: t(0),
+            window: Duration::seconds(60),
+            count: true,
+            totp: false,
+        };
+        let take = || Op::ReadAccount {
+            account: email.clone(),
+            reads,
+        };
+        let forgive = |user_version, step| Op::ForgiveIf {
+            account: email.clone(),
+            user_version,
+            step,
+        };
+
+        one(store, take()).await;
+        assert_eq!(
+            one(store, forgive(3, None)).await,
+            Reply::Done(false),
+            "{backend:?}: user changed"
+        );
+        assert_eq!(
+            one(store, forgive(4, Some((7, 12)))).await,
+            Reply::Done(false),
+            "{backend:?}: step taken by another"
+        );
+        assert_eq!(
+            one(store, forgive(4, Some((7, 11)))).await,
+            Reply::Done(true),
+            "{backend:?}"
+        );
+        match one(store, take()).await {
+            Reply::Account(account) => assert_eq!(
+                account.taken,
+                Taken::Counted {
+                    count: 1,
+                    since: t(0)
+                },
+                "{backend:?}"
+            ),
+            other => panic!("{other:?}"),
+        }
+
+        // A delete is idempotent: retried after it applied, it still reports done.
+        let remove = || Op::Remove {
+            key: Key::User(email.clone()),
+            expected: 4,
+        };
+        assert_eq!(one(store, remove()).await, Reply::Done(true), "{backend:?}");
+        assert_eq!(
+            one(store, remove()).await,
+            Reply::Done(true),
+            "{backend:?}: retried"
+        );
+        assert_eq!(
+            one(store, forgive(4, None)).await,
+            Reply::Done(false),
+            "{backend:?}: user gone"
+        );
     }
 }
