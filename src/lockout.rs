@@ -3,11 +3,11 @@
 //! wrong codes). This module is the only place these rules are written;
 //! the stores only count, compare and block as told (see `store::Op`).
 //!
-//! An account's attempt is *taken before* the costly check, atomically, so
-//! concurrent guesses can never run more checks than the limit allows. A
-//! wrong code is *revealed only once written*: the wizard's compare-and-set
-//! that records it must win, so concurrent codes against one wizard cannot
-//! outrun its cap either.
+//! An account's attempt, and a code step's try in its wizard, are *taken
+//! before* the check, atomically, in the round trip that loads the wizard,
+//! so concurrent guesses can never run more checks than either limit
+//! allows. Both are given back (once, by ticket) when a request ends
+//! without a verdict.
 
 use crate::store::Taken;
 use chrono::{DateTime, Duration, Utc};
