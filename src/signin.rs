@@ -571,7 +571,9 @@ impl SignIn {
                 })
                 .into_iter()
                 .collect();
-            let write = [swap(id, version, &next, next_account).map_err(|e| in_context(e.into()))?];
+            let write_nonce = records::nonce();
+            let write = [swap(id, version, &next, next_account, write_nonce)
+                .map_err(|e| in_context(e.into()))?];
             let mut settle = Vec::new();
             if next.bound().is_some() {
                 settle.push(Op::Read(Key::User(account_email.clone())));
@@ -584,6 +586,7 @@ impl SignIn {
                     account: account_email.clone(),
                     user_version: user.version,
                     step: totp_step.map(|step| (step, id.as_u64())),
+                    wizard: Some((id, version + 1, write_nonce)),
                 }),
                 // A success short of the end (the password before a code) was no failure.
                 (_, Some(attempt)) => settle.push(give_back(account_email, &attempt, &gate)),
@@ -616,7 +619,7 @@ impl SignIn {
                 // Another request used this TOTP step first, between our read and our write.
                 self.roll_back(version + 1, &wizard, bound_to.as_ref())
                     .await;
-                return Err(in_context(Rejection::InvalidCode.into()));
+                return Err(in_context(failed(Rejection::InvalidCode).await));
             }
             if let Some(bound) = next.bound() {
                 let now_stored =
@@ -683,9 +686,16 @@ impl SignIn {
             now,
             until,
         };
-        if let Err(e) = self.store.run(&[&[op]]).await {
-            // The verdict stands; the next attempt past the limit starts the block instead.
-            tracing::error!(error = %e, "could not block an account after its last attempt");
+        // Once more if the store hiccups: nothing else starts this block. The
+        // verdict stands either way, and the window stays exhausted until it ends.
+        for tries_left in [1, 0] {
+            match self.store.run(&[std::slice::from_ref(&op)]).await {
+                Ok(_) => return,
+                Err(e) if tries_left == 0 => {
+                    tracing::error!(error = %e, "could not block an account after its last attempt");
+                }
+                Err(_) => {}
+            }
         }
     }
 
@@ -716,7 +726,13 @@ impl SignIn {
 
     /// Undoes a saved step whose side effect failed, so the client can retry it.
     async fn roll_back(&self, saved_version: u64, previous: &Wizard, account: Option<&Email>) {
-        let undo = match swap(previous.id, saved_version, previous, account) {
+        let undo = match swap(
+            previous.id,
+            saved_version,
+            previous,
+            account,
+            records::nonce(),
+        ) {
             Ok(op) => op,
             Err(e) => return tracing::error!(error = %e, "could not roll the wizard back"),
         };
@@ -888,12 +904,13 @@ fn swap(
     version: u64,
     wizard: &Wizard,
     account: Option<&Email>,
+    nonce: u64,
 ) -> Result<Op, StoreError> {
     Ok(Op::Swap {
         key: Key::Wizard(id),
         expected: version,
         row: records::wizard_row(wizard, account)?,
-        nonce: records::nonce(),
+        nonce,
     })
 }
 

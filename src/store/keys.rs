@@ -38,6 +38,8 @@ pub enum Key {
     Allowance(&'static str, IpAddr),
     Policy,
     Keyring,
+    /// That a record was deleted by the delete with this nonce (in its slot).
+    Removed(Box<Key>, u64),
 }
 
 impl fmt::Display for Key {
@@ -55,6 +57,7 @@ impl fmt::Display for Key {
             Key::Allowance(scope, ip) => write!(f, "{{r:{scope}:{ip}}}"),
             Key::Policy => f.write_str("{policy}"),
             Key::Keyring => f.write_str("{keyring}"),
+            Key::Removed(key, nonce) => write!(f, "{key}~{nonce:x}"),
         }
     }
 }

@@ -1,5 +1,6 @@
 use super::{
-    Account, AccountReads, CODE_GIVE_BACK_KEPT, Key, Op, Rate, Reply, Row, Store, StoreError, Taken,
+    Account, AccountReads, CODE_GIVE_BACK_KEPT, Key, Op, REMOVAL_KEPT, Rate, Reply, Row, Store,
+    StoreError, Taken,
 };
 use crate::domain::{Email, WizardId};
 use async_trait::async_trait;
@@ -221,13 +222,22 @@ impl Inner {
                 }
                 _ => Reply::Done(false),
             },
-            Op::Remove { key, expected } => match self.record(key) {
-                Some((stored, _)) if stored.version != *expected => Reply::Done(false),
-                _ => {
-                    self.entries.remove(key);
-                    Reply::Done(true)
+            Op::Remove {
+                key,
+                expected,
+                nonce,
+            } => {
+                let marker = Key::Removed(Box::new(key.clone()), *nonce);
+                match self.record(key) {
+                    None => Reply::Done(self.live(&marker).is_some()),
+                    Some((stored, _)) if stored.version != *expected => Reply::Done(false),
+                    Some(_) => {
+                        self.entries.remove(key);
+                        self.set(marker, Value::Text(String::new()), Some(REMOVAL_KEPT));
+                        Reply::Done(true)
+                    }
                 }
-            },
+            }
             Op::ReadAccount { account, reads } => Reply::Account(self.read_account(account, reads)),
             Op::ReadBound {
                 wizard: id,
@@ -316,7 +326,12 @@ impl Inner {
                 account,
                 user_version,
                 step,
+                wizard,
             } => {
+                let wizard_stands = wizard.is_none_or(|(id, version, nonce)| {
+                    self.record(&Key::Wizard(id))
+                        .is_some_and(|(row, n)| row.version == version && n == nonce)
+                });
                 let user_stands = self
                     .record(&Key::User(account.clone()))
                     .is_some_and(|(row, _)| row.version == *user_version);
@@ -327,7 +342,7 @@ impl Inner {
                         Some(Value::Step { step: s, nonce: n }) if s == step && n == nonce
                     ),
                 };
-                if !(user_stands && step_stands) {
+                if !(wizard_stands && user_stands && step_stands) {
                     return Reply::Done(false);
                 }
                 self.entries.remove(&Key::Attempts(account.clone()));

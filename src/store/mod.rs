@@ -68,11 +68,12 @@ pub enum Op {
         row: Row,
         nonce: u64,
     },
-    /// Deletes the record if its version is `expected`; a record already
-    /// gone counts as deleted (a retried delete must not report a change).
+    /// Deletes the record if its version is `expected`. A record already
+    /// gone counts as deleted only for this same delete (`nonce`), retried.
     Remove {
         key: Key,
         expected: u64,
+        nonce: u64,
     },
     /// What a step reads of an account (all in the account's hash slot):
     /// its user, its attempt counter, and its last TOTP step if `totp`.
@@ -120,10 +121,15 @@ pub enum Op {
     /// [`Op::Forgive`], unless the account changed since a step read it:
     /// its user is no longer at `user_version`, or (with `step`) its last
     /// TOTP step is no longer the one this step recorded (`step`, `nonce`).
+    /// With `wizard`, also unless that wizard's record is no longer the
+    /// one this step wrote (version, nonce): a step that lost its
+    /// compare-and-set forgives nothing. On a single Redis this one script
+    /// spans two slots; a Cluster checks the wizard first.
     ForgiveIf {
         account: Email,
         user_version: u64,
         step: Option<(u64, u64)>,
+        wizard: Option<(WizardId, u64, u64)>,
     },
     /// Raises the account's last accepted TOTP step to `step` if it is
     /// higher than the stored one (or this same write, `nonce`, retried).
@@ -254,6 +260,9 @@ pub trait Store: Send + Sync {
 pub fn kept_for(wizard: &crate::wizard::Wizard) -> Duration {
     (wizard.expires_at - wizard.created_at) * 2
 }
+
+/// How long a delete is remembered, so that it recognises itself retried.
+pub const REMOVAL_KEPT: Duration = Duration::minutes(1);
 
 /// How long a code try given back is remembered (a retried give-back
 /// applies once): longer than any request lasts.

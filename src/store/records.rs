@@ -56,8 +56,16 @@ pub fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(value).map_err(corrupt)
 }
 
+/// Decodes a stored record; the error names where, never what (a record
+/// may hold a password hash or a TOTP secret).
 pub fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(body).map_err(corrupt)
+    serde_json::from_slice(body).map_err(|e| {
+        corrupt(anyhow::anyhow!(
+            "cannot decode a stored record (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })
 }
 
 /// A wizard record, as inserted (version 1) or swapped (which sets its own version).
@@ -238,6 +246,7 @@ pub trait Records: Store {
                 Op::Remove {
                     key: old,
                     expected: expected_version,
+                    nonce: nonce(),
                 },
             )
             .await?,
@@ -290,6 +299,7 @@ pub trait Records: Store {
                 Op::Remove {
                     key,
                     expected: user.credentials_version,
+                    nonce: nonce(),
                 },
             )
             .await?,

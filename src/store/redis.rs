@@ -142,9 +142,15 @@ impl RedisStore {
                     .arg(pack(row, expected + 1, *nonce));
                 cmd
             }
-            Op::Remove { key, expected } => {
-                let mut cmd = self.script(REMOVE, std::slice::from_ref(key));
-                cmd.arg(&expected.to_be_bytes()[..]);
+            Op::Remove {
+                key,
+                expected,
+                nonce,
+            } => {
+                let keys = [key.clone(), Key::Removed(Box::new(key.clone()), *nonce)];
+                let mut cmd = self.script(REMOVE, &keys);
+                cmd.arg(&expected.to_be_bytes()[..])
+                    .arg(super::REMOVAL_KEPT.num_milliseconds());
                 cmd
             }
             Op::ReadAccount { account, reads } => {
@@ -210,18 +216,26 @@ impl RedisStore {
                 account,
                 user_version,
                 step,
+                wizard,
             } => {
-                let keys = [
+                let mut keys = vec![
                     Key::User(account.clone()),
                     Key::TotpStep(account.clone()),
                     Key::Attempts(account.clone()),
                     Key::Block(account.clone()),
                 ];
+                keys.extend(wizard.map(|(id, ..)| Key::Wizard(id)));
                 let mut cmd = self.script(FORGIVE_IF, &keys);
-                cmd.arg(&user_version.to_be_bytes()[..]).arg(
-                    step.map(|(step, nonce)| format!("{step}:{nonce}"))
-                        .unwrap_or_default(),
-                );
+                cmd.arg(&user_version.to_be_bytes()[..])
+                    .arg(
+                        step.map(|(step, nonce)| format!("{step}:{nonce}"))
+                            .unwrap_or_default(),
+                    )
+                    .arg(
+                        wizard
+                            .map(|(_, version, nonce)| record_head(version, nonce))
+                            .unwrap_or_default(),
+                    );
                 cmd
             }
             Op::GiveBackCode { wizard, ticket } => {
@@ -280,9 +294,35 @@ impl RedisStore {
 }
 
 impl RedisStore {
-    /// One op on a Cluster. A bound read spans two slots (the wizard's, then
-    /// its account's), so it is two commands there, answered as one.
+    /// One op on a Cluster. A bound read and a forgiving guarded by the
+    /// wizard span two slots (the wizard's, then its account's), so each is
+    /// two commands there, answered as one.
     async fn on_cluster(&self, mut conn: ClusterConnection, op: &Op) -> redis::RedisResult<Value> {
+        if let Op::ForgiveIf {
+            account,
+            user_version,
+            step,
+            wizard: Some((id, version, nonce)),
+        } = op
+        {
+            let found: Option<Vec<u8>> = redis::from_redis_value(
+                conn.req_packed_command(&self.command(&Op::Read(Key::Wizard(*id))))
+                    .await?,
+            )?;
+            if found.as_deref().and_then(|f| f.get(..16))
+                != Some(&record_head(*version, *nonce)[..])
+            {
+                return Ok(Value::Int(0));
+            }
+            self.round_trips.fetch_add(1, Ordering::Relaxed);
+            let unguarded = Op::ForgiveIf {
+                account: account.clone(),
+                user_version: *user_version,
+                step: *step,
+                wizard: None,
+            };
+            return conn.req_packed_command(&self.command(&unguarded)).await;
+        }
         let Op::ReadBound {
             wizard,
             reads,
@@ -424,13 +464,17 @@ fn reply(op: &Op, value: Value) -> Result<Reply, StoreError> {
     })
 }
 
+/// The first 16 bytes of a record: its version and its write's nonce.
+fn record_head(version: u64, nonce: u64) -> Vec<u8> {
+    [version.to_be_bytes(), nonce.to_be_bytes()].concat()
+}
+
 /// A record as one string (see `lua/insert.lua`): version, write nonce,
 /// the account's length and the account, the body.
 fn pack(row: &Row, version: u64, nonce: u64) -> Vec<u8> {
     let account = row.account.as_deref().unwrap_or("").as_bytes();
     let mut packed = Vec::with_capacity(17 + account.len() + row.body.len());
-    packed.extend(version.to_be_bytes());
-    packed.extend(nonce.to_be_bytes());
+    packed.extend(record_head(version, nonce));
     // Emails are at most 254 bytes (`domain::Email`).
     packed.push(u8::try_from(account.len()).unwrap_or(0));
     packed.extend(account);

@@ -24,7 +24,7 @@ async fn each_step_costs_two_round_trips_on_redis_and_what_it_says_on_a_cluster(
     // start, password, choose a factor, TOTP code
     for (backend, expected) in [
         (Backend::Redis, [1, 2, 2, 2]),
-        (Backend::Cluster, [1, 3, 4, 5]),
+        (Backend::Cluster, [1, 3, 4, 6]),
     ] {
         let sms = FakeSms::spawn().await;
         let mut settings = test_settings(backend, &sms);

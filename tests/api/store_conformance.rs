@@ -102,6 +102,7 @@ async fn records_compare_and_set_and_recognise_their_own_retries() {
         let remove = |expected| Op::Remove {
             key: key.clone(),
             expected,
+            nonce: 6,
         };
         assert_eq!(
             one(store, remove(1)).await,
@@ -512,9 +513,39 @@ async fn forgiving_is_refused_once_the_account_or_its_totp_step_changed() {
             account: email.clone(),
             user_version,
             step,
+            wizard: None,
+        };
+        // Guarded by a wizard as a step wrote it (version 1, nonce 21).
+        let id = WizardId::random();
+        let record = row(1, "wizard");
+        one(
+            store,
+            Op::Insert {
+                key: Key::Wizard(id),
+                row: record,
+                nonce: 21,
+                ttl: None,
+            },
+        )
+        .await;
+        let forgive_after = |wizard| Op::ForgiveIf {
+            account: email.clone(),
+            user_version: 4,
+            step: Some((7, 11)),
+            wizard: Some(wizard),
         };
 
         one(store, take()).await;
+        assert_eq!(
+            one(store, forgive_after((id, 1, 22))).await,
+            Reply::Done(false),
+            "{backend:?}: the wizard was written by another request"
+        );
+        assert_eq!(
+            one(store, forgive_after((WizardId::random(), 1, 21))).await,
+            Reply::Done(false),
+            "{backend:?}: no such wizard"
+        );
         assert_eq!(
             one(store, forgive(3, None)).await,
             Reply::Done(false),
@@ -542,16 +573,33 @@ async fn forgiving_is_refused_once_the_account_or_its_totp_step_changed() {
             other => panic!("{other:?}"),
         }
 
-        // A delete is idempotent: retried after it applied, it still reports done.
-        let remove = || Op::Remove {
+        assert_eq!(
+            one(store, forgive_after((id, 1, 21))).await,
+            Reply::Done(true),
+            "{backend:?}"
+        );
+
+        // A delete, retried after it applied, still reports done; another
+        // delete of the record now gone does not.
+        let remove = |nonce| Op::Remove {
             key: Key::User(email.clone()),
             expected: 4,
+            nonce,
         };
-        assert_eq!(one(store, remove()).await, Reply::Done(true), "{backend:?}");
         assert_eq!(
-            one(store, remove()).await,
+            one(store, remove(1)).await,
+            Reply::Done(true),
+            "{backend:?}"
+        );
+        assert_eq!(
+            one(store, remove(1)).await,
             Reply::Done(true),
             "{backend:?}: retried"
+        );
+        assert_eq!(
+            one(store, remove(2)).await,
+            Reply::Done(false),
+            "{backend:?}: another delete"
         );
         assert_eq!(
             one(store, forgive(4, None)).await,
