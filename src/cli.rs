@@ -3,6 +3,7 @@
 use crate::config::Settings;
 use crate::credentials::{PasswordHasher, TotpSecret};
 use crate::domain::{Email, NewPassword, PhoneNumber};
+use crate::spec::{self, Spec};
 use crate::startup::{Application, open_store};
 use crate::users::{self, NewUser, UserView};
 use anyhow::{Context as _, bail};
@@ -32,6 +33,17 @@ pub enum Command {
     User(UserCommand),
     /// Print the current authenticator-app code for a base32 TOTP secret.
     TotpCode { secret: String },
+    /// Print the state machine from wizard-spec/.
+    #[command(subcommand)]
+    Spec(SpecCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SpecCommand {
+    /// The spec as JSON (what GET /api/v2/my/signin/wizard/spec serves).
+    Json,
+    /// A Mermaid state diagram of its transitions.
+    Mermaid,
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,6 +91,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::User(UserCommand::Add(add))) => {
             let view = add_user(add).await?;
             println!("{}", serde_json::to_string_pretty(&view)?);
+            Ok(())
+        }
+        Some(Command::Spec(SpecCommand::Json)) => {
+            print!("{}", spec::JSON);
+            Ok(())
+        }
+        Some(Command::Spec(SpecCommand::Mermaid)) => {
+            print!("{}", Spec::load()?.mermaid());
             Ok(())
         }
         Some(Command::TotpCode { secret }) => {

@@ -17,6 +17,7 @@ pub mod http;
 pub mod lockout;
 pub mod policy;
 pub mod signin;
+pub mod spec;
 pub mod startup;
 pub mod store;
 pub mod users;

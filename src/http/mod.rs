@@ -26,6 +26,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, admin_limiter: Option<web::Data<IpLi
         web::scope("/api/v2/my")
             .wrap(from_fn(rate_limit::limit_by_ip))
             .route("/signin/wizard", web::get().to(signin::start))
+            .route("/signin/wizard/spec", web::get().to(well_known::spec))
             .route("/signin", web::post().to(signin::credentials))
             .route("/signin/2fa", web::post().to(signin::choose_factor))
             .route("/2fa/google", web::post().to(signin::totp_code))

@@ -11,6 +11,15 @@ pub async fn jwks(tokens: web::Data<Arc<TokenIssuer>>) -> HttpResponse {
         .json(tokens.jwks())
 }
 
+/// The state machine as data (`wizard-spec/wizard.json`), for clients that
+/// render or check the graph at run time.
+pub async fn spec() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header(("Cache-Control", "public, max-age=300"))
+        .body(crate::spec::JSON)
+}
+
 /// Liveness and store reachability: 200 when the store answers, else 503.
 pub async fn health(store: web::Data<Arc<dyn Store>>) -> HttpResponse {
     let backend = store.backend();

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 /// The step the client must show next, under its B2Core wire name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::EnumIter)]
 pub enum Workflow {
     #[serde(rename = "login")]
     Login,
@@ -46,7 +46,7 @@ pub enum Factor {
 }
 
 /// One kind of client request that moves a wizard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumIter)]
 pub enum Action {
     Credentials,
     ChooseFactor,
@@ -220,7 +220,7 @@ impl Opener {
 }
 
 /// Why the wizard refused a request. The wizard itself is left unchanged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error, strum::EnumIter)]
 pub enum Rejection {
     #[error("this sign-in has expired; start a new one")]
     Expired,

@@ -17,5 +17,6 @@ mod redis_servers;
 mod resend;
 mod round_trips;
 mod signin;
+mod spec;
 mod store_conformance;
 mod wizard_key;
