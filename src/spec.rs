@@ -1,7 +1,9 @@
 //! `wizard-spec/wizard.json`, the machine as data: served to clients,
 //! drawn as a diagram, and held to the code by `tests/api/spec.rs`.
 
-use serde::Deserialize;
+use crate::wizard::Workflow;
+use serde::{Deserialize, Serialize};
+use std::sync::LazyLock;
 
 /// The spec as checked in, byte for byte.
 pub const JSON: &str = include_str!("../wizard-spec/wizard.json");
@@ -47,6 +49,39 @@ pub struct Transition {
 pub struct ErrorAnswer {
     pub error: String,
     pub status: u16,
+}
+
+/// A request a client may send next, as `meta.next` lists it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct NextRequest {
+    pub request: String,
+    pub method: String,
+    pub path: String,
+}
+
+/// The checked-in spec, read once (a test proves it reads).
+static SPEC: LazyLock<Option<Spec>> = LazyLock::new(|| Spec::load().ok());
+
+/// What a wizard at `workflow` accepts, from the spec: clients need not
+/// hard-code the graph.
+pub fn next_requests(workflow: Workflow) -> Vec<NextRequest> {
+    let Some(spec) = SPEC.as_ref() else {
+        return Vec::new();
+    };
+    let accepts = spec
+        .states
+        .iter()
+        .find(|s| s.workflow == workflow.as_str())
+        .map_or(&[][..], |s| &s.accepts[..]);
+    accepts
+        .iter()
+        .filter_map(|name| spec.requests.iter().find(|r| &r.name == name))
+        .map(|r| NextRequest {
+            request: r.name.clone(),
+            method: r.method.clone(),
+            path: r.path.clone(),
+        })
+        .collect()
 }
 
 impl Spec {

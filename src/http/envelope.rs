@@ -1,8 +1,10 @@
 pub use crate::clock::rfc3339;
 use crate::domain::WizardId;
+use crate::spec::{self, NextRequest};
 use crate::wizard::{Wizard, Workflow};
 use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 /// The one response shape of every wizard endpoint, success or error.
@@ -27,6 +29,19 @@ pub struct Meta {
     /// Only when a wizard starts: send it back as `X-Wizard-Key`.
     #[serde(rename = "wizardKey", skip_serializing_if = "Option::is_none")]
     pub wizard_key: Option<String>,
+    /// The requests the wizard accepts at its step (from `wizard-spec/`),
+    /// so that clients need not hard-code the graph.
+    pub next: Vec<NextRequest>,
+}
+
+impl Meta {
+    pub fn new(workflow: Workflow, expires_at: DateTime<Utc>) -> Self {
+        Meta {
+            expires_at: rfc3339(expires_at),
+            wizard_key: None,
+            next: spec::next_requests(workflow),
+        }
+    }
 }
 
 impl<D: Serialize> Envelope<D> {
@@ -44,10 +59,7 @@ impl<D: Serialize> Envelope<D> {
             done,
             uuid: Some(wizard.id),
             workflow: wizard.workflow(),
-            meta: Some(Meta {
-                expires_at: rfc3339(wizard.expires_at),
-                wizard_key: None,
-            }),
+            meta: Some(Meta::new(wizard.workflow(), wizard.expires_at)),
         }
     }
 

@@ -1,4 +1,4 @@
-use super::envelope::{Envelope, Meta, rfc3339};
+use super::envelope::{Envelope, Meta};
 use crate::captcha::CaptchaError;
 use crate::domain::{ParseError, WizardId};
 use crate::signin::{Failure, SignInError};
@@ -217,10 +217,9 @@ impl ResponseError for ApiError {
             workflow: self
                 .stands_at
                 .map_or(Workflow::Login, |(workflow, _)| workflow),
-            meta: self.stands_at.map(|(_, expires_at)| Meta {
-                expires_at: rfc3339(expires_at),
-                wizard_key: None,
-            }),
+            meta: self
+                .stands_at
+                .map(|(workflow, expires_at)| Meta::new(workflow, expires_at)),
         }
         .respond();
         if let Some(secs) = self.retry_after {

@@ -197,3 +197,51 @@ fn the_embedded_diagrams_are_what_spec_mermaid_prints() {
         );
     }
 }
+
+/// `meta.next` lists what the wizard accepts at its step, from the spec,
+/// on successes and on errors alike.
+#[tokio::test]
+async fn every_envelope_says_what_may_come_next() {
+    let app = spawn_app(Backend::Memory).await;
+    let user = app
+        .create_user(crate::helpers::UserSpec {
+            totp: true,
+            phone: Some("+15550100777"),
+            ..Default::default()
+        })
+        .await;
+    let next = |reply: &crate::helpers::Reply| -> Vec<(String, String, String)> {
+        reply.body["meta"]["next"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no meta.next: {}", reply.body))
+            .iter()
+            .map(|n| {
+                let field = |k: &str| n[k].as_str().unwrap().to_owned();
+                (field("request"), field("method"), field("path"))
+            })
+            .collect()
+    };
+    let spec = spec();
+    let expected = |names: &[&str]| -> Vec<(String, String, String)> {
+        names
+            .iter()
+            .map(|name| {
+                let r = spec.requests.iter().find(|r| r.name == *name).unwrap();
+                (r.name.clone(), r.method.clone(), r.path.clone())
+            })
+            .collect()
+    };
+
+    let started = app.get("/api/v2/my/signin/wizard").await;
+    assert_eq!(next(&started), expected(&["credentials"]));
+    let uuid = started.body["uuid"].as_str().unwrap().to_owned();
+    let wrong = app.signin(&uuid, &user.email, "wrong").await;
+    assert_eq!(next(&wrong), expected(&["credentials"]), "errors too");
+    let reply = app.signin(&uuid, &user.email, &user.password).await;
+    assert_eq!(next(&reply), expected(&["choose_factor"]));
+    let reply = app.choose(&uuid, "sms").await;
+    assert_eq!(next(&reply), expected(&["sms_code", "resend_sms"]));
+    let reply = app.sms_code(&uuid, &app.sms_code_of(&user)).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+    assert_eq!(next(&reply), expected(&[]));
+}
