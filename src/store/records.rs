@@ -3,7 +3,10 @@
 //! slots are ordered so that a crash or a lost race between them fails
 //! closed (see docs/decisions.md).
 
-use super::{Key, Op, Reply, Row, Store, StoreError, kept_for, wizard_record};
+use super::{
+    AccountReads, Key, Op, Reply, Row, Store, StoreError, TOTP_STEP_KEPT, Taken, kept_for,
+    wizard_record,
+};
 use crate::credentials::Keyring;
 use crate::domain::{Email, UserId, WizardId};
 use crate::policy::Policy;
@@ -239,6 +242,7 @@ pub trait Records: Store {
         if self.user_by_email(&user.email).await?.is_some() {
             return Err(UserWriteError::EmailTaken);
         }
+        self.carry_over(&current.email, &user.email).await?;
         let old = Key::User(current.email.clone());
         if !done(
             one(
@@ -285,6 +289,60 @@ pub trait Records: Store {
         )
         .await?;
         outcome
+    }
+
+    /// Copies an account's block and last TOTP step to its new address
+    /// before the move, so that changing an email neither lifts a block nor
+    /// makes a code just used usable again.
+    async fn carry_over(&self, from: &Email, to: &Email) -> Result<(), StoreError> {
+        let now = chrono::Utc::now();
+        let reads = AccountReads {
+            now,
+            window: chrono::Duration::zero(),
+            count: false,
+            totp: true,
+        };
+        let account = match one(
+            self,
+            Op::ReadAccount {
+                account: from.clone(),
+                reads,
+            },
+        )
+        .await?
+        {
+            Reply::Account(account) => account,
+            other => {
+                return Err(corrupt(anyhow::anyhow!(
+                    "expected an account, got {}",
+                    other.kind()
+                )));
+            }
+        };
+        let mut ops = Vec::new();
+        if let Taken::Blocked { until } = account.taken {
+            ops.push(Op::Block {
+                account: to.clone(),
+                now,
+                until,
+            });
+        }
+        let last_step = account.totp_step.as_deref().and_then(|stored| {
+            let (step, nonce) = stored.split_once(':')?;
+            Some((step.parse().ok()?, nonce.parse().ok()?))
+        });
+        if let Some((step, nonce)) = last_step {
+            ops.push(Op::Advance {
+                account: to.clone(),
+                step,
+                nonce,
+                ttl: TOTP_STEP_KEPT,
+            });
+        }
+        if !ops.is_empty() {
+            self.run(&[&ops]).await?;
+        }
+        Ok(())
     }
 
     /// Record first, then the index (see `insert_user`).

@@ -687,3 +687,49 @@ async fn settings_saved_by_another_version_or_unreadable_do_not_lock_the_api() {
         assert!(now.contains("\"block_secs\":1200"), "{now}");
     }
 }
+
+/// An operator changing an account's email neither lifts its block nor
+/// makes the TOTP code it just used good again under the new address.
+#[tokio::test]
+async fn an_email_change_keeps_the_block_and_the_last_totp_step() {
+    for backend in BACKENDS {
+        let app = spawn_app(backend).await;
+        app.clock.stop_at(app.clock.now());
+        let user = app.create_user(UserSpec::totp()).await;
+        let code = app.totp_now(&user);
+        let uuid = app.start().await;
+        app.signin(&uuid, &user.email, &user.password).await;
+        assert_eq!(app.totp(&uuid, &code).await.status, StatusCode::ACCEPTED);
+        let uuid = app.start().await;
+        use_up_attempts(&app, &uuid, &user.email).await;
+
+        let moved = format!("moved-{}", user.email);
+        let status = app.patch_user(&user, json!({ "email": moved })).await;
+        assert_eq!(status, StatusCode::OK, "{backend:?}");
+        let uuid = app.start().await;
+        let reply = app.signin(&uuid, &moved, &user.password).await;
+        assert_blocked(&reply);
+
+        let (status, _) = app
+            .admin(
+                Method::POST,
+                &format!("/api/v2/admin/users/{}/unlock", user.id),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let reply = app.signin(&uuid, &moved, &user.password).await;
+        assert_eq!(
+            reply.workflow(),
+            "2fa_google_auth",
+            "{backend:?}: {}",
+            reply.body
+        );
+        let reply = app.totp(&uuid, &code).await;
+        assert_eq!(
+            reply.error(),
+            "invalid_code",
+            "{backend:?}: the code was used"
+        );
+    }
+}
