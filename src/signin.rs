@@ -10,7 +10,9 @@ use crate::domain::{DeviceFingerprint, Email, OtpCode, Password, UserId, WizardI
 use crate::lockout::{self, Admission, Attempt, Gate, Limits};
 use crate::policy::LivePolicy;
 use crate::store::records::{self, Records, Versioned};
-use crate::store::{self, AccountReads, Key, Op, Reply, Store, StoreError, TOTP_STEP_KEPT, Taken};
+use crate::store::{
+    self, AccountReads, Key, Op, Reply, Store, StoreError, TOTP_STEP_KEPT, Taken, TotpStep,
+};
 use crate::users::User;
 use crate::wizard::{
     Action, Context, Effect, Event, Factor, Opener, Rejection, Step, Transition, Wizard, transition,
@@ -273,7 +275,7 @@ impl SignIn {
                     .totp_secret
                     .as_ref()
                     .and_then(|s| s.verify(&code, now))
-                    .filter(|step| last.is_none_or(|last| last.admits(*step, id)));
+                    .filter(|step| last.is_none_or(|last| fresh_totp_step(last, *step, id)));
                 Ok(Checked {
                     event: Event::TotpCode {
                         account: user.account(),
@@ -451,7 +453,7 @@ impl SignIn {
         verify: impl AsyncFnOnce(
             &Wizard,
             Option<&User>,
-            Option<LastStep>,
+            Option<TotpStep>,
         ) -> Result<Checked, SignInError>,
     ) -> Result<Outcome, Failure> {
         let now = self.clock.now();
@@ -828,48 +830,25 @@ struct AccountRead {
     email: Email,
     user: Option<User>,
     taken: Taken,
-    /// The last TOTP step accepted for it, and the wizard it was recorded for.
-    totp_step: Option<LastStep>,
+    /// The last TOTP step accepted for it; its nonce is the `WizardId::as_u64`
+    /// of the wizard that recorded it.
+    totp_step: Option<TotpStep>,
 }
 
-/// The last TOTP step accepted for an account.
-#[derive(Debug, Clone, Copy)]
-struct LastStep {
-    step: u64,
-    /// `WizardId::as_u64` of the wizard that recorded it.
-    by: u64,
-}
-
-impl LastStep {
-    /// Whether `step` may be accepted in wizard `id`: only a later step
-    /// (RFC 6238 §5.2), or this step again in the wizard that recorded it
-    /// (requests racing on one wizard: its compare-and-set picks one).
-    fn admits(self, step: u64, id: WizardId) -> bool {
-        step > self.step || (step == self.step && self.by == id.as_u64())
-    }
+/// Whether TOTP `step` may be accepted in wizard `id` after `last`: only a
+/// later step (RFC 6238 §5.2), or this step again in the wizard that
+/// recorded it (requests racing on one wizard: its compare-and-set picks one).
+fn fresh_totp_step(last: TotpStep, step: u64, id: WizardId) -> bool {
+    step > last.step || (step == last.step && last.nonce == id.as_u64())
 }
 
 impl AccountRead {
     fn new(email: Email, account: store::Account) -> Result<AccountRead, StoreError> {
-        let totp_step = account
-            .totp_step
-            .map(|stored| {
-                stored
-                    .split_once(':')
-                    .and_then(|(step, by)| {
-                        Some(LastStep {
-                            step: step.parse().ok()?,
-                            by: by.parse().ok()?,
-                        })
-                    })
-                    .ok_or_else(|| records::corrupt(anyhow::anyhow!("not a TOTP step")))
-            })
-            .transpose()?;
         Ok(AccountRead {
             email,
             user: account.user.map(records::read_user).transpose()?,
             taken: account.taken,
-            totp_step,
+            totp_step: account.totp_step,
         })
     }
 }

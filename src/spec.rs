@@ -52,11 +52,11 @@ pub struct ErrorAnswer {
 }
 
 /// A request a client may send next, as `meta.next` lists it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 pub struct NextRequest {
-    pub request: String,
-    pub method: String,
-    pub path: String,
+    pub request: &'static str,
+    pub method: &'static str,
+    pub path: &'static str,
 }
 
 /// The checked-in spec, read once (a test proves it reads).
@@ -77,9 +77,9 @@ pub fn next_requests(workflow: Workflow) -> Vec<NextRequest> {
         .iter()
         .filter_map(|name| spec.requests.iter().find(|r| &r.name == name))
         .map(|r| NextRequest {
-            request: r.name.clone(),
-            method: r.method.clone(),
-            path: r.path.clone(),
+            request: &r.name,
+            method: &r.method,
+            path: &r.path,
         })
         .collect()
 }

@@ -1,6 +1,6 @@
 use super::{
     Account, AccountReads, CODE_GIVE_BACK_KEPT, Key, Op, REMOVAL_KEPT, Rate, Reply, Row, Store,
-    StoreError, Taken,
+    StoreError, Taken, TotpStep,
 };
 use crate::domain::{Email, WizardId};
 use async_trait::async_trait;
@@ -158,7 +158,10 @@ impl Inner {
             .record(&Key::User(account.clone()))
             .map(|(row, _)| row.clone());
         let totp_step = match self.live(&Key::TotpStep(account.clone())) {
-            Some(Value::Step { step, nonce }) if totp => Some(format!("{step}:{nonce}")),
+            Some(Value::Step { step, nonce }) if totp => Some(TotpStep {
+                step: *step,
+                nonce: *nonce,
+            }),
             _ => None,
         };
         let taken = match self.live(&Key::Block(account.clone())) {

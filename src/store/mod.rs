@@ -175,8 +175,15 @@ pub struct AccountReads {
 pub struct Account {
     pub user: Option<Row>,
     pub taken: Taken,
-    /// As stored: `step:nonce`.
-    pub totp_step: Option<String>,
+    pub totp_step: Option<TotpStep>,
+}
+
+/// The last TOTP step an account accepted, and the nonce of the write that
+/// recorded it (see [`Op::Advance`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TotpStep {
+    pub step: u64,
+    pub nonce: u64,
 }
 
 /// What an [`Op`] answered, in the order the ops were given.

@@ -4,8 +4,8 @@
 //! closed (see docs/decisions.md).
 
 use super::{
-    AccountReads, Key, Op, Reply, Row, Store, StoreError, TOTP_STEP_KEPT, Taken, kept_for,
-    wizard_record,
+    AccountReads, Key, Op, Reply, Row, Store, StoreError, TOTP_STEP_KEPT, Taken, TotpStep,
+    kept_for, wizard_record,
 };
 use crate::credentials::Keyring;
 use crate::domain::{Email, UserId, WizardId};
@@ -327,11 +327,7 @@ pub trait Records: Store {
                 until,
             });
         }
-        let last_step = account.totp_step.as_deref().and_then(|stored| {
-            let (step, nonce) = stored.split_once(':')?;
-            Some((step.parse().ok()?, nonce.parse().ok()?))
-        });
-        if let Some((step, nonce)) = last_step {
+        if let Some(TotpStep { step, nonce }) = account.totp_step {
             ops.push(Op::Advance {
                 account: to.clone(),
                 step,

@@ -1,4 +1,6 @@
-use super::{Account, AccountReads, Key, Op, Rate, Reply, Row, Store, StoreError, Taken, keys};
+use super::{
+    Account, AccountReads, Key, Op, Rate, Reply, Row, Store, StoreError, Taken, TotpStep, keys,
+};
 use crate::config::ServiceUrl;
 use crate::domain::Email;
 use anyhow::Context as _;
@@ -519,6 +521,20 @@ fn account(value: Value) -> Result<Account, StoreError> {
         },
         _ => return Err(corrupt("a take")),
     };
+    // Stored as `step:nonce` (see `lua/advance.lua`).
+    let totp_step = totp_step
+        .map(|stored| {
+            stored
+                .split_once(':')
+                .and_then(|(step, nonce)| {
+                    Some(TotpStep {
+                        step: step.parse().ok()?,
+                        nonce: nonce.parse().ok()?,
+                    })
+                })
+                .ok_or_else(|| corrupt("a TOTP step"))
+        })
+        .transpose()?;
     Ok(Account {
         user: row(user)?,
         taken,

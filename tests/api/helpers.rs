@@ -482,6 +482,12 @@ impl TestApp {
         self.admin(reqwest::Method::DELETE, &path, None).await.0
     }
 
+    /// `POST /api/v2/admin/users/{id}/unlock`.
+    pub async fn unlock(&self, user: &TestUser) -> StatusCode {
+        let path = format!("/api/v2/admin/users/{}/unlock", user.id);
+        self.admin(reqwest::Method::POST, &path, None).await.0
+    }
+
     /// `PUT /api/v2/admin/settings` with `patch`.
     pub async fn put_settings(&self, patch: Value) -> (StatusCode, Value) {
         self.admin(reqwest::Method::PUT, "/api/v2/admin/settings", Some(patch))

@@ -301,13 +301,7 @@ async fn an_admin_can_unlock_a_blocked_account() {
         app.signin(&uuid, &user.email, "wrong").await;
     }
     assert_blocked(&app.signin(&uuid, &user.email, &user.password).await);
-    let (status, _) = app
-        .admin(
-            Method::POST,
-            &format!("/api/v2/admin/users/{}/unlock", user.id),
-            None,
-        )
-        .await;
+    let status = app.unlock(&user).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(
         app.signin(&uuid, &user.email, &user.password).await.status,
@@ -710,13 +704,7 @@ async fn an_email_change_keeps_the_block_and_the_last_totp_step() {
         let reply = app.signin(&uuid, &moved, &user.password).await;
         assert_blocked(&reply);
 
-        let (status, _) = app
-            .admin(
-                Method::POST,
-                &format!("/api/v2/admin/users/{}/unlock", user.id),
-                None,
-            )
-            .await;
+        let status = app.unlock(&user).await;
         assert_eq!(status, StatusCode::NO_CONTENT);
         let reply = app.signin(&uuid, &moved, &user.password).await;
         assert_eq!(

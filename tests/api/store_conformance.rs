@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use signin_wizard::domain::{Email, WizardId};
 use signin_wizard::store::{
     Account, AccountReads, Key, MemoryStore, Op, Rate, RedisStore, RedisStoreConfig, Reply, Row,
-    Store, Taken,
+    Store, Taken, TotpStep,
 };
 
 async fn store(backend: Backend) -> Box<dyn Store> {
@@ -298,7 +298,11 @@ async fn totp_steps_only_rise_and_allowances_refill_at_their_rate() {
         .await
         {
             Reply::Account(account) => {
-                assert_eq!(account.totp_step.as_deref(), Some("6:2"), "{backend:?}")
+                assert_eq!(
+                    account.totp_step,
+                    Some(TotpStep { step: 6, nonce: 2 }),
+                    "{backend:?}"
+                )
             }
             other => panic!("{other:?}"),
         }
