@@ -1,6 +1,6 @@
 //! Load tool: drives complete TOTP sign-ins over real HTTP against an
 //! in-process server, on the embedded store and on a private redis-server,
-//! and prints throughput, per-step latency and Redis commands per sign-in.
+//! and prints throughput, per-step latency, CPU and Redis commands per sign-in.
 //!
 //!     cargo bench --bench load
 //!     LOAD_SIGNINS=2000 LOAD_CONCURRENCY=64 cargo bench --bench load
@@ -80,6 +80,7 @@ async fn run(
 
     let commands_before = redis.map(PrivateRedis::commands).transpose()?;
     let trips_before = store_round_trips(&client, &base).await?;
+    let cpu_before = process_cpu();
     let started = Instant::now();
     let results: Vec<anyhow::Result<[Duration; 3]>> = futures::stream::iter(0..signins)
         .map(|i| {
@@ -90,6 +91,7 @@ async fn run(
         .collect()
         .await;
     let elapsed = started.elapsed();
+    let cpu = process_cpu() - cpu_before;
     let round_trips = store_round_trips(&client, &base).await? - trips_before;
     let commands_after = redis.map(PrivateRedis::commands).transpose()?;
 
@@ -122,6 +124,10 @@ async fn run(
             pct(1.0)
         );
     }
+    println!(
+        "  CPU per sign-in (this process: server and load clients): {:.2} ms",
+        cpu.as_secs_f64() * 1000.0 / signins as f64
+    );
     if let (Some(before), Some(after)) = (commands_before, commands_after) {
         println!(
             "  Redis per sign-in (3 steps): {:.2} round trips, {:.2} commands incl. those inside scripts",
@@ -130,6 +136,19 @@ async fn run(
         );
     }
     Ok(())
+}
+
+/// User plus system CPU time of this process so far (every thread).
+fn process_cpu() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a whole rusage into the pointer it is given.
+    let usage = unsafe {
+        let failed = libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) != 0;
+        assert!(!failed, "getrusage failed");
+        usage.assume_init()
+    };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 async fn create_user(

@@ -1,14 +1,20 @@
-//! The `signin-wizard` command line: `serve` (the default), `user add`, `totp-code`.
+//! The `signin-wizard` command line: `serve` (the default), `user add`,
+//! `totp-code`, `spec`, `replay`.
 
+use crate::clock::Clock;
 use crate::config::Settings;
 use crate::credentials::{PasswordHasher, TotpSecret};
+use crate::domain::AdminToken;
 use crate::domain::{Email, NewPassword, PhoneNumber};
+use crate::replay::{self, ScenarioReport, SmsSink, Target, Time};
 use crate::spec::{self, Spec};
 use crate::startup::{Application, open_store};
 use crate::users::{self, NewUser, UserView};
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use secrecy::SecretString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,6 +42,106 @@ pub enum Command {
     /// Print the state machine from wizard-spec/.
     #[command(subcommand)]
     Spec(SpecCommand),
+    /// Run QA scenarios (wizard-spec/scenarios/) against a server, or export them.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ReplayArgs {
+    #[command(subcommand)]
+    pub action: Option<ReplayAction>,
+    #[command(flatten)]
+    pub run: ReplayRun,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayRun {
+    /// Scenario files or folders of them.
+    #[arg(default_value = replay::SHIPPED)]
+    pub paths: Vec<PathBuf>,
+    /// The server to run them against (its admin API must be on).
+    #[arg(long, required_unless_present = "spawn", conflicts_with = "spawn")]
+    pub base_url: Option<reqwest::Url>,
+    /// The server's admin token (fixtures are created through the admin API).
+    #[arg(
+        long,
+        env = "WIZARD_ADMIN_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "spawn"
+    )]
+    pub admin_token: Option<SecretString>,
+    #[command(flatten)]
+    pub sink: SinkArgs,
+    /// Start a server in this process instead (embedded store, other
+    /// settings from WIZARD_* as for `serve`; its SMS go to the sink; waits
+    /// move its clock).
+    #[arg(long)]
+    pub spawn: bool,
+    /// Also run scenarios that change the service's settings (for
+    /// everyone, while they run): only on an instance of your own.
+    #[arg(long)]
+    pub allow_settings_changes: bool,
+    /// Write a JUnit XML report here.
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+    /// Scenarios run at the same time (those that change settings or wait run alone).
+    #[arg(long, default_value_t = 8)]
+    pub jobs: usize,
+}
+
+/// Where replay's SMS sink listens.
+#[derive(Debug, Args)]
+pub struct SinkArgs {
+    /// Its address; the server's WIZARD_SMS_WEBHOOK_URL must be the URL it prints.
+    #[arg(long = "sms-sink", default_value = "127.0.0.1:9797")]
+    pub address: SocketAddr,
+    /// The secret path segment of its URLs (random if not given, so give it
+    /// to keep the server's webhook URL from one run to the next).
+    #[arg(long, env = "REPLAY_SINK_TOKEN", hide_env_values = true)]
+    pub sink_token: Option<String>,
+    /// Listen beyond loopback (whoever reaches the sink can read its codes).
+    #[arg(long)]
+    pub sink_public: bool,
+}
+
+impl SinkArgs {
+    fn options(&self, serve_reads: bool) -> replay::sink::SinkOptions {
+        replay::sink::SinkOptions {
+            address: self.address,
+            token: self.sink_token.clone(),
+            serve_reads,
+            public: self.sink_public,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReplayAction {
+    /// Write each scenario as a file for another tool.
+    Export {
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// The folder to write into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Also export scenarios that change the service's settings.
+        #[arg(long)]
+        with_settings: bool,
+        #[arg(default_value = replay::SHIPPED)]
+        paths: Vec<PathBuf>,
+    },
+    /// Run only the SMS sink, for exported Hurl files: it prints the URL for
+    /// the server's WIZARD_SMS_WEBHOOK_URL and Hurl's `sms_sink` variable.
+    Sink {
+        #[command(flatten)]
+        sink: SinkArgs,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ExportFormat {
+    Hurl,
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,6 +207,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", Spec::load()?.mermaid());
             Ok(())
         }
+        Some(Command::Replay(args)) => replay_command(args).await,
         Some(Command::TotpCode { secret }) => {
             let secret = TotpSecret::parse(&secret)?;
             println!(
@@ -112,6 +219,116 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn replay_command(args: ReplayArgs) -> anyhow::Result<()> {
+    let spec = Spec::load()?;
+    match args.action {
+        Some(ReplayAction::Export {
+            format: ExportFormat::Hurl,
+            out,
+            with_settings,
+            paths,
+        }) => {
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            for scenario in replay::scenario::load_all(&paths, &spec)? {
+                if scenario.settings.is_some() && !with_settings {
+                    println!(
+                        "skipped {} (it changes the service's settings: --with-settings)",
+                        scenario.name
+                    );
+                    continue;
+                }
+                // Scenario names are unique and safe as file names.
+                let file = out.join(format!("{}.hurl", scenario.name));
+                let text = replay::hurl::export(&scenario)
+                    .with_context(|| format!("in {}", scenario.file.display()))?;
+                std::fs::write(&file, text)
+                    .with_context(|| format!("writing {}", file.display()))?;
+                println!("{}", file.display());
+            }
+            Ok(())
+        }
+        Some(ReplayAction::Sink { sink }) => {
+            let sink = SmsSink::start(sink.options(true)).await?;
+            println!("WIZARD_SMS_WEBHOOK_URL={}", sink.webhook_url());
+            println!("SMS_SINK={}", sink.base_url());
+            tokio::signal::ctrl_c().await?;
+            Ok(())
+        }
+        None => {
+            let run = args.run;
+            let scenarios = replay::scenario::load_all(&run.paths, &spec)?;
+            let target = replay_target(&run).await?;
+            let reports = replay::run_all(&scenarios, &target, run.jobs, |report| {
+                print!("{}", replay::report::console(report));
+            })
+            .await;
+            println!("{}", replay::report::totals(&reports));
+            if let Some(file) = &run.junit {
+                std::fs::write(file, replay::report::junit(&reports)?)
+                    .with_context(|| format!("writing {}", file.display()))?;
+            }
+            if reports.iter().any(ScenarioReport::failed) {
+                bail!("some scenarios failed")
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The server the scenarios run against: the one named, or one started here.
+async fn replay_target(run: &ReplayRun) -> anyhow::Result<Target> {
+    let client = reqwest::Client::new();
+    if !run.spawn {
+        let sink = SmsSink::start(run.sink.options(false)).await?;
+        println!(
+            "SMS sink: the server's WIZARD_SMS_WEBHOOK_URL must be {}",
+            sink.webhook_url()
+        );
+        return Ok(Target {
+            base_url: run.base_url.clone().context("give --base-url or --spawn")?,
+            admin_token: run
+                .admin_token
+                .clone()
+                .context("give --admin-token (or WIZARD_ADMIN_TOKEN): fixtures are made through the admin API")?,
+            inbox: sink.inbox,
+            time: Time::Real,
+            client,
+            may_change_settings: run.allow_settings_changes,
+        });
+    }
+    let sink = SmsSink::start(replay::sink::SinkOptions {
+        address: "127.0.0.1:0".parse()?,
+        token: None,
+        serve_reads: false,
+        public: false,
+    })
+    .await?;
+    let mut settings = Settings::from_env()?;
+    let token = AdminToken::generate();
+    settings.bind = "127.0.0.1:0".parse()?;
+    // Its own store: nothing of the run outlives it.
+    settings.redis_url = None;
+    settings.sms_webhook_url = Some(sink.webhook_url().parse()?);
+    settings.admin_token = Some(token.clone());
+    settings.demo_users = Some(false);
+    // Every scenario comes from 127.0.0.1; the rate-limit scenario sets its own limit.
+    settings.ip_limit_per_minute = 0;
+    settings.admin_ip_limit_per_minute = 0;
+    let clock = Clock::default();
+    let app = Application::build_with_clock(settings, clock.clone()).await?;
+    let base_url: reqwest::Url = format!("http://127.0.0.1:{}", app.port()).parse()?;
+    println!("replay: started a server at {base_url}");
+    tokio::spawn(app.run_until_stopped());
+    Ok(Target {
+        base_url,
+        admin_token: SecretString::from(token.expose().to_owned()),
+        inbox: sink.inbox,
+        time: Time::Shared(clock),
+        client,
+        may_change_settings: true,
+    })
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {

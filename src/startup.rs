@@ -44,6 +44,11 @@ impl Application {
 
     /// Like [`Application::build`], with a clock tests can move.
     pub async fn build_with_clock(settings: Settings, clock: Clock) -> anyhow::Result<Self> {
+        // Every envelope's `meta.next` comes from the spec: it must read.
+        crate::spec::Spec::load().context("wizard-spec/wizard.json, compiled in, does not read")?;
+        crate::openapi::json().map_err(|e| {
+            anyhow::anyhow!("wizard-spec/openapi.yaml, compiled in, does not read: {e}")
+        })?;
         let store = open_store(&settings).await?;
         let keyring = shared_keyring(store.as_ref(), &settings).await?;
         let tokens = Arc::new(TokenIssuer::new(&keyring, settings.token_settings())?);

@@ -1,7 +1,6 @@
 use anyhow::Context as _;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use rsa::pkcs8::{EncodePrivateKey, LineEnding};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
@@ -23,18 +22,22 @@ fn expose<S: serde::Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S:
 }
 
 impl Keyring {
-    /// Draws a new 2048-bit RSA key and pepper (takes a fraction of a second).
+    /// Draws a new 2048-bit RSA key and pepper (AWS-LC, from the OS's
+    /// randomness; a fraction of a second).
     pub fn generate() -> anyhow::Result<Self> {
+        use aws_lc_rs::encoding::AsDer;
+        use aws_lc_rs::rsa::{KeyPair, KeySize};
         use rand::RngCore;
-        let mut rng = rand::rngs::OsRng;
-        let key = rsa::RsaPrivateKey::new(&mut rng, 2048).context("generating RSA key")?;
-        let pem = key
-            .to_pkcs8_pem(LineEnding::LF)
-            .context("encoding RSA key")?;
+        let key = KeyPair::generate(KeySize::Rsa2048)
+            .map_err(|_| anyhow::anyhow!("generating an RSA key failed"))?;
+        let der = key
+            .as_der()
+            .map_err(|_| anyhow::anyhow!("encoding the RSA key failed"))?;
+        let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", der.as_ref()));
         let mut pepper = [0u8; 32];
-        rng.fill_bytes(&mut pepper);
+        rand::rngs::OsRng.fill_bytes(&mut pepper);
         Ok(Self {
-            signing_key_pem: pem.as_str().to_owned().into(),
+            signing_key_pem: pem.into(),
             code_pepper: STANDARD.encode(pepper).into(),
         })
     }

@@ -22,11 +22,6 @@ pub struct DeviceFingerprint {
     user_agent: String,
 }
 
-#[derive(Deserialize)]
-struct Decoded {
-    user_agent: serde_json::Value,
-}
-
 impl DeviceFingerprint {
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
         let encoded = raw.trim();
@@ -39,10 +34,14 @@ impl DeviceFingerprint {
         let json = LENIENT_BASE64
             .decode(encoded)
             .map_err(|_| ParseError("device_fingerprint is not valid base64"))?;
-        let decoded: Decoded = serde_json::from_slice(&json).map_err(|_| {
-            ParseError("device_fingerprint must be a base64 JSON object with a user_agent")
-        })?;
-        let user_agent = match decoded.user_agent {
+        let not_an_object =
+            || ParseError("device_fingerprint must be a base64 JSON object with a user_agent");
+        // An object, not anything serde could fill a struct from (an array).
+        let decoded = match serde_json::from_slice(&json).map_err(|_| not_an_object())? {
+            serde_json::Value::Object(fields) => fields,
+            _ => return Err(not_an_object()),
+        };
+        let user_agent = match decoded.get("user_agent").cloned().unwrap_or_default() {
             serde_json::Value::String(ua) if !ua.trim().is_empty() => ua,
             _ => {
                 return Err(ParseError(
@@ -99,6 +98,7 @@ mod tests {
             String::new(),
             "not base64!".into(),
             STANDARD.encode("[1,2]"),
+            STANDARD.encode(r#"["curl/8"]"#),
             STANDARD.encode(r#"{"agent":"x"}"#),
             STANDARD.encode(r#"{"user_agent":42}"#),
             STANDARD.encode(r#"{"user_agent":"  "}"#),

@@ -117,6 +117,20 @@ impl ErrorKind {
     }
 }
 
+impl ErrorKind {
+    /// The wizard can take no further step: a client that follows
+    /// `meta.next` must start a new one.
+    fn ends_the_wizard(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::WizardExpired
+                | ErrorKind::WizardClosed
+                | ErrorKind::AccountChanged
+                | ErrorKind::WizardCompleted
+        )
+    }
+}
+
 impl From<Rejection> for ErrorKind {
     fn from(r: Rejection) -> Self {
         match r {
@@ -217,9 +231,13 @@ impl ResponseError for ApiError {
             workflow: self
                 .stands_at
                 .map_or(Workflow::Login, |(workflow, _)| workflow),
-            meta: self
-                .stands_at
-                .map(|(workflow, expires_at)| Meta::new(workflow, expires_at)),
+            meta: self.stands_at.map(|(workflow, expires_at)| {
+                let mut meta = Meta::new(workflow, expires_at);
+                if self.kind.ends_the_wizard() {
+                    meta.next.clear();
+                }
+                meta
+            }),
         }
         .respond();
         if let Some(secs) = self.retry_after {

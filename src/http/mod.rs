@@ -34,7 +34,8 @@ pub fn routes(cfg: &mut web::ServiceConfig, admin_limiter: Option<web::Data<IpLi
             .route("/2fa/sms/resend", web::post().to(signin::resend_sms)),
     )
     .route("/.well-known/jwks.json", web::get().to(well_known::jwks))
-    .route("/healthz", web::get().to(well_known::health));
+    .route("/healthz", web::get().to(well_known::health))
+    .route("/api/openapi.json", web::get().to(well_known::openapi));
     if let Some(limiter) = admin_limiter {
         cfg.service(
             web::scope("/api/v2/admin")

@@ -285,16 +285,20 @@ fn device(
     req: &HttpRequest,
     in_body: Option<String>,
 ) -> Result<Option<DeviceFingerprint>, ApiError> {
+    let invalid =
+        |message: &'static str| ApiError::new(ErrorKind::InvalidDeviceFingerprint, message);
+    // A header that is not text is unusable, not absent.
     let in_header = req
         .headers()
         .get("X-Device-Fingerprint")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+        .map(|v| v.to_str().map(str::to_owned))
+        .transpose()
+        .map_err(|_| invalid("X-Device-Fingerprint must be base64 text"))?;
     in_body
         .or(in_header)
         .map(|raw| DeviceFingerprint::parse(&raw))
         .transpose()
-        .map_err(|e| ApiError::new(ErrorKind::InvalidDeviceFingerprint, e.0))
+        .map_err(|e| invalid(e.0))
 }
 
 /// A malformed body still names the step its wizard is on (to whoever may open it).

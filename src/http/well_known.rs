@@ -1,7 +1,8 @@
+use super::error::{ApiError, ErrorKind};
 use crate::credentials::TokenIssuer;
 use crate::store::Records;
 use crate::store::Store;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpResponse, ResponseError, web};
 use std::sync::Arc;
 
 /// The public signing keys, for anyone verifying our access tokens.
@@ -18,6 +19,20 @@ pub async fn spec() -> HttpResponse {
         .content_type("application/json")
         .insert_header(("Cache-Control", "public, max-age=300"))
         .body(crate::spec::JSON)
+}
+
+/// The HTTP contract (`wizard-spec/openapi.yaml`) as JSON, for API tools.
+pub async fn openapi() -> HttpResponse {
+    match crate::openapi::json() {
+        Ok(json) => HttpResponse::Ok()
+            .content_type("application/json")
+            .insert_header(("Cache-Control", "public, max-age=300"))
+            .body(json),
+        Err(e) => {
+            tracing::error!(error = %e, "the built-in OpenAPI document does not read");
+            ApiError::new(ErrorKind::Internal, "something went wrong on our side").error_response()
+        }
+    }
 }
 
 /// Liveness and store reachability: 200 when the store answers, else 503.

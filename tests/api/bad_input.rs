@@ -480,3 +480,27 @@ async fn a_refused_value_is_never_repeated_in_the_answer() {
         );
     }
 }
+
+/// A device header that is not text is unusable, not absent: 400, and the
+/// wizard stays at its step.
+#[tokio::test]
+async fn a_device_header_that_is_not_text_is_refused() {
+    let app = spawn_app(Backend::Memory).await;
+    let user = app.create_user(UserSpec::totp()).await;
+    let uuid = app.past_password(&user).await;
+    let response = app
+        .client
+        .post(format!("{}/api/v2/my/2fa/google", app.address))
+        .header(
+            "X-Device-Fingerprint",
+            reqwest::header::HeaderValue::from_bytes(b"eyJ1c2VyX2FnZW50Ijoi\xff\xfe").unwrap(),
+        )
+        .json(&json!({ "uuid": uuid, "code": app.totp_now(&user) }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["data"]["error"]["code"], "invalid_device_fingerprint");
+    assert_eq!(body["workflow"], "2fa_google_auth");
+}

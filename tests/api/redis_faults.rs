@@ -107,3 +107,32 @@ async fn a_stalled_redis_answers_503_within_the_timeout_and_issues_no_token() {
     let reply = finished.expect("the service recovers when Redis thaws");
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
 }
+
+/// A record the service cannot read is its own fault: 500 internal_error,
+/// as an envelope naming the wizard, and no token.
+#[tokio::test]
+async fn a_corrupt_wizard_record_answers_500_internal_error() {
+    let sms = FakeSms::spawn().await;
+    let settings = test_settings(Backend::Redis, &sms);
+    let prefix = settings.redis_prefix.clone();
+    let redis_url = settings.redis_url.clone().unwrap();
+    let app = spawn_with(settings, sms).await;
+    let user = app.create_user(UserSpec::default()).await;
+    let uuid = app.start().await;
+
+    let client = redis::Client::open(redis_url.expose().as_str()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(format!("{prefix}{{w:{uuid}}}"))
+        .arg("not a wizard record")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+
+    let reply = app.signin(&uuid, &user.email, &user.password).await;
+    reply.assert_envelope();
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(reply.error(), "internal_error");
+    assert_eq!(reply.body["uuid"], uuid.as_str());
+    assert!(reply.body["data"]["accessToken"].is_null());
+}
