@@ -11,7 +11,8 @@ use crate::lockout::{self, Admission, Attempt, Gate, Limits};
 use crate::policy::LivePolicy;
 use crate::store::records::{self, Records, Versioned};
 use crate::store::{
-    self, AccountReads, Key, Op, Reply, Store, StoreError, TOTP_STEP_KEPT, Taken, TotpStep,
+    self, AccountReads, CodeTries, Key, Op, Reply, Store, StoreError, TOTP_STEP_KEPT, Taken,
+    TotpStep,
 };
 use crate::users::User;
 use crate::wizard::{
@@ -394,7 +395,13 @@ impl SignIn {
             None => ops.push(Op::ReadBound {
                 wizard: id,
                 reads,
-                code: gate.code.then_some(counts_code),
+                code: gate.code.then_some(match counts_code {
+                    // A closed wizard takes no attempt of its account (see `CodeTries`).
+                    true => CodeTries::Count {
+                        cap: gate.limits.codes_per_wizard,
+                    },
+                    false => CodeTries::Read,
+                }),
             }),
         }
         let mut replies = self.store.run(&[&ops]).await?.into_iter();

@@ -1,6 +1,6 @@
 use super::{
-    Account, AccountReads, CODE_GIVE_BACK_KEPT, Key, Op, REMOVAL_KEPT, Rate, Reply, Row, Store,
-    StoreError, Taken, TotpStep,
+    Account, AccountReads, CODE_GIVE_BACK_KEPT, CodeTries, Key, Op, REMOVAL_KEPT, Rate, Reply, Row,
+    Store, StoreError, Taken, TotpStep,
 };
 use crate::domain::{Email, WizardId};
 use async_trait::async_trait;
@@ -249,14 +249,23 @@ impl Inner {
             } => {
                 let wizard = self.record(&Key::Wizard(*id)).map(|(row, _)| row.clone());
                 let code_tries = match (&wizard, code) {
-                    (Some(_), Some(count)) => Some(self.code_tries(*id, *count)),
+                    (Some(_), Some(code)) => {
+                        Some(self.code_tries(*id, matches!(code, CodeTries::Count { .. })))
+                    }
                     _ => None,
+                };
+                let reads = AccountReads {
+                    count: reads.count
+                        && code
+                            .zip(code_tries)
+                            .is_none_or(|(code, tries)| code.within_cap(tries)),
+                    ..*reads
                 };
                 let account = wizard
                     .as_ref()
                     .and_then(|row| row.account.as_deref())
                     .and_then(|email| Email::parse(email).ok())
-                    .map(|email| self.read_account(&email, reads));
+                    .map(|email| self.read_account(&email, &reads));
                 Reply::Bound {
                     wizard,
                     code_tries,

@@ -88,11 +88,11 @@ pub enum Op {
     /// The wizard and, if its record names its account, that account's
     /// reads: one round trip on a single Redis, two on a Cluster (where the
     /// two live in different slots). With `code`, also the codes tried in
-    /// the wizard, counting one more first if `code` is `Some(true)`.
+    /// the wizard (see [`CodeTries`]).
     ReadBound {
         wizard: WizardId,
         reads: AccountReads,
-        code: Option<bool>,
+        code: Option<CodeTries>,
     },
     /// Takes one code try off a wizard's count, once per `ticket`.
     GiveBackCode {
@@ -159,6 +159,29 @@ pub enum Op {
         value: String,
     },
     Delete(Key),
+}
+
+/// What [`Op::ReadBound`] does with the codes tried in a wizard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeTries {
+    /// Only read them.
+    Read,
+    /// Count one more first. The account's attempt (if `reads.count`) is
+    /// then taken only while the tries counted are at most `cap`, so that
+    /// requests racing into a wizard that has used up its codes spend no
+    /// attempt of the account: the account's and the wizard's counters
+    /// then admit the same requests, whatever order a Cluster ran them in.
+    Count { cap: u32 },
+}
+
+impl CodeTries {
+    /// Whether `tries` (as counted) still let the account's attempt be taken.
+    pub fn within_cap(self, tries: u32) -> bool {
+        match self {
+            CodeTries::Read => true,
+            CodeTries::Count { cap } => tries <= cap,
+        }
+    }
 }
 
 /// The parameters of an account's reads (see [`Op::ReadAccount`]).

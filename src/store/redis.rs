@@ -1,5 +1,6 @@
 use super::{
-    Account, AccountReads, Key, Op, Rate, Reply, Row, Store, StoreError, Taken, TotpStep, keys,
+    Account, AccountReads, CodeTries, Key, Op, Rate, Reply, Row, Store, StoreError, Taken,
+    TotpStep, keys,
 };
 use crate::config::ServiceUrl;
 use crate::domain::Email;
@@ -174,7 +175,12 @@ impl RedisStore {
                 let keys = [Key::Wizard(*wizard), Key::CodeTries(*wizard)];
                 let mut cmd = self.script(READ_BOUND, &keys);
                 account_args(&mut cmd, reads);
+                let cap = match code {
+                    Some(CodeTries::Count { cap }) => *cap,
+                    _ => u32::MAX,
+                };
                 cmd.arg(code_arg(*code))
+                    .arg(cap)
                     .arg(format!("{}{}", self.prefix, keys::ACCOUNT))
                     .arg(keys::USER)
                     .arg(keys::ATTEMPTS)
@@ -338,8 +344,15 @@ impl RedisStore {
             &[Key::Wizard(*wizard), Key::CodeTries(*wizard)],
         );
         read.arg(code_arg(*code));
-        let (found, tries): (Value, Value) =
+        let (found, tries): (Value, Option<u32>) =
             redis::from_redis_value(conn.req_packed_command(&read).await?)?;
+        let reads = AccountReads {
+            count: reads.count
+                && code
+                    .zip(tries)
+                    .is_none_or(|(code, tries)| code.within_cap(tries)),
+            ..*reads
+        };
         let account = match row(found.clone()) {
             Ok(Some(Row {
                 account: Some(email),
@@ -347,16 +360,14 @@ impl RedisStore {
             })) => match Email::parse(&email) {
                 Ok(account) => {
                     self.round_trips.fetch_add(1, Ordering::Relaxed);
-                    let reads = Op::ReadAccount {
-                        account,
-                        reads: *reads,
-                    };
+                    let reads = Op::ReadAccount { account, reads };
                     conn.req_packed_command(&self.command(&reads)).await?
                 }
                 Err(_) => Value::Nil,
             },
             _ => Value::Nil,
         };
+        let tries = tries.map_or(Value::Nil, |n| Value::Int(n.into()));
         Ok(Value::Array(vec![found, tries, account]))
     }
 }
@@ -543,11 +554,11 @@ fn account(value: Value) -> Result<Account, StoreError> {
 }
 
 /// `wizard.lua`'s code-tries argument.
-fn code_arg(code: Option<bool>) -> &'static str {
+fn code_arg(code: Option<CodeTries>) -> &'static str {
     match code {
         None => "",
-        Some(false) => "0",
-        Some(true) => "1",
+        Some(CodeTries::Read) => "0",
+        Some(CodeTries::Count { .. }) => "1",
     }
 }
 

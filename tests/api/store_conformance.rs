@@ -6,8 +6,8 @@ use crate::helpers::{BACKENDS, Backend, shared_cluster_url, shared_redis_url};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use signin_wizard::domain::{Email, WizardId};
 use signin_wizard::store::{
-    Account, AccountReads, Key, MemoryStore, Op, Rate, RedisStore, RedisStoreConfig, Reply, Row,
-    Store, Taken, TotpStep,
+    Account, AccountReads, CodeTries, Key, MemoryStore, Op, Rate, RedisStore, RedisStoreConfig,
+    Reply, Row, Store, Taken, TotpStep,
 };
 
 async fn store(backend: Backend) -> Box<dyn Store> {
@@ -376,6 +376,7 @@ async fn a_bound_read_finds_the_account_named_in_the_wizard_record_and_counts_co
             reads,
             code,
         };
+        let count = CodeTries::Count { cap: 2 };
 
         let id = WizardId::random();
         let record = Row {
@@ -394,7 +395,7 @@ async fn a_bound_read_finds_the_account_named_in_the_wizard_record_and_counts_co
             },
         )
         .await;
-        match one(store, bound(id, Some(true))).await {
+        match one(store, bound(id, Some(count))).await {
             Reply::Bound {
                 wizard,
                 code_tries,
@@ -419,7 +420,7 @@ async fn a_bound_read_finds_the_account_named_in_the_wizard_record_and_counts_co
             other => panic!("{other:?}"),
         };
         assert_eq!(
-            tries(one(store, bound(id, Some(true))).await),
+            tries(one(store, bound(id, Some(count))).await),
             Some(2),
             "{backend:?}"
         );
@@ -438,7 +439,7 @@ async fn a_bound_read_finds_the_account_named_in_the_wizard_record_and_counts_co
             "{backend:?}: once per ticket"
         );
         assert_eq!(
-            tries(one(store, bound(id, Some(false))).await),
+            tries(one(store, bound(id, Some(CodeTries::Read))).await),
             Some(1),
             "{backend:?}"
         );
@@ -446,6 +447,31 @@ async fn a_bound_read_finds_the_account_named_in_the_wizard_record_and_counts_co
             tries(one(store, bound(id, None)).await),
             None,
             "{backend:?}"
+        );
+        // Past the cap, a try is counted but the account's attempt is not taken.
+        let taken = |reply| match reply {
+            Reply::Bound {
+                code_tries,
+                account: Some(account),
+                ..
+            } => (code_tries, account.taken),
+            other => panic!("{other:?}"),
+        };
+        let counted = |count| Taken::Counted { count, since: t(0) };
+        assert_eq!(
+            taken(one(store, bound(id, Some(count))).await),
+            (Some(2), counted(5)),
+            "{backend:?}"
+        );
+        assert_eq!(
+            taken(one(store, bound(id, Some(count))).await),
+            (Some(3), Taken::Open),
+            "{backend:?}"
+        );
+        assert_eq!(
+            taken(one(store, bound(id, Some(CodeTries::Read))).await),
+            (Some(3), counted(6)),
+            "{backend:?}: the account's count went on from 5"
         );
 
         // A wizard not bound to an account, and one that does not exist.
@@ -464,7 +490,7 @@ async fn a_bound_read_finds_the_account_named_in_the_wizard_record_and_counts_co
             },
         )
         .await;
-        match one(store, bound(unbound, Some(true))).await {
+        match one(store, bound(unbound, Some(count))).await {
             Reply::Bound {
                 wizard: Some(_),
                 code_tries: Some(1),
@@ -472,7 +498,7 @@ async fn a_bound_read_finds_the_account_named_in_the_wizard_record_and_counts_co
             } => {}
             other => panic!("{backend:?}: {other:?}"),
         }
-        match one(store, bound(WizardId::random(), Some(true))).await {
+        match one(store, bound(WizardId::random(), Some(count))).await {
             Reply::Bound {
                 wizard: None,
                 code_tries: None,
