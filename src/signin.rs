@@ -4,11 +4,12 @@
 use crate::allowance::Allowance;
 use crate::captcha::{CaptchaError, Recaptcha};
 use crate::clock::Clock;
-use crate::credentials::{HashError, PasswordHasher, SmsCodes, TokenIssuer, TokenPair};
+use crate::credentials::{HashError, PasswordHasher, SmsCodes, TokenPair};
 use crate::delivery::{DeliveryError, SmsGateway};
-use crate::domain::{DeviceFingerprint, Email, OtpCode, Password, UserId, WizardId, WizardKey};
+use crate::domain::{DeviceFingerprint, Email, OtpCode, Password, WizardId, WizardKey};
 use crate::lockout::{self, Admission, Attempt, Gate, Limits};
 use crate::policy::LivePolicy;
+use crate::sessions::{Opening, Origin, Sessions};
 use crate::store::records::{self, Records, Versioned};
 use crate::store::{
     self, AccountReads, CodeTries, Key, Op, Reply, Store, StoreError, TOTP_STEP_KEPT, Taken,
@@ -124,7 +125,8 @@ pub struct SignIn {
     pub passwords: Arc<PasswordHasher>,
     pub sms_codes: SmsCodes,
     pub sms: SmsGateway,
-    pub tokens: Arc<TokenIssuer>,
+    /// Opens a session, with its tokens, for each completed sign-in.
+    pub sessions: Arc<Sessions>,
     pub clock: Clock,
     pub policy: Arc<LivePolicy>,
     /// Configured reCAPTCHA; checked while the policy has it on.
@@ -601,67 +603,102 @@ impl SignIn {
                 (_, Some(attempt)) => settle.push(give_back(account_email, &attempt, &gate)),
                 _ => {}
             }
+            // A completed sign-in's session is written in the same round trip
+            // (it is ended again below if the step does not stand).
+            let opening = match &next.step {
+                Step::Terminated { user } => {
+                    let origin = Origin {
+                        email: account_email,
+                        user_version: user.version,
+                        ip: presented.client_ip,
+                        user_agent: next.fingerprint.as_ref().map(|f| f.user_agent()),
+                    };
+                    let opening = self
+                        .sessions
+                        .prepare(user.id, &origin, now)
+                        .map_err(|e| in_context(e.into()))?;
+                    settle.extend(opening.ops().iter().cloned());
+                    Some(opening)
+                }
+                _ => None,
+            };
             let mut replies = self
                 .store
                 .run(&[&burn, &write, &settle])
                 .await
                 .map_err(|e| in_context(e.into()))?
                 .into_iter();
-            let fresh = match burn.is_empty() {
-                true => true,
-                false => records::done(next_reply(&mut replies).map_err(|e| in_context(e.into()))?)
-                    .map_err(|e| in_context(e.into()))?,
-            };
-            let moved = records::done(next_reply(&mut replies).map_err(|e| in_context(e.into()))?)
-                .map_err(|e| in_context(e.into()))?;
-            if !moved {
-                // Report where the winning request left the wizard, not what we loaded.
-                let current = self.describe(id, presented.wizard_key.as_ref()).await;
-                return Err(Failure {
-                    error: SignInError::Conflict,
-                    id: Some(id),
-                    wizard: current,
-                });
-            }
-            settled = true;
-            if !fresh {
-                // Another request used this TOTP step first, between our read and our write.
-                self.roll_back(version + 1, &wizard, bound_to.as_ref())
-                    .await;
-                return Err(in_context(failed(Rejection::InvalidCode).await));
-            }
-            if let Some(bound) = next.bound() {
-                let now_stored =
-                    records::row(next_reply(&mut replies).map_err(|e| in_context(e.into()))?)
-                        .and_then(|row| row.map(records::read_user).transpose())
+            let finished: Result<Outcome, Failure> = async {
+                let fresh = match burn.is_empty() {
+                    true => true,
+                    false => {
+                        records::done(next_reply(&mut replies).map_err(|e| in_context(e.into()))?)
+                            .map_err(|e| in_context(e.into()))?
+                    }
+                };
+                let moved =
+                    records::done(next_reply(&mut replies).map_err(|e| in_context(e.into()))?)
                         .map_err(|e| in_context(e.into()))?;
-                if now_stored
-                    .is_none_or(|u| u.id != bound.id || u.credentials_version != bound.version)
-                {
-                    // The account changed while the step was checked: undo it, so
-                    // that trying again judges the account as it now is.
+                if !moved {
+                    // Report where the winning request left the wizard, not what we loaded.
+                    let current = self.describe(id, presented.wizard_key.as_ref()).await;
+                    return Err(Failure {
+                        error: SignInError::Conflict,
+                        id: Some(id),
+                        wizard: current,
+                    });
+                }
+                settled = true;
+                if !fresh {
+                    // Another request used this TOTP step first, between our read and our write.
                     self.roll_back(version + 1, &wizard, bound_to.as_ref())
                         .await;
-                    return Err(in_context(SignInError::Conflict));
+                    return Err(in_context(failed(Rejection::InvalidCode).await));
                 }
-            }
+                if let Some(bound) = next.bound() {
+                    let now_stored =
+                        records::row(next_reply(&mut replies).map_err(|e| in_context(e.into()))?)
+                            .and_then(|row| row.map(records::read_user).transpose())
+                            .map_err(|e| in_context(e.into()))?;
+                    if now_stored
+                        .is_none_or(|u| u.id != bound.id || u.credentials_version != bound.version)
+                    {
+                        // The account changed while the step was checked: undo it, so
+                        // that trying again judges the account as it now is.
+                        self.roll_back(version + 1, &wizard, bound_to.as_ref())
+                            .await;
+                        return Err(in_context(SignInError::Conflict));
+                    }
+                }
 
-            let tokens = self
-                .perform(effects, now, (version + 1, &wizard, bound_to.as_ref()))
-                .await
-                .map_err(in_context)?;
-            let factors = match (&next.step, user) {
-                (
-                    Step::ChooseFactor { .. } | Step::TotpCode { .. } | Step::SmsCode { .. },
-                    Some(user),
-                ) => user.account().factors(),
-                _ => Vec::new(),
-            };
-            Ok(Outcome {
-                wizard: next,
-                tokens,
-                factors,
-            })
+                let tokens = self
+                    .perform(
+                        effects,
+                        opening.as_ref(),
+                        (version + 1, &wizard, bound_to.as_ref()),
+                    )
+                    .await
+                    .map_err(in_context)?;
+                let factors = match (&next.step, user) {
+                    (
+                        Step::ChooseFactor { .. } | Step::TotpCode { .. } | Step::SmsCode { .. },
+                        Some(user),
+                    ) => user.account().factors(),
+                    _ => Vec::new(),
+                };
+                Ok(Outcome {
+                    wizard: next,
+                    tokens,
+                    factors,
+                })
+            }
+            .await;
+            if finished.is_err()
+                && let Some(opening) = &opening
+            {
+                self.sessions.discard(opening).await;
+            }
+            finished
         }
         .await;
 
@@ -714,7 +751,7 @@ impl SignIn {
     async fn perform(
         &self,
         effects: Vec<Effect>,
-        now: DateTime<Utc>,
+        opening: Option<&Opening>,
         saved: (u64, &Wizard, Option<&Email>),
     ) -> Result<Option<TokenPair>, SignInError> {
         let mut tokens = None;
@@ -727,7 +764,12 @@ impl SignIn {
                         return Err(e.into());
                     }
                 }
-                Effect::IssueTokens { user } => tokens = Some(self.issue_tokens(user, now).await?),
+                Effect::IssueTokens { user } => {
+                    let opening = opening.filter(|o| o.user() == user).ok_or_else(|| {
+                        anyhow::anyhow!("tokens are due, but no session was opened")
+                    })?;
+                    tokens = Some(self.sessions.finish(opening).await?);
+                }
             }
         }
         Ok(tokens)
@@ -756,19 +798,6 @@ impl SignIn {
             Err(e) => tracing::error!(error = %e, "could not roll the wizard back"),
         }
     }
-
-    async fn issue_tokens(
-        &self,
-        user: UserId,
-        now: DateTime<Utc>,
-    ) -> Result<TokenPair, SignInError> {
-        let tokens = Arc::clone(&self.tokens);
-        // Two RSA signatures: CPU work, kept off the async workers.
-        let pair = tokio::task::spawn_blocking(move || tokens.issue(user, now))
-            .await
-            .map_err(anyhow::Error::from)??;
-        Ok(pair)
-    }
 }
 
 /// reCAPTCHA at the login step.
@@ -789,6 +818,8 @@ pub struct Presented {
     pub device: Option<DeviceFingerprint>,
     /// The client address's allowance, checked in the step's first round trip.
     pub allowance: Option<Arc<Allowance>>,
+    /// Where the request came from, for the session a completed sign-in opens.
+    pub client_ip: Option<IpAddr>,
 }
 
 /// A verdict from the edges, plus the TOTP step to record if it succeeds.

@@ -7,8 +7,9 @@ use crate::credentials::{Keyring, PasswordHasher, SmsCodes, TokenIssuer};
 use crate::delivery::SmsGateway;
 use crate::demo::{self, DemoAccount};
 use crate::domain::AdminToken;
-use crate::http::{self, AdminApi, AdminParts, IpLimiter, TrustedProxies};
+use crate::http::{self, AdminApi, AdminParts, IpLimiter, MyAccount, TrustedProxies};
 use crate::policy::LivePolicy;
+use crate::sessions::{RefreshKey, Sessions};
 use crate::signin::SignIn;
 use crate::store::Records;
 use crate::store::{MemoryStore, RedisStore, RedisStoreConfig, Store};
@@ -72,13 +73,19 @@ impl Application {
             Some(url) => SmsGateway::webhook(url.clone(), SMS_TIMEOUT)?,
             None => SmsGateway::Log,
         };
+        let sessions = Arc::new(Sessions::new(
+            Arc::clone(&store),
+            Arc::clone(&tokens),
+            RefreshKey::new(&keyring.code_pepper()?),
+            settings.session_lifetimes(),
+        ));
         let signin = web::Data::new(SignIn {
             store: Arc::clone(&store),
             passwords: Arc::clone(&passwords),
             sms_codes: SmsCodes::new(&keyring.code_pepper()?)?,
             sms,
-            tokens: Arc::clone(&tokens),
-            clock,
+            sessions: Arc::clone(&sessions),
+            clock: clock.clone(),
             policy: Arc::clone(&policy),
             captcha: recaptcha(&settings)?,
             codes_per_wizard: settings.code_attempts_per_wizard,
@@ -106,6 +113,8 @@ impl Application {
                         policy: Arc::clone(&policy),
                         recaptcha_configured: signin.captcha.is_some(),
                         totp_issuer: settings.jwt_issuer.clone(),
+                        sessions: Arc::clone(&sessions),
+                        clock: clock.clone(),
                     },
                 ))
             });
@@ -139,12 +148,14 @@ impl Application {
         let backend = store.backend();
         let store = web::Data::new(store);
         let tokens = web::Data::new(tokens);
+        let my_account = web::Data::new(MyAccount { sessions, clock });
         let server = HttpServer::new(move || {
             let mut app = App::new()
                 .wrap(Logger::new(r#"%a "%r" %s %b %Dms"#))
                 .app_data(signin.clone())
                 .app_data(store.clone())
                 .app_data(tokens.clone())
+                .app_data(my_account.clone())
                 .app_data(ip_limiter.clone());
             if let Some(admin) = &admin {
                 app = app.app_data(admin.clone());

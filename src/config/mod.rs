@@ -10,6 +10,7 @@ pub use values::ServiceUrl;
 use crate::credentials::{PasswordPolicy, TokenSettings};
 use crate::domain::AdminToken;
 use crate::policy::Policy;
+use crate::sessions::Lifetimes;
 use clap::Args;
 use secrecy::SecretString;
 use std::net::SocketAddr;
@@ -141,9 +142,14 @@ pub struct Settings {
     #[arg(long, env = "WIZARD_ACCESS_TOKEN_TTL_SECS", default_value_t = 900, value_parser = clap::value_parser!(u32).range(1..))]
     pub access_token_ttl_secs: u32,
 
-    /// Refresh token lifetime, in seconds.
+    /// Refresh token lifetime, in seconds: a session not refreshed within
+    /// it ends (the idle timeout).
     #[arg(long, env = "WIZARD_REFRESH_TOKEN_TTL_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u32).range(1..))]
     pub refresh_token_ttl_secs: u32,
+
+    /// A session's absolute lifetime from sign-in, in seconds (30 days).
+    #[arg(long, env = "WIZARD_SESSION_LIFETIME_SECS", default_value_t = 2_592_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub session_lifetime_secs: u32,
 
     /// argon2id memory cost for new password hashes, in KiB.
     #[arg(long, env = "WIZARD_ARGON2_MEMORY_KIB", default_value_t = 19_456)]
@@ -219,7 +225,14 @@ impl Settings {
             issuer: self.jwt_issuer.clone(),
             audience: self.jwt_audience.clone(),
             access_ttl: chrono::Duration::seconds(self.access_token_ttl_secs.into()),
-            refresh_ttl: chrono::Duration::seconds(self.refresh_token_ttl_secs.into()),
+        }
+    }
+
+    pub fn session_lifetimes(&self) -> Lifetimes {
+        let absolute = chrono::Duration::seconds(self.session_lifetime_secs.into());
+        Lifetimes {
+            absolute,
+            idle: chrono::Duration::seconds(self.refresh_token_ttl_secs.into()).min(absolute),
         }
     }
 }

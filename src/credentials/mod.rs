@@ -10,5 +10,8 @@ mod totp;
 pub use keyring::Keyring;
 pub use password::{HashError, PasswordHash, PasswordHasher, PasswordPolicy};
 pub use sms_code::SmsCodes;
-pub use tokens::{AccessClaims, IssuedToken, TokenIssuer, TokenPair, TokenSettings, TokenUse};
+pub use tokens::{
+    AccessClaims, IssuedToken, LEEWAY, TokenIssuer, TokenPair, TokenRejection, TokenSettings,
+    TokenUse,
+};
 pub use totp::TotpSecret;

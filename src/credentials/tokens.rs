@@ -1,5 +1,5 @@
 use super::Keyring;
-use crate::domain::UserId;
+use crate::domain::{SessionId, UserId};
 use anyhow::Context as _;
 use chrono::{DateTime, Duration, Utc};
 use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse, ThumbprintHash};
@@ -14,15 +14,15 @@ pub struct TokenSettings {
     pub issuer: String,
     pub audience: String,
     pub access_ttl: Duration,
-    pub refresh_ttl: Duration,
 }
 
-/// Tells access and refresh tokens apart, so one can never pass for the other.
+/// What a JWT of this service is for. Only access tokens are JWTs (refresh
+/// tokens are opaque, see `sessions`), but the claim stays: a token that
+/// says anything else is never an access token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenUse {
     Access,
-    Refresh,
 }
 
 /// The claims of both tokens (RFC 7519 names, plus `sid` and `token_use`).
@@ -35,7 +35,7 @@ pub struct AccessClaims {
     pub nbf: i64,
     pub exp: i64,
     pub jti: String,
-    /// The session this sign-in opened; both tokens of a pair share it.
+    /// The session this sign-in opened (see `sessions`).
     pub sid: String,
     pub token_use: TokenUse,
 }
@@ -213,40 +213,20 @@ impl TokenIssuer {
         &self.settings
     }
 
-    /// Signs an access and a refresh token for `user`. CPU-bound (two RSA
-    /// signatures): call it from the blocking pool.
-    pub fn issue(&self, user: UserId, now: DateTime<Utc>) -> anyhow::Result<TokenPair> {
-        let session = Uuid::new_v4().to_string();
-        Ok(TokenPair {
-            access: self.sign(
-                user,
-                &session,
-                TokenUse::Access,
-                now,
-                self.settings.access_ttl,
-            )?,
-            refresh: self.sign(
-                user,
-                &session,
-                TokenUse::Refresh,
-                now,
-                self.settings.refresh_ttl,
-            )?,
-        })
-    }
-
-    fn sign(
+    /// Signs an access token of `session` for `user`, ending at `ends` at
+    /// the latest (the session's own end). CPU-bound (an RSA signature):
+    /// call it from the blocking pool.
+    pub fn issue_access(
         &self,
         user: UserId,
-        session: &str,
-        token_use: TokenUse,
+        session: SessionId,
         now: DateTime<Utc>,
-        ttl: Duration,
+        ends: DateTime<Utc>,
     ) -> anyhow::Result<IssuedToken> {
         // Whole seconds, so the envelope's timestamps equal the claims exactly.
         let created_at =
             DateTime::from_timestamp(now.timestamp(), 0).context("clock out of range")?;
-        let expires_at = created_at + ttl;
+        let expires_at = (created_at + self.settings.access_ttl).min(ends);
         let claims = AccessClaims {
             iss: self.settings.issuer.clone(),
             sub: user.to_string(),
@@ -255,14 +235,12 @@ impl TokenIssuer {
             nbf: created_at.timestamp(),
             exp: expires_at.timestamp(),
             jti: Uuid::new_v4().to_string(),
-            sid: session.to_owned(),
-            token_use,
+            sid: session.to_string(),
+            token_use: TokenUse::Access,
         };
         let mut header = Header::new(ALGORITHM);
         header.kid = Some(self.kid.clone());
-        if token_use == TokenUse::Access {
-            header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
-        }
+        header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
         let token = self.signer.sign(&header, &claims)?;
         Ok(IssuedToken {
             token,
@@ -271,7 +249,6 @@ impl TokenIssuer {
         })
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,18 +260,20 @@ mod tests {
             issuer: "https://issuer.test".into(),
             audience: "portal".into(),
             access_ttl: Duration::minutes(15),
-            refresh_ttl: Duration::minutes(60),
         };
         let issuer = TokenIssuer::new(&Keyring::generate().unwrap(), settings).unwrap();
         let user = UserId::random();
-        let pair = issuer.issue(user, Utc::now()).unwrap();
-        let kid = decode_header(&pair.access.token).unwrap().kid.unwrap();
+        let now = Utc::now();
+        let access = issuer
+            .issue_access(user, SessionId::random(), now, now + Duration::days(1))
+            .unwrap();
+        let kid = decode_header(&access.token).unwrap().kid.unwrap();
         let jwk = issuer.jwks().find(&kid).unwrap();
         let mut validation = Validation::new(Algorithm::RS256);
         validation.set_audience(&["portal"]);
         validation.set_issuer(&["https://issuer.test"]);
         let claims = decode::<AccessClaims>(
-            &pair.access.token,
+            &access.token,
             &DecodingKey::from_jwk(jwk).unwrap(),
             &validation,
         )
@@ -303,10 +282,27 @@ mod tests {
         assert_eq!(claims.sub, user.to_string());
         assert_eq!(claims.token_use, TokenUse::Access);
         assert_eq!(claims.exp - claims.iat, 15 * 60);
+        // Never beyond its session's end.
+        let ending = issuer
+            .issue_access(user, SessionId::random(), now, now + Duration::minutes(5))
+            .unwrap();
         assert_eq!(
-            pair.refresh.expires_at - pair.refresh.created_at,
-            Duration::minutes(60)
+            ending.expires_at.timestamp(),
+            (now + Duration::minutes(5)).timestamp()
         );
+    }
+
+    /// A fresh access token of a new session, for a new user.
+    fn access_token(issuer: &TokenIssuer, now: DateTime<Utc>) -> String {
+        issuer
+            .issue_access(
+                UserId::random(),
+                SessionId::random(),
+                now,
+                now + Duration::days(30),
+            )
+            .unwrap()
+            .token
     }
 
     fn issuer() -> TokenIssuer {
@@ -314,7 +310,6 @@ mod tests {
             issuer: "https://issuer.test".into(),
             audience: "portal".into(),
             access_ttl: Duration::minutes(15),
-            refresh_ttl: Duration::minutes(60),
         };
         TokenIssuer::new(&Keyring::generate().unwrap(), settings).unwrap()
     }
@@ -353,20 +348,20 @@ mod tests {
     fn a_fresh_access_token_verifies_and_says_at_jwt() {
         let issuer = issuer();
         let now = Utc::now();
-        let pair = issuer.issue(UserId::random(), now).unwrap();
-        assert_eq!(header_of(&pair.access.token)["typ"], "at+jwt");
-        let claims = issuer.verify_access(&pair.access.token, now).unwrap();
+        let token = access_token(&issuer, now);
+        assert_eq!(header_of(&token)["typ"], "at+jwt");
+        let claims = issuer.verify_access(&token, now).unwrap();
         assert_eq!(claims.token_use, TokenUse::Access);
         // Within the leeway either side.
         assert!(
             issuer
-                .verify_access(&pair.access.token, now - LEEWAY + Duration::seconds(2))
+                .verify_access(&token, now - LEEWAY + Duration::seconds(2))
                 .is_ok()
         );
         assert!(
             issuer
                 .verify_access(
-                    &pair.access.token,
+                    &token,
                     now + Duration::minutes(15) + LEEWAY - Duration::seconds(2)
                 )
                 .is_ok()
@@ -378,8 +373,7 @@ mod tests {
         use TokenRejection::*;
         let issuer = issuer();
         let now = Utc::now();
-        let pair = issuer.issue(UserId::random(), now).unwrap();
-        let access = &pair.access.token;
+        let access = &access_token(&issuer, now);
 
         // alg none: there is no such algorithm to the verifier, so the
         // header does not even parse.
@@ -408,11 +402,7 @@ mod tests {
         assert_eq!(issuer.verify_access(&confused, now), Err(WrongType));
 
         // Signed by another service's key (its own kid, or ours claimed).
-        let foreign = self::issuer()
-            .issue(UserId::random(), now)
-            .unwrap()
-            .access
-            .token;
+        let foreign = access_token(&self::issuer(), now);
         assert_eq!(issuer.verify_access(&foreign, now), Err(UnknownKey));
         let mut ours = header_of(&foreign);
         ours["kid"] = header_of(access)["kid"].clone();
@@ -432,32 +422,29 @@ mod tests {
         let tampered = with_payload(access, |p| p["sub"] = "someone-else".into());
         assert_eq!(issuer.verify_access(&tampered, now), Err(Invalid));
 
-        // A refresh token is not an access token (its typ is JWT), and
-        // each of the two checks holds on its own: our key, typ at+jwt,
-        // token_use refresh; and access claims with typ JWT or none.
-        assert_eq!(
-            issuer.verify_access(&pair.refresh.token, now),
-            Err(WrongType)
-        );
+        // Each of the two marks of an access token is needed on its own:
+        // our key, typ at+jwt and token_use refresh (as refresh tokens said
+        // when they were JWTs); and access claims with typ JWT or none.
         let kid = header_of(access)["kid"].as_str().map(str::to_owned);
-        let signed = |typ: Option<&str>, claims: &AccessClaims| {
+        let signed_value = |typ: Option<&str>, claims: &serde_json::Value| {
             let mut header = Header::new(Algorithm::RS256);
             header.kid = kid.clone();
             header.typ = typ.map(str::to_owned);
             issuer.signer.sign(&header, claims).unwrap()
         };
-        let refresh_use = AccessClaims {
-            token_use: TokenUse::Refresh,
-            ..claims.clone()
+        let signed = |typ: Option<&str>, claims: &AccessClaims| {
+            signed_value(typ, &serde_json::to_value(claims).unwrap())
         };
+        let mut refresh_use = serde_json::to_value(&claims).unwrap();
+        refresh_use["token_use"] = "refresh".into();
         assert!(
             issuer
                 .verify_access(&signed(Some("at+jwt"), &claims), now)
                 .is_ok()
         );
         assert_eq!(
-            issuer.verify_access(&signed(Some("at+jwt"), &refresh_use), now),
-            Err(WrongType)
+            issuer.verify_access(&signed_value(Some("at+jwt"), &refresh_use), now),
+            Err(Invalid)
         );
         assert_eq!(
             issuer.verify_access(&signed(Some("JWT"), &claims), now),
@@ -514,7 +501,7 @@ mod tests {
         // Another audience.
         let mut other = self::issuer();
         other.settings.audience = "another-portal".into();
-        let elsewhere = other.issue(UserId::random(), now).unwrap().access.token;
+        let elsewhere = access_token(&other, now);
         assert_eq!(other.verify_access(&elsewhere, now).map(|_| ()), Ok(()));
         let mut strict = other;
         strict.settings.audience = "portal".into();

@@ -15,7 +15,7 @@ pub use fingerprint::DeviceFingerprint;
 pub use otp_code::OtpCode;
 pub use password::{NewPassword, Password};
 pub use phone::PhoneNumber;
-pub use wizard_id::{UserId, WizardId};
+pub use wizard_id::{SessionId, UserId, WizardId};
 pub use wizard_key::WizardKey;
 
 /// Why a value was refused at the door; the message is safe to show a client.

@@ -2,9 +2,12 @@
 
 use super::body::{BodyError, fields_as, read_object};
 use super::error::{ApiError, ErrorKind, store_error};
+use super::my_account::{RevokedData, SessionsData, session_data};
+use crate::clock::Clock;
 use crate::credentials::{HashError, PasswordHasher, TotpSecret};
-use crate::domain::{AdminToken, Email, NewPassword, ParseError, PhoneNumber, UserId};
+use crate::domain::{AdminToken, Email, NewPassword, ParseError, PhoneNumber, SessionId, UserId};
 use crate::policy::{InvalidSetting, LivePolicy, PolicyPatch, UpdateError};
+use crate::sessions::Sessions;
 use crate::store::Records;
 use crate::store::{Store, UserWriteError};
 use crate::users::{self, AccountChange, NewUser, RegisterError, User};
@@ -22,6 +25,8 @@ pub struct AdminApi {
     recaptcha_configured: bool,
     /// Issuer shown by authenticator apps next to the account.
     totp_issuer: String,
+    sessions: Arc<Sessions>,
+    clock: Clock,
 }
 
 /// What the admin API is built from (see `startup`).
@@ -31,6 +36,8 @@ pub struct AdminParts {
     pub policy: Arc<LivePolicy>,
     pub recaptcha_configured: bool,
     pub totp_issuer: String,
+    pub sessions: Arc<Sessions>,
+    pub clock: Clock,
 }
 
 impl AdminApi {
@@ -42,7 +49,20 @@ impl AdminApi {
             policy: parts.policy,
             recaptcha_configured: parts.recaptcha_configured,
             totp_issuer: parts.totp_issuer,
+            sessions: parts.sessions,
+            clock: parts.clock,
         }
+    }
+
+    /// Ends every session of a user whose account changed or went away.
+    async fn end_sessions(&self, user: UserId) -> Result<usize, AdminError> {
+        let ended = self
+            .sessions
+            .end_all(user, None, self.clock.now())
+            .await
+            .map_err(|e| AdminError(store_error(&e)))?;
+        tracing::info!(user_id = %user, ended, "sessions ended");
+        Ok(ended)
     }
 
     fn authorize(&self, req: &HttpRequest) -> Result<(), AdminError> {
@@ -290,6 +310,12 @@ pub async fn update_user(
     let user = user.changed(change);
     admin.store.update_user(read_at, &user).await?;
     tracing::info!(user_id = %user.id, "user updated");
+    // Every change moves the credentials version, which sessions signed in
+    // before it can no longer refresh with: end them now, so that their
+    // access tokens stop working here too.
+    if user.credentials_version != read_at {
+        admin.end_sessions(user.id).await?;
+    }
     Ok(HttpResponse::Ok().json(user.view(totp_changed.then_some(admin.totp_issuer.as_str()))))
 }
 
@@ -307,6 +333,7 @@ pub async fn delete_user(
         .map_err(|e| AdminError(store_error(&e)))?
     {
         tracing::info!(user_id = %id, "user deleted");
+        admin.end_sessions(id).await?;
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(not_found())
@@ -373,4 +400,59 @@ pub async fn put_settings(
         })?;
     tracing::info!(?policy, "settings changed");
     Ok(HttpResponse::Ok().json(policy))
+}
+
+pub async fn list_sessions(
+    req: HttpRequest,
+    admin: web::Data<AdminApi>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
+    admin.authorize(&req)?;
+    let user = admin.existing(&id).await?;
+    let sessions = admin
+        .sessions
+        .list(user.id, admin.clock.now())
+        .await
+        .map_err(|e| AdminError(store_error(&e)))?;
+    Ok(HttpResponse::Ok().json(SessionsData {
+        sessions: sessions.iter().map(|s| session_data(s, None)).collect(),
+    }))
+}
+
+pub async fn end_user_session(
+    req: HttpRequest,
+    admin: web::Data<AdminApi>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, AdminError> {
+    admin.authorize(&req)?;
+    let (user, session) = path.into_inner();
+    let user = admin.existing(&user).await?;
+    let not_found = || {
+        AdminError::new(
+            ErrorKind::SessionNotFound,
+            "this user has no session with this id",
+        )
+    };
+    let session = SessionId::parse(&session).map_err(|_| not_found())?;
+    let ended = admin
+        .sessions
+        .end(user.id, session)
+        .await
+        .map_err(|e| AdminError(store_error(&e)))?;
+    if !ended {
+        return Err(not_found());
+    }
+    tracing::info!(user_id = %user.id, session_id = %session, "session ended by an admin");
+    Ok(HttpResponse::NoContent().finish())
+}
+
+pub async fn end_user_sessions(
+    req: HttpRequest,
+    admin: web::Data<AdminApi>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
+    admin.authorize(&req)?;
+    let user = admin.existing(&id).await?;
+    let revoked = admin.end_sessions(user.id).await?;
+    Ok(HttpResponse::Ok().json(RevokedData { revoked }))
 }

@@ -29,6 +29,26 @@ pub async fn read_object(mut payload: web::Payload) -> Result<Map<String, Value>
     parse_object(&bytes)
 }
 
+/// Like [`read_object`], with no body at all read as `{}` (for requests
+/// whose fields are all optional).
+pub async fn read_optional_object(payload: web::Payload) -> Result<Map<String, Value>, ApiError> {
+    let bytes = payload.to_bytes_limited(MAX_BODY_BYTES).await.map_err(|_| {
+        ApiError::new(
+            ErrorKind::PayloadTooLarge,
+            format!("the request body exceeds {MAX_BODY_BYTES} bytes"),
+        )
+    });
+    match bytes {
+        Ok(Ok(bytes)) if bytes.iter().all(u8::is_ascii_whitespace) => Ok(Map::new()),
+        Ok(Ok(bytes)) => parse_object(&bytes),
+        Ok(Err(_)) => Err(ApiError::new(
+            ErrorKind::InvalidRequest,
+            "the request body could not be read",
+        )),
+        Err(e) => Err(e),
+    }
+}
+
 /// A JSON object, or why the bytes are not one (where, never what).
 pub fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {

@@ -63,6 +63,18 @@ impl<D: Serialize> Envelope<D> {
         }
     }
 
+    /// An answer about a signed-in session (no wizard: the sign-in is done).
+    pub fn signed_in(data: D) -> Self {
+        Self {
+            code: StatusCode::OK.as_u16(),
+            data,
+            done: true,
+            uuid: None,
+            workflow: Workflow::Terminate,
+            meta: None,
+        }
+    }
+
     pub fn respond(&self) -> HttpResponse {
         let status = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         HttpResponse::build(status)

@@ -38,6 +38,10 @@ pub enum ErrorKind {
     StoreUnavailable,
     RouteNotFound,
     Internal,
+    // Sessions.
+    InvalidToken,
+    InvalidRefreshToken,
+    SessionNotFound,
     // Admin API only.
     Unauthorized,
     InvalidField,
@@ -74,6 +78,9 @@ impl ErrorKind {
             ErrorKind::StoreUnavailable => "store_unavailable",
             ErrorKind::RouteNotFound => "route_not_found",
             ErrorKind::Internal => "internal_error",
+            ErrorKind::InvalidToken => "invalid_token",
+            ErrorKind::InvalidRefreshToken => "invalid_refresh_token",
+            ErrorKind::SessionNotFound => "session_not_found",
             ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::InvalidField => "invalid_field",
             ErrorKind::EmailTaken => "email_taken",
@@ -87,13 +94,16 @@ impl ErrorKind {
                 StatusCode::BAD_REQUEST
             }
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorKind::InvalidCredentials | ErrorKind::InvalidCode | ErrorKind::Unauthorized => {
-                StatusCode::UNAUTHORIZED
-            }
+            ErrorKind::InvalidCredentials
+            | ErrorKind::InvalidCode
+            | ErrorKind::Unauthorized
+            | ErrorKind::InvalidToken
+            | ErrorKind::InvalidRefreshToken => StatusCode::UNAUTHORIZED,
             ErrorKind::InvalidField | ErrorKind::CaptchaFailed => StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorKind::WizardNotFound | ErrorKind::RouteNotFound | ErrorKind::UserNotFound => {
-                StatusCode::NOT_FOUND
-            }
+            ErrorKind::WizardNotFound
+            | ErrorKind::RouteNotFound
+            | ErrorKind::UserNotFound
+            | ErrorKind::SessionNotFound => StatusCode::NOT_FOUND,
             ErrorKind::CodeExpired
             | ErrorKind::WizardExpired
             | ErrorKind::WizardClosed
@@ -244,6 +254,13 @@ impl ResponseError for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
+        if self.kind == ErrorKind::InvalidToken {
+            // RFC 6750 §3: how to authenticate, and what was wrong.
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+            );
         }
         response
     }

@@ -5,6 +5,7 @@ mod body;
 mod client_ip;
 mod envelope;
 mod error;
+mod my_account;
 mod rate_limit;
 mod signin;
 mod well_known;
@@ -14,6 +15,7 @@ pub use body::StepBody;
 pub use client_ip::TrustedProxies;
 pub use envelope::Envelope;
 pub use error::{ApiError, ErrorKind};
+pub use my_account::MyAccount;
 pub use rate_limit::IpLimiter;
 
 use actix_web::middleware::{DefaultHeaders, from_fn};
@@ -31,7 +33,16 @@ pub fn routes(cfg: &mut web::ServiceConfig, admin_limiter: Option<web::Data<IpLi
             .route("/signin/2fa", web::post().to(signin::choose_factor))
             .route("/2fa/google", web::post().to(signin::totp_code))
             .route("/2fa/sms", web::post().to(signin::sms_code))
-            .route("/2fa/sms/resend", web::post().to(signin::resend_sms)),
+            .route("/2fa/sms/resend", web::post().to(signin::resend_sms))
+            .route("/refresh", web::post().to(my_account::refresh))
+            .route("/me", web::get().to(my_account::me))
+            .route("/sessions", web::get().to(my_account::sessions))
+            .route(
+                "/sessions/revoke-all",
+                web::post().to(my_account::end_all_sessions),
+            )
+            .route("/sessions/{id}", web::delete().to(my_account::end_session))
+            .route("/signout", web::post().to(my_account::sign_out)),
     )
     .route("/.well-known/jwks.json", web::get().to(well_known::jwks))
     .route("/healthz", web::get().to(well_known::health))
@@ -50,6 +61,15 @@ pub fn routes(cfg: &mut web::ServiceConfig, admin_limiter: Option<web::Data<IpLi
                 .route("/users/{id}", web::patch().to(admin::update_user))
                 .route("/users/{id}", web::delete().to(admin::delete_user))
                 .route("/users/{id}/unlock", web::post().to(admin::unlock_user))
+                .route("/users/{id}/sessions", web::get().to(admin::list_sessions))
+                .route(
+                    "/users/{id}/sessions",
+                    web::delete().to(admin::end_user_sessions),
+                )
+                .route(
+                    "/users/{id}/sessions/{session}",
+                    web::delete().to(admin::end_user_session),
+                )
                 .route("/settings", web::get().to(admin::get_settings))
                 .route("/settings", web::put().to(admin::put_settings))
                 .route("/store", web::get().to(admin::store_stats)),

@@ -40,7 +40,7 @@ struct StepData {
 }
 
 #[derive(Serialize)]
-struct TokenData {
+pub(super) struct TokenData {
     token: String,
     #[serde(rename = "createdAt")]
     created_at: String,
@@ -49,7 +49,7 @@ struct TokenData {
 }
 
 #[derive(Serialize)]
-struct TfaProvider {
+pub(super) struct TfaProvider {
     name: Factor,
     #[serde(rename = "localizedCaption")]
     localized_caption: &'static str,
@@ -72,27 +72,30 @@ impl From<Outcome> for Envelope<StepData> {
             Some(TokenPair { access, refresh }) => (Some(access.into()), Some(refresh.into())),
             None => (None, None),
         };
-        let tfa_providers = outcome
-            .factors
-            .into_iter()
-            .map(|name| TfaProvider {
-                name,
-                localized_caption: match name {
-                    Factor::Totp => "Authenticator app",
-                    Factor::Sms => "SMS",
-                },
-                enabled: true,
-            })
-            .collect();
         Envelope::for_wizard(
             &outcome.wizard,
             StepData {
                 access_token,
                 refresh_token,
-                tfa_providers,
+                tfa_providers: tfa_providers(outcome.factors),
             },
         )
     }
+}
+
+/// The factors as B2Core's `tfaProviders` list them.
+pub(super) fn tfa_providers(factors: Vec<Factor>) -> Vec<TfaProvider> {
+    factors
+        .into_iter()
+        .map(|name| TfaProvider {
+            name,
+            localized_caption: match name {
+                Factor::Totp => "Authenticator app",
+                Factor::Sms => "SMS",
+            },
+            enabled: true,
+        })
+        .collect()
 }
 
 pub async fn start(req: HttpRequest, signin: web::Data<SignIn>) -> Result<HttpResponse, ApiError> {
@@ -152,6 +155,7 @@ pub async fn credentials(
         wizard_key,
         device: None,
         allowance: allowance(&req),
+        client_ip,
     };
     let outcome = signin.credentials(body.id, input, &presented).await?;
     Ok(Envelope::from(outcome).respond())
@@ -250,6 +254,9 @@ async fn read_later_step<B: DeserializeOwned, T>(
                 wizard_key,
                 device,
                 allowance: allowance(req),
+                client_ip: req
+                    .app_data::<web::Data<IpLimiter>>()
+                    .and_then(|limiter| limiter.client_ip(req)),
             },
         )),
         Err(e) => Err(in_context(signin, body.id, wizard_key.as_ref(), e).await),
@@ -257,7 +264,7 @@ async fn read_later_step<B: DeserializeOwned, T>(
 }
 
 /// The client address's allowance, left by the limiter for the step's first round trip.
-fn allowance(req: &HttpRequest) -> Option<Arc<Allowance>> {
+pub(super) fn allowance(req: &HttpRequest) -> Option<Arc<Allowance>> {
     req.extensions().get::<Arc<Allowance>>().cloned()
 }
 

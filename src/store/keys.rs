@@ -7,11 +7,13 @@
 //!   its attempt counter (hash `n` count, `s` window start); `{e:<email>}b` its
 //!   block (the end, in ms); `{e:<email>}t` its last TOTP step; `{e:<email>}g<ticket>`
 //!   give-backs already applied. Unknown emails get counters exactly like known ones.
-//! - `{i:<uuid>}`: the email of the user with that id
+//! - `{i:<uuid>}`: the email of the user with that id; `{i:<uuid>}s<sid>` one of
+//!   its sessions (a record naming the account), `{i:<uuid>}S` the index of its
+//!   sessions (a sorted set: session id, scored by when it ends)
 //! - `{r:<api>:<address>}`: a client address's request allowance (GCRA)
 //! - `{policy}`: the runtime settings (record); `{keyring}`: the shared keys
 
-use crate::domain::{Email, UserId, WizardId};
+use crate::domain::{Email, SessionId, UserId, WizardId};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -34,6 +36,8 @@ pub enum Key {
     TotpStep(Email),
     GivenBack(Email, u64),
     UserIndex(UserId),
+    Session(UserId, SessionId),
+    Sessions(UserId),
     /// A client address's allowance on one API (`scope`).
     Allowance(&'static str, IpAddr),
     Policy,
@@ -54,6 +58,8 @@ impl fmt::Display for Key {
             Key::TotpStep(email) => write!(f, "{ACCOUNT}{email}{TOTP_STEP}"),
             Key::GivenBack(email, ticket) => write!(f, "{{e:{email}}}g{ticket:x}"),
             Key::UserIndex(id) => write!(f, "{{i:{id}}}"),
+            Key::Session(user, id) => write!(f, "{{i:{user}}}s{id}"),
+            Key::Sessions(user) => write!(f, "{{i:{user}}}S"),
             Key::Allowance(scope, ip) => write!(f, "{{r:{scope}:{ip}}}"),
             Key::Policy => f.write_str("{policy}"),
             Key::Keyring => f.write_str("{keyring}"),

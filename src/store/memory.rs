@@ -51,6 +51,8 @@ enum Value {
     Tries(u32),
     /// A GCRA theoretical arrival time.
     Arrival(DateTime<Utc>),
+    /// A sorted set: each member and when it ends.
+    Members(HashMap<String, DateTime<Utc>>),
     Text(String),
 }
 
@@ -408,6 +410,45 @@ impl Inner {
                     remaining: u32::try_from(remaining).unwrap_or(0),
                     full_in: (next - *now).to_std().unwrap_or_default(),
                 })
+            }
+            Op::Enlist {
+                set,
+                member,
+                until,
+                now,
+            } => {
+                let mut members = match self.live(set) {
+                    Some(Value::Members(members)) => members.clone(),
+                    _ => HashMap::new(),
+                };
+                members.insert(member.clone(), *until);
+                members.retain(|_, until| *until > *now);
+                let last = members.values().max().copied();
+                match last {
+                    Some(last) => self.set(set.clone(), Value::Members(members), Some(last - *now)),
+                    None => {
+                        self.entries.remove(set);
+                    }
+                }
+                Reply::Done(true)
+            }
+            Op::Members { set, now } => Reply::Members(match self.live(set) {
+                Some(Value::Members(members)) => members
+                    .iter()
+                    .filter(|(_, until)| *until > now)
+                    .map(|(member, _)| member.clone())
+                    .collect(),
+                _ => Vec::new(),
+            }),
+            Op::Delist { set, member } => {
+                let removed = match self.entries.get_mut(set) {
+                    Some(Entry {
+                        value: Value::Members(members),
+                        ..
+                    }) => members.remove(member).is_some(),
+                    _ => false,
+                };
+                Reply::Done(removed)
             }
             Op::Get(key) => Reply::Value(match self.live(key) {
                 Some(Value::Text(text)) => Some(text.clone()),

@@ -147,6 +147,25 @@ pub enum Op {
         interval: std::time::Duration,
         burst: u32,
     },
+    /// Adds `member` to the sorted set at `set` (or moves it) to end at
+    /// `until`, and forgets the members that ended by `now`; the set is
+    /// kept as long as its last member.
+    Enlist {
+        set: Key,
+        member: String,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    },
+    /// The members of the sorted set at `set` that end after `now`.
+    Members {
+        set: Key,
+        now: DateTime<Utc>,
+    },
+    /// Removes `member` from the sorted set at `set`.
+    Delist {
+        set: Key,
+        member: String,
+    },
     /// A plain value (the user index, the keyring).
     Get(Key),
     /// Stores a plain value unless the key holds one.
@@ -224,6 +243,7 @@ pub enum Reply {
     },
     Value(Option<String>),
     Rate(Rate),
+    Members(Vec<String>),
 }
 
 impl Reply {
@@ -237,6 +257,7 @@ impl Reply {
             Reply::Bound { .. } => "a bound read",
             Reply::Value(_) => "a value",
             Reply::Rate(_) => "a rate check",
+            Reply::Members(_) => "members",
         }
     }
 }

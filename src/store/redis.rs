@@ -66,6 +66,7 @@ const GIVE_BACK: &str = include_str!("lua/give_back.lua");
 const BLOCK: &str = include_str!("lua/block.lua");
 const ADVANCE: &str = include_str!("lua/advance.lua");
 const RATE: &str = include_str!("lua/rate.lua");
+const ENLIST: &str = include_str!("lua/enlist.lua");
 
 impl RedisStore {
     pub async fn connect(config: &RedisStoreConfig) -> anyhow::Result<Self> {
@@ -154,6 +155,30 @@ impl RedisStore {
                 let mut cmd = self.script(REMOVE, &keys);
                 cmd.arg(&expected.to_be_bytes()[..])
                     .arg(super::REMOVAL_KEPT.num_milliseconds());
+                cmd
+            }
+            Op::Enlist {
+                set,
+                member,
+                until,
+                now,
+            } => {
+                let mut cmd = self.script(ENLIST, std::slice::from_ref(set));
+                cmd.arg(member)
+                    .arg(until.timestamp_millis())
+                    .arg(now.timestamp_millis());
+                cmd
+            }
+            Op::Members { set, now } => {
+                let mut cmd = redis::cmd("ZRANGEBYSCORE");
+                cmd.arg(self.key(set))
+                    .arg(format!("({}", now.timestamp_millis()))
+                    .arg("+inf");
+                cmd
+            }
+            Op::Delist { set, member } => {
+                let mut cmd = redis::cmd("ZREM");
+                cmd.arg(self.key(set)).arg(member);
                 cmd
             }
             Op::ReadAccount { account, reads } => {
@@ -457,6 +482,14 @@ fn reply(op: &Op, value: Value) -> Result<Reply, StoreError> {
             })
         }
         Op::Get(_) => Reply::Value(redis::from_redis_value(value).map_err(parse("a value read"))?),
+        Op::Members { .. } => {
+            Reply::Members(redis::from_redis_value(value).map_err(parse("a members read"))?)
+        }
+        Op::Enlist { .. } => Reply::Done(true),
+        Op::Delist { .. } => {
+            let removed: i64 = redis::from_redis_value(value).map_err(parse("a delist"))?;
+            Reply::Done(removed > 0)
+        }
         Op::PutNew { .. } => Reply::Done(!matches!(value, Value::Nil)),
         Op::Put { .. } | Op::Forgive { .. } => Reply::Done(true),
         Op::Delete(_) => {

@@ -545,6 +545,66 @@ impl TestApp {
     pub fn advance_clock(&self, by: Duration) {
         self.clock.advance(by);
     }
+
+    /// A request with `Authorization: Bearer <token>` (and a JSON body if given).
+    pub async fn with_bearer(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.address))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        reply(request.send().await.unwrap()).await
+    }
+
+    pub async fn get_with_bearer(&self, path: &str, token: &str) -> Reply {
+        self.with_bearer(reqwest::Method::GET, path, token, None)
+            .await
+    }
+
+    /// `POST /api/v2/my/refresh` with `token`.
+    pub async fn refresh(&self, token: &str) -> Reply {
+        self.post("/api/v2/my/refresh", json!({ "refreshToken": token }))
+            .await
+    }
+
+    /// Signs a password-only `user` in from a device with `user_agent`: the session's tokens.
+    pub async fn sign_in_as(&self, user: &TestUser, user_agent: &str) -> Tokens {
+        let uuid = self.start().await;
+        let body = json!({ "uuid": uuid, "email": user.email, "password": user.password, "device_fingerprint": fingerprint(user_agent) });
+        let reply = self.post("/api/v2/my/signin", body).await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+        Tokens::of(&reply)
+    }
+}
+
+/// An access and refresh token, as an answer carried them.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    pub access: String,
+    pub refresh: String,
+}
+
+impl Tokens {
+    pub fn of(reply: &Reply) -> Tokens {
+        let token = |name: &str| {
+            reply.body["data"][name]["token"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no {name}: {}", reply.body))
+                .to_owned()
+        };
+        Tokens {
+            access: token("accessToken"),
+            refresh: token("refreshToken"),
+        }
+    }
 }
 
 async fn reply(response: reqwest::Response) -> Reply {

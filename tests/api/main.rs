@@ -18,6 +18,7 @@ mod redis_servers;
 mod replay;
 mod resend;
 mod round_trips;
+mod sessions;
 mod signin;
 mod spec;
 mod store_conformance;

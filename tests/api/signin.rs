@@ -30,12 +30,24 @@ async fn assert_signed_in(app: &TestApp, reply: &crate::helpers::Reply, user_id:
         .await;
     assert_eq!(access.sub, user_id);
     assert_eq!(access.token_use, TokenUse::Access);
-    let refresh = app
-        .verify_access_token(data["refreshToken"]["token"].as_str().unwrap())
+    // The refresh token is opaque: 112 base64url characters, not a JWT.
+    let refresh = data["refreshToken"]["token"].as_str().unwrap();
+    assert_eq!(refresh.len(), 112, "{refresh}");
+    assert!(
+        refresh
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    );
+    // The session is open, under the access token's sid.
+    let me = app
+        .get_with_bearer("/api/v2/my/me", access_token(reply))
         .await;
-    assert_eq!(refresh.token_use, TokenUse::Refresh);
-    assert_eq!(refresh.sid, access.sid, "both tokens belong to one session");
-    assert_ne!(refresh.jti, access.jti);
+    assert_eq!(me.status, StatusCode::OK, "{}", me.body);
+    assert_eq!(me.body["data"]["session"]["id"], access.sid.as_str());
+}
+
+fn access_token(reply: &Reply) -> &str {
+    reply.body["data"]["accessToken"]["token"].as_str().unwrap()
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 
 use crate::helpers::{BACKENDS, Backend, shared_cluster_url, shared_redis_url};
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use signin_wizard::domain::{Email, WizardId};
+use signin_wizard::domain::{Email, UserId, WizardId};
 use signin_wizard::store::{
     Account, AccountReads, CodeTries, Key, MemoryStore, Op, Rate, RedisStore, RedisStoreConfig,
     Reply, Row, Store, Taken, TotpStep,
@@ -636,5 +636,69 @@ async fn forgiving_is_refused_once_the_account_or_its_totp_step_changed() {
             Reply::Done(false),
             "{backend:?}: user gone"
         );
+    }
+}
+
+#[tokio::test]
+async fn sorted_sets_keep_their_members_until_they_end() {
+    for backend in BACKENDS {
+        let store = store(backend).await;
+        let store = store.as_ref();
+        let set = Key::Sessions(UserId::random());
+        // In minutes: the set is kept (by the store's own clock) until its last member ends.
+        let at = |minutes: i64| t(minutes * 60_000);
+        let enlist = |member: &str, until: i64, now: i64| Op::Enlist {
+            set: set.clone(),
+            member: member.to_owned(),
+            until: at(until),
+            now: at(now),
+        };
+        let members = |now: i64| Op::Members {
+            set: set.clone(),
+            now: at(now),
+        };
+        let sorted = |reply| match reply {
+            Reply::Members(mut members) => {
+                members.sort();
+                members
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(sorted(one(store, members(0)).await), Vec::<String>::new());
+        assert_eq!(one(store, enlist("a", 100, 0)).await, Reply::Done(true));
+        assert_eq!(one(store, enlist("b", 50, 0)).await, Reply::Done(true));
+        assert_eq!(
+            sorted(one(store, members(10)).await),
+            ["a", "b"],
+            "{backend:?}"
+        );
+        // Members that ended are not answered, and the next enlist forgets them.
+        assert_eq!(sorted(one(store, members(50)).await), ["a"], "{backend:?}");
+        one(store, enlist("c", 200, 60)).await;
+        assert_eq!(
+            sorted(one(store, members(10)).await),
+            ["a", "c"],
+            "{backend:?}"
+        );
+        // Enlisting again moves a member's end.
+        one(store, enlist("a", 300, 60)).await;
+        assert_eq!(sorted(one(store, members(250)).await), ["a"], "{backend:?}");
+        let delist = |member: &str| Op::Delist {
+            set: set.clone(),
+            member: member.to_owned(),
+        };
+        assert_eq!(
+            one(store, delist("a")).await,
+            Reply::Done(true),
+            "{backend:?}"
+        );
+        assert_eq!(
+            one(store, delist("a")).await,
+            Reply::Done(false),
+            "{backend:?}"
+        );
+        assert_eq!(sorted(one(store, members(10)).await), ["c"], "{backend:?}");
+        assert_eq!(one(store, delist("c")).await, Reply::Done(true));
+        assert_eq!(sorted(one(store, members(10)).await), Vec::<String>::new());
     }
 }

@@ -1,0 +1,479 @@
+//! Sessions in the store: one record per session in its user's hash slot
+//! (`{i:<user>}s<sid>`), and an index of the user's sessions beside it
+//! (`{i:<user>}S`), so that listing and revoking stay within one slot.
+
+use super::refresh_token::{self, RefreshKey};
+use super::{Device, Lifetimes, Session, Verdict};
+use crate::allowance::Allowance;
+use crate::credentials::{AccessClaims, IssuedToken, TokenIssuer, TokenPair, TokenRejection};
+use crate::domain::{Email, SessionId, UserId};
+use crate::store::records::{self, Records};
+use crate::store::{AccountReads, Key, Op, Reply, Row, Store, StoreError, Taken};
+use crate::users::User;
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+pub struct Sessions {
+    store: Arc<dyn Store>,
+    tokens: Arc<TokenIssuer>,
+    key: RefreshKey,
+    lifetimes: Lifetimes,
+}
+
+/// Where a sign-in that opens a session came from.
+#[derive(Debug, Clone)]
+pub struct Origin<'a> {
+    pub email: &'a Email,
+    pub user_version: u64,
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<&'a str>,
+}
+
+/// A session prepared for a sign-in (see [`Sessions::prepare`]).
+pub struct Opening {
+    session: Session,
+    refresh: SecretString,
+    ops: [Op; 2],
+}
+
+impl Opening {
+    /// What writes the session.
+    pub fn ops(&self) -> &[Op] {
+        &self.ops
+    }
+
+    pub fn user(&self) -> UserId {
+        self.session.user
+    }
+}
+
+/// Why a refresh was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    /// Unknown, ended, revoked or reused, or its account changed: the same
+    /// answer for each, so a token's holder learns nothing but "sign in again".
+    #[error("the refresh token is not valid; sign in again")]
+    Invalid,
+    #[error("another request refreshed this session at the same time")]
+    Conflict,
+    #[error("too many failed attempts; try again later")]
+    Blocked { retry_after: u64 },
+    #[error("too many requests from this address; slow down")]
+    RateLimited { retry_after: std::time::Duration },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// Why an access token was refused by this service's own endpoints.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("a valid access token is required")]
+    Invalid(Option<TokenRejection>),
+    #[error("too many requests from this address; slow down")]
+    RateLimited { retry_after: std::time::Duration },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A request with a valid access token of a live session.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub claims: AccessClaims,
+    pub session: Session,
+}
+
+impl Sessions {
+    pub fn new(
+        store: Arc<dyn Store>,
+        tokens: Arc<TokenIssuer>,
+        key: RefreshKey,
+        lifetimes: Lifetimes,
+    ) -> Self {
+        Self {
+            store,
+            tokens,
+            key,
+            lifetimes,
+        }
+    }
+
+    pub fn tokens(&self) -> &TokenIssuer {
+        &self.tokens
+    }
+
+    /// A session for a sign-in about to complete: the caller writes its
+    /// [`Opening::ops`] with the step's own write, then [`Sessions::finish`]es
+    /// it, or [`Sessions::discard`]s it if the step does not stand.
+    pub fn prepare(
+        &self,
+        user: UserId,
+        origin: &Origin<'_>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Opening> {
+        let now = whole_seconds(now);
+        let id = SessionId::random();
+        let (refresh, digest) = refresh_token::issue(&self.key, user, id, 0)?;
+        let device = Device::from_user_agent(origin.user_agent.unwrap_or_default());
+        let session = Session::open(
+            id,
+            (user, origin.user_version),
+            now,
+            self.lifetimes,
+            origin.ip,
+            device,
+            digest,
+        );
+        // A random id never collides in practice; the insert cannot overwrite either way.
+        let ops = [
+            Op::Insert {
+                key: Key::Session(user, id),
+                row: session_row(&session, origin.email, 1)?,
+                nonce: records::nonce(),
+                ttl: Some(self.lifetimes.absolute),
+            },
+            enlist(&session, now),
+        ];
+        Ok(Opening {
+            session,
+            refresh,
+            ops,
+        })
+    }
+
+    /// The first tokens of a session whose record was written.
+    pub async fn finish(&self, opening: &Opening) -> anyhow::Result<TokenPair> {
+        let session = &opening.session;
+        Ok(TokenPair {
+            access: self.sign(session, session.created_at).await?,
+            refresh: refresh_issued(opening.refresh.clone(), session),
+        })
+    }
+
+    /// Ends a session whose sign-in did not stand (best effort: its tokens
+    /// were never handed out).
+    pub async fn discard(&self, opening: &Opening) {
+        let session = &opening.session;
+        if let Err(e) = self.end(session.user, session.id).await {
+            tracing::warn!(error = %e, session = %session.id, "could not end a session whose sign-in failed");
+        }
+    }
+
+    /// Exchanges a refresh token for a new pair (RFC 9700 §4.14.2: the
+    /// token is replaced; an earlier one, presented again, ends the session).
+    pub async fn refresh(
+        &self,
+        token: &SecretString,
+        allowance: Option<&Allowance>,
+        now: DateTime<Utc>,
+    ) -> Result<TokenPair, RefreshError> {
+        let now = whole_seconds(now);
+        // A token nobody issued never reaches the store (the limiter counts it).
+        let presented = refresh_token::read(&self.key, token).ok_or(RefreshError::Invalid)?;
+        let key = Key::Session(presented.user, presented.session);
+        let mut replies = self
+            .first_trip(allowance, Op::Read(key.clone()))
+            .await
+            .map_err(|e| match e {
+                First::Refused(retry_after) => RefreshError::RateLimited { retry_after },
+                First::Store(e) => e.into(),
+            })?;
+        let Some(row) = records::row(replies.next().ok_or_else(missing)?)? else {
+            return Err(RefreshError::Invalid);
+        };
+        let (session, email) = read_session(row.clone())?;
+        match session.judge(&presented, now) {
+            Verdict::Current => {}
+            Verdict::JustReplaced => return Err(RefreshError::Conflict),
+            Verdict::Reused => {
+                tracing::warn!(session = %session.id, user = %session.user, "a replaced refresh token was presented again: ending its session");
+                self.end(session.user, session.id).await?;
+                return Err(RefreshError::Invalid);
+            }
+            Verdict::Ended | Verdict::Foreign => return Err(RefreshError::Invalid),
+        }
+
+        // The account as it is now: gone, changed or due a reset ends the session.
+        let reads = AccountReads {
+            now,
+            window: chrono::Duration::zero(),
+            count: false,
+            totp: false,
+        };
+        let account = match self
+            .store
+            .run(&[&[Op::ReadAccount {
+                account: email.clone(),
+                reads,
+            }]])
+            .await?
+            .into_iter()
+            .next()
+        {
+            Some(Reply::Account(account)) => account,
+            other => return Err(unexpected(other).into()),
+        };
+        let user = account.user.map(records::read_user).transpose()?;
+        let current = user.as_ref().is_some_and(|u| still_current(u, &session));
+        if !current {
+            tracing::info!(session = %session.id, "the account changed since sign-in: ending its session");
+            self.end(session.user, session.id).await?;
+            return Err(RefreshError::Invalid);
+        }
+        if let Taken::Blocked { until } = account.taken {
+            let millis = u64::try_from((until - now).num_milliseconds()).unwrap_or(0);
+            return Err(RefreshError::Blocked {
+                retry_after: millis.div_ceil(1000),
+            });
+        }
+
+        let number = session.refresh.number + 1;
+        let (refresh, digest) = refresh_token::issue(&self.key, session.user, session.id, number)?;
+        let next = session.rotated(digest, now, self.lifetimes);
+        let swap = Op::Swap {
+            key,
+            expected: row.version,
+            row: session_row(&next, &email, 0)?,
+            nonce: records::nonce(),
+        };
+        let swap = [swap];
+        let stages: [&[Op]; 1] = [&swap];
+        let (swapped, access) = tokio::join!(self.store.run(&stages), self.sign(&next, now));
+        // Exactly one request replaces a token: the others lost the race.
+        if !records::done(swapped?.into_iter().next().ok_or_else(missing)?)? {
+            return Err(RefreshError::Conflict);
+        }
+        Ok(TokenPair {
+            access: access?,
+            refresh: refresh_issued(refresh, &next),
+        })
+    }
+
+    /// The access token's claims and its live session, or why not: this
+    /// service refuses the tokens of a revoked session at once.
+    pub async fn authenticate(
+        &self,
+        bearer: &str,
+        allowance: Option<&Allowance>,
+        now: DateTime<Utc>,
+    ) -> Result<Authenticated, AuthError> {
+        let claims = self
+            .tokens
+            .verify_access(bearer, now)
+            .map_err(|e| AuthError::Invalid(Some(e)))?;
+        let (Ok(user), Ok(id)) = (UserId::parse(&claims.sub), SessionId::parse(&claims.sid)) else {
+            return Err(AuthError::Invalid(None));
+        };
+        let mut replies = self
+            .first_trip(allowance, Op::Read(Key::Session(user, id)))
+            .await
+            .map_err(|e| match e {
+                First::Refused(retry_after) => AuthError::RateLimited { retry_after },
+                First::Store(e) => e.into(),
+            })?;
+        let row = records::row(replies.next().ok_or_else(missing)?)?;
+        let session = row
+            .map(read_session)
+            .transpose()?
+            .map(|(session, _)| session);
+        match session {
+            Some(session) if session.user == user && session.is_live(now) => {
+                Ok(Authenticated { claims, session })
+            }
+            _ => Err(AuthError::Invalid(None)),
+        }
+    }
+
+    /// The user's live sessions, newest first.
+    pub async fn list(&self, user: UserId, now: DateTime<Utc>) -> Result<Vec<Session>, StoreError> {
+        let ids = self.ids(user, now).await?;
+        let reads: Vec<Op> = ids
+            .iter()
+            .map(|id| Op::Read(Key::Session(user, *id)))
+            .collect();
+        let mut sessions = Vec::new();
+        for reply in self.store.run(&[&reads]).await? {
+            if let Some(row) = records::row(reply)? {
+                let (session, _) = read_session(row)?;
+                if session.is_live(now) {
+                    sessions.push(session);
+                }
+            }
+        }
+        sessions.sort_by_key(|s| std::cmp::Reverse((s.created_at, s.id.to_string())));
+        Ok(sessions)
+    }
+
+    /// Ends one of the user's sessions; whether it was there.
+    pub async fn end(&self, user: UserId, id: SessionId) -> Result<bool, StoreError> {
+        let ops = [
+            Op::Delete(Key::Session(user, id)),
+            Op::Delist {
+                set: Key::Sessions(user),
+                member: id.to_string(),
+            },
+        ];
+        let replies = self.store.run(&[&ops]).await?;
+        records::done(replies.into_iter().next().ok_or_else(missing)?)
+    }
+
+    /// Ends all of the user's sessions but `keep`; how many ended.
+    pub async fn end_all(
+        &self,
+        user: UserId,
+        keep: Option<SessionId>,
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let ids: Vec<SessionId> = self
+            .ids(user, now)
+            .await?
+            .into_iter()
+            .filter(|id| Some(*id) != keep)
+            .collect();
+        let ops: Vec<Op> = ids
+            .iter()
+            .flat_map(|id| {
+                [
+                    Op::Delete(Key::Session(user, *id)),
+                    Op::Delist {
+                        set: Key::Sessions(user),
+                        member: id.to_string(),
+                    },
+                ]
+            })
+            .collect();
+        let replies = self.store.run(&[&ops]).await?;
+        let mut ended = 0;
+        for reply in replies.into_iter().step_by(2) {
+            ended += usize::from(records::done(reply)?);
+        }
+        Ok(ended)
+    }
+
+    /// The account a session belongs to, as it is now.
+    pub async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        self.store.user(id).await
+    }
+
+    async fn ids(&self, user: UserId, now: DateTime<Utc>) -> Result<Vec<SessionId>, StoreError> {
+        let members = Op::Members {
+            set: Key::Sessions(user),
+            now,
+        };
+        match self.store.run(&[&[members]]).await?.into_iter().next() {
+            // A member that is not a session id is skipped, not fatal.
+            Some(Reply::Members(ids)) => Ok(ids
+                .iter()
+                .filter_map(|id| SessionId::parse(id).ok())
+                .collect()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// `op`, with the client address's allowance in the same round trip.
+    async fn first_trip(
+        &self,
+        allowance: Option<&Allowance>,
+        op: Op,
+    ) -> Result<std::vec::IntoIter<Reply>, First> {
+        let ops: Vec<Op> = allowance
+            .map(|a| a.op().clone())
+            .into_iter()
+            .chain([op])
+            .collect();
+        let mut replies = self
+            .store
+            .run(&[&ops])
+            .await
+            .map_err(First::Store)?
+            .into_iter();
+        if let Some(allowance) = allowance {
+            match replies.next() {
+                Some(Reply::Rate(rate)) => {
+                    if let Some(wait) = allowance.settle(rate) {
+                        return Err(First::Refused(wait));
+                    }
+                }
+                other => return Err(First::Store(unexpected(other))),
+            }
+        }
+        Ok(replies)
+    }
+
+    /// The access token of `session`, signed on the blocking pool (CPU work).
+    async fn sign(&self, session: &Session, now: DateTime<Utc>) -> anyhow::Result<IssuedToken> {
+        let tokens = Arc::clone(&self.tokens);
+        let (user, id, ends) = (session.user, session.id, session.expires_at);
+        tokio::task::spawn_blocking(move || tokens.issue_access(user, id, now, ends)).await?
+    }
+}
+
+enum First {
+    Refused(std::time::Duration),
+    Store(StoreError),
+}
+
+/// Whether the account is still the one the session signed in: same id,
+/// same credentials version, and no reset due.
+fn still_current(user: &User, session: &Session) -> bool {
+    user.id == session.user
+        && user.credentials_version == session.user_version
+        && !user.force_password_reset
+}
+
+fn enlist(session: &Session, now: DateTime<Utc>) -> Op {
+    Op::Enlist {
+        set: Key::Sessions(session.user),
+        member: session.id.to_string(),
+        until: session.expires_at,
+        now,
+    }
+}
+
+fn session_row(session: &Session, email: &Email, version: u64) -> Result<Row, StoreError> {
+    Ok(Row {
+        version,
+        account: Some(email.as_str().to_owned()),
+        body: records::encode(session)?,
+    })
+}
+
+/// A stored session and the account (email) its record names.
+fn read_session(row: Row) -> Result<(Session, Email), StoreError> {
+    let session: Session = records::decode(&row.body)?;
+    let email = row
+        .account
+        .as_deref()
+        .map(Email::parse)
+        .transpose()
+        .map_err(records::corrupt)?
+        .ok_or_else(|| records::corrupt(anyhow::anyhow!("a session names no account")))?;
+    Ok((session, email))
+}
+
+fn refresh_issued(token: SecretString, session: &Session) -> IssuedToken {
+    IssuedToken {
+        token: token.expose_secret().to_owned(),
+        created_at: session.refresh.issued_at,
+        expires_at: session.idle_until,
+    }
+}
+
+/// Tokens name whole seconds, so the envelope's times equal their claims.
+fn whole_seconds(now: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now)
+}
+
+fn missing() -> StoreError {
+    records::corrupt(anyhow::anyhow!("a reply is missing"))
+}
+
+fn unexpected(reply: Option<Reply>) -> StoreError {
+    records::corrupt(anyhow::anyhow!(
+        "unexpected reply: {}",
+        reply.map_or("nothing", |r| r.kind())
+    ))
+}
