@@ -171,6 +171,9 @@ impl Export<'_> {
             call.request.as_deref().unwrap_or("request")
         )?;
         self.line(call.method.as_str(), &call.path, call.auth)?;
+        if let Some(bearer) = &call.bearer {
+            writeln!(self.text, "Authorization: Bearer {}", self.text_of(bearer))?;
+        }
         for (name, value) in &call.headers {
             writeln!(self.text, "{name}: {}", self.text_of(value))?;
         }

@@ -146,6 +146,7 @@ pub async fn run(scenario: &Scenario, target: &Target) -> ScenarioReport {
         ),
         users: BTreeMap::new(),
         captured: BTreeMap::new(),
+        secrets: Vec::new(),
         workflows: BTreeMap::new(),
         lines: Vec::new(),
         observed: Vec::new(),
@@ -174,6 +175,10 @@ struct ScenarioRun<'a> {
     id: String,
     users: BTreeMap<String, CreatedUser>,
     captured: BTreeMap<String, Value>,
+    /// Values captured from secret fields (tokens, wizard keys): a report
+    /// blanks them wherever they would show, such as a step that expects
+    /// one at a field whose name says nothing.
+    secrets: Vec<String>,
     /// The workflow each wizard (by uuid) was last seen at.
     workflows: BTreeMap<String, String>,
     lines: Vec<String>,
@@ -191,8 +196,10 @@ struct Exchange {
 }
 
 /// Request and answer fields whose values a report never shows: they
-/// would put passwords, codes and live tokens in CI logs.
-const SECRET_FIELDS: [&str; 7] = [
+/// would put passwords, codes and live tokens in CI logs (a refresh
+/// request's body is `{"refreshToken": "..."}`; answers hold tokens under
+/// `token`). Request headers are never shown, so neither is a bearer token.
+const SECRET_FIELDS: [&str; 9] = [
     "password",
     "code",
     "totp_secret",
@@ -200,6 +207,8 @@ const SECRET_FIELDS: [&str; 7] = [
     "wizardKey",
     "otpauth_uri",
     "refresh_token",
+    "refreshToken",
+    "accessToken",
 ];
 
 /// `value` with the values of secret fields (string values only, so the
@@ -444,7 +453,9 @@ impl ScenarioRun<'_> {
             .and_then(|()| self.capture(call, &json));
         (
             line,
-            checked.map_err(|e| anyhow::anyhow!("{e:#}\n{exchange}")),
+            checked.map_err(|e| {
+                anyhow::anyhow!("{}", scrubbed(&format!("{e:#}\n{exchange}"), &self.secrets))
+            }),
         )
     }
 
@@ -458,11 +469,15 @@ impl ScenarioRun<'_> {
         };
         let mut used = Vec::new();
         let path = scope.fill(&call.path, &mut used)?;
-        let headers = call
+        let mut headers: BTreeMap<String, String> = call
             .headers
             .iter()
             .map(|(k, v)| Ok((k.clone(), scope.fill(v, &mut used)?)))
             .collect::<anyhow::Result<_>>()?;
+        if let Some(bearer) = &call.bearer {
+            let token = scope.fill(bearer, &mut used)?;
+            headers.insert("Authorization".to_owned(), format!("Bearer {token}"));
+        }
         let body = match &call.body {
             Body::None => None,
             Body::Json(json) => Some(scope.fill_json(json, &mut used)?.to_string()),
@@ -584,6 +599,11 @@ impl ScenarioRun<'_> {
             let value = at_path(answer, path)
                 .filter(|v| !v.is_null())
                 .with_context(|| format!("nothing at `{path}` to capture as {name}"))?;
+            let field = path.rsplit('.').next().unwrap_or(path);
+            let is_secret = SECRET_FIELDS.contains(&field) && !is_error_code(field, value);
+            if let Some(secret) = value.as_str().filter(|_| is_secret) {
+                self.secrets.push(secret.to_owned());
+            }
             self.captured.insert(name.clone(), value.clone());
         }
         Ok(())
@@ -622,6 +642,16 @@ fn check(status: u16, checks: &[Check], exchange: &Exchange, answer: &Value) -> 
     Ok(())
 }
 
+/// `text` with every secret captured so far blanked.
+fn scrubbed(text: &str, secrets: &[String]) -> String {
+    secrets
+        .iter()
+        .filter(|secret| !secret.is_empty())
+        .fold(text.to_owned(), |text, secret| {
+            text.replace(secret.as_str(), "<redacted>")
+        })
+}
+
 /// A value in a failure message, blanked if its field is a secret.
 fn redacted_leaf(path: &str, value: &Value) -> Value {
     let field = path.rsplit('.').next().unwrap_or(path);
@@ -644,4 +674,40 @@ fn summary(call: &Call, answer: &Value) -> String {
         .or(answer["workflow"].as_str())
         .unwrap_or_default()
         .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_blank_tokens_passwords_and_codes_but_not_error_codes() {
+        let shown = redacted(&serde_json::json!({
+            "refreshToken": "opaque",
+            "data": {
+                "accessToken": { "token": "eyJ...", "expiresAt": "2026-01-01T00:00:00+00:00" },
+                "refreshToken": { "token": "opaque" },
+                "error": { "code": "invalid_refresh_token" }
+            },
+            "code": 401
+        }));
+        assert_eq!(shown["refreshToken"], "<redacted>");
+        assert_eq!(shown["data"]["accessToken"]["token"], "<redacted>");
+        assert_eq!(shown["data"]["refreshToken"]["token"], "<redacted>");
+        assert_eq!(
+            shown["data"]["accessToken"]["expiresAt"],
+            "2026-01-01T00:00:00+00:00"
+        );
+        assert_eq!(shown["data"]["error"]["code"], "invalid_refresh_token");
+        assert_eq!(shown["code"], 401);
+    }
+
+    #[test]
+    fn captured_secrets_are_blanked_wherever_they_show() {
+        let secrets = ["eyJ.a.b".to_owned(), String::new()];
+        assert_eq!(
+            scrubbed("expected data.email = \"eyJ.a.b\", got \"x\"", &secrets),
+            "expected data.email = \"<redacted>\", got \"x\""
+        );
+    }
 }

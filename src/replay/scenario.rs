@@ -89,6 +89,9 @@ pub struct Call {
     /// The path as written, for reports.
     pub path_text: String,
     pub auth: Auth,
+    /// An access token sent as `Authorization: Bearer` (the session
+    /// endpoints), usually a capture: `bearer: "{{access}}"`.
+    pub bearer: Option<Template>,
     pub headers: BTreeMap<String, Template>,
     pub body: Body,
     pub expect: Expect,
@@ -166,6 +169,7 @@ impl Call {
     /// JSON body were checked when the scenario was loaded.
     fn templates(&self) -> Vec<Template> {
         let mut templates = vec![self.path.clone()];
+        templates.extend(self.bearer.clone());
         templates.extend(self.headers.values().cloned());
         match &self.body {
             Body::None => {}
@@ -262,6 +266,7 @@ struct RawStep {
     method: Option<String>,
     path: Option<String>,
     auth: Option<Auth>,
+    bearer: Option<String>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
     body: Option<Value>,
@@ -395,6 +400,14 @@ fn step_from(raw: RawStep, spec: &Spec) -> anyhow::Result<Step> {
         auth != Auth::Admin || path_text.starts_with(ADMIN_API),
         "auth: admin sends the admin token, so only to {ADMIN_API}"
     );
+    let bearer = match raw.bearer {
+        None => None,
+        Some(_) if auth != Auth::None => bail!("give `auth` or `bearer`, not both"),
+        Some(_) if path_text.starts_with(ADMIN_API) => {
+            bail!("bearer: an access token, so not to {ADMIN_API} (use `auth`)")
+        }
+        Some(token) => Some(Template::parse(&token).context("bearer")?),
+    };
     let headers = raw
         .headers
         .iter()
@@ -403,7 +416,7 @@ fn step_from(raw: RawStep, spec: &Spec) -> anyhow::Result<Step> {
                 .with_context(|| format!("header {name:?}"))?;
             ensure!(
                 !name.eq_ignore_ascii_case("authorization"),
-                "set the Authorization header with `auth`"
+                "set the Authorization header with `auth` or `bearer`"
             );
             Ok((
                 name.clone(),
@@ -431,6 +444,7 @@ fn step_from(raw: RawStep, spec: &Spec) -> anyhow::Result<Step> {
         path,
         path_text,
         auth,
+        bearer,
         headers,
         body,
         expect,
@@ -446,6 +460,7 @@ impl RawStep {
             method,
             path,
             auth,
+            bearer,
             headers,
             body,
             raw_body,
@@ -458,6 +473,7 @@ impl RawStep {
             && method.is_none()
             && path.is_none()
             && auth.is_none()
+            && bearer.is_none()
             && headers.is_empty()
             && body.is_none()
             && raw_body.is_none()
@@ -488,6 +504,7 @@ impl Known<'_> {
             }
         }
         let mut templates = vec![call.path.clone()];
+        templates.extend(call.bearer.clone());
         templates.extend(call.headers.values().cloned());
         if let Body::Raw(raw) = &call.body {
             templates.push(raw.clone());
@@ -555,6 +572,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.steps.len(), 4);
+        let s = parsed(
+            "  - request: credentials\n    body: { uuid: x }\n    expect: { status: 202 }\n    capture: { access: data.accessToken.token }\n  - method: GET\n    path: /api/v2/my/me\n    bearer: '{{access}}'\n    expect: { status: 200 }\n",
+        )
+        .unwrap();
+        let Step::Call(me) = &s.steps[1] else {
+            panic!("a request")
+        };
+        assert_eq!(me.bearer, Some(Template::parse("{{access}}").unwrap()));
     }
 
     #[test]
@@ -595,6 +620,18 @@ mod tests {
             (
                 "  - request: start\n    headers: { Authorization: x }\n    expect: { status: 200 }\n",
                 "auth",
+            ),
+            (
+                "  - method: GET\n    path: /api/v2/my/me\n    bearer: '{{access}}'\n    expect: { status: 200 }\n",
+                "captures",
+            ),
+            (
+                "  - method: GET\n    path: /api/v2/admin/users\n    bearer: x\n    expect: { status: 200 }\n",
+                "not to",
+            ),
+            (
+                "  - method: GET\n    path: /api/v2/my/me\n    auth: wrong_admin\n    bearer: x\n    expect: { status: 200 }\n",
+                "not both",
             ),
             (
                 "  - request: start\n    body: { x: '{{carol.email}}' }\n    expect: { status: 200 }\n",

@@ -218,6 +218,24 @@ fn parameters_of(path: &str, operation: &'static Value) -> Vec<(String, String)>
         .collect()
 }
 
+/// Whether `schema` has a property at the path `segments`, following
+/// `$ref`s and `allOf` members at every level (`data` of a session answer is
+/// in an `allOf`, a token and `meta` behind a `$ref`).
+fn has_property(schema: &'static Value, segments: &[&str]) -> bool {
+    let schema = resolved(schema);
+    let Some((first, rest)) = segments.split_first() else {
+        return true;
+    };
+    schema["properties"]
+        .get(*first)
+        .is_some_and(|property| has_property(property, rest))
+        || schema["allOf"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|member| has_property(member, segments))
+}
+
 /// The top-level fields of an operation's JSON body.
 fn body_fields_of(operation: &'static Value) -> BTreeSet<String> {
     operation
@@ -295,23 +313,12 @@ fn the_document_is_openapi_3_1_and_every_reference_resolves() {
                     } else if let Some(pointer) = expression.strip_prefix("$response.body#") {
                         let schema = response
                             .pointer("/content/application~1json/schema")
-                            .map(resolved)
                             .expect("a body");
-                        let mut schema_path = String::new();
-                        for segment in pointer.split('/').skip(1) {
-                            schema_path += &format!("/properties/{segment}");
-                        }
-                        let mut found = schema.pointer(&schema_path).is_some();
-                        for member in schema["allOf"].as_array().into_iter().flatten() {
-                            found |= resolved(member).pointer(&schema_path).is_some();
-                        }
-                        // `meta` is a $ref: look inside it.
-                        if !found && let Some(rest) = schema_path.strip_prefix("/properties/meta") {
-                            found = document()["components"]["schemas"]["Meta"]
-                                .pointer(rest)
-                                .is_some();
-                        }
-                        assert!(found, "{here}: {expression} is not in the answer's schema");
+                        let segments: Vec<&str> = pointer.split('/').skip(1).collect();
+                        assert!(
+                            has_property(schema, &segments),
+                            "{here}: {expression} is not in the answer's schema"
+                        );
                     } else {
                         panic!("{here}: an expression this test cannot read: {expression}");
                     }
@@ -446,7 +453,14 @@ async fn every_documented_operation_is_routed_and_no_other_method_on_its_path() 
             let (status, code) = probe(&app, &method.to_uppercase(), &concrete).await;
             let unrouted = code == "route_not_found";
             assert_ne!(status, 405, "{method} {path}");
-            if item.get(method).is_some() {
+            // DELETE /api/v2/my/sessions/revoke-all is DELETE /api/v2/my/sessions/{id}.
+            let elsewhere = path_template(method, &concrete).filter(|template| template != path);
+            if let Some(template) = elsewhere {
+                assert!(
+                    !unrouted,
+                    "{method} {template} is documented but not routed"
+                );
+            } else if item.get(method).is_some() {
                 assert!(!unrouted, "{method} {path} is documented but not routed");
             } else {
                 assert!(
@@ -621,7 +635,7 @@ fn each_wizard_operation_answers_exactly_the_error_codes_wizard_json_allows_its_
     let spec = signin_wizard::spec::Spec::load().unwrap();
     let mut wizard_operations = 0;
     for (method, path, operation) in operations() {
-        if !path.starts_with("/api/v2/my/") {
+        if !path.starts_with("/api/v2/my/") || session_endpoint(&method, &path).is_some() {
             continue;
         }
         wizard_operations += 1;
@@ -632,7 +646,7 @@ fn each_wizard_operation_answers_exactly_the_error_codes_wizard_json_allows_its_
             .map(|r| r.name.as_str());
         assert!(
             request.is_some() || path == "/api/v2/my/signin/wizard/spec",
-            "{method} {path} is no request of wizard.json"
+            "{method} {path} is no request of wizard.json, nor one of its sessions.endpoints"
         );
         assert_eq!(
             listed_codes(&method, &path, operation),
@@ -644,6 +658,60 @@ fn each_wizard_operation_answers_exactly_the_error_codes_wizard_json_allows_its_
         wizard_operations,
         spec.requests.len() + 1,
         "every request, and the spec"
+    );
+}
+
+/// The entry of wizard.json's `sessions.endpoints` for this operation.
+fn session_endpoint(method: &str, path: &str) -> Option<Value> {
+    let spec: Value = serde_json::from_str(signin_wizard::spec::JSON).unwrap();
+    spec["sessions"]["endpoints"]
+        .as_array()
+        .expect("wizard.json has sessions.endpoints")
+        .iter()
+        .find(|e| e["method"] == method && e["path"] == path)
+        .cloned()
+}
+
+/// The session endpoints are no requests of the wizard: wizard.json lists
+/// their codes in `sessions.endpoints`, which must be exactly each
+/// operation's, and (under `/api/v2/my/`) include the shell errors of every
+/// such request.
+#[test]
+fn each_session_operation_answers_exactly_the_error_codes_wizard_json_lists_for_it() {
+    let spec: Value = serde_json::from_str(signin_wizard::spec::JSON).unwrap();
+    let endpoints = spec["sessions"]["endpoints"].as_array().unwrap();
+    for endpoint in endpoints {
+        let (method, path) = (
+            endpoint["method"].as_str().unwrap(),
+            endpoint["path"].as_str().unwrap(),
+        );
+        let codes: BTreeSet<String> = endpoint["errors"]
+            .as_array()
+            .unwrap_or_else(|| panic!("wizard.json: {method} {path} has no errors"))
+            .iter()
+            .map(|c| c.as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            listed_codes(method, path, operation(method, path)),
+            codes,
+            "{method} {path}: x-error-codes (left) and wizard.json's sessions.endpoints (right) disagree"
+        );
+        if path.starts_with("/api/v2/my/") {
+            let every = allowed_by_wizard_spec(None);
+            assert!(
+                codes.is_superset(&every),
+                "{method} {path}: wizard.json says every /api/v2/my/* request may answer {every:?}"
+            );
+        }
+    }
+    let documented = operations()
+        .into_iter()
+        .filter(|(method, path, _)| session_endpoint(method, path).is_some())
+        .count();
+    assert_eq!(
+        documented,
+        endpoints.len(),
+        "every session endpoint is documented"
     );
 }
 
@@ -798,6 +866,19 @@ impl Checked {
             .await
     }
 
+    /// A signed-in client's request: `authorization` is `Bearer <access token>`.
+    async fn bearer(
+        &self,
+        method: &str,
+        path: &str,
+        authorization: &str,
+        body: Option<&str>,
+    ) -> Answer {
+        let headers = [("Authorization", authorization)];
+        self.send(method, path, &headers, body.map(str::to_owned))
+            .await
+    }
+
     async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
         let bearer = format!("Bearer {ADMIN_TOKEN}");
         self.send(
@@ -889,6 +970,7 @@ async fn real_answers_conform_to_the_document() {
         .expect(200, None);
 
     admin_flows(s).await;
+    session_flows(s).await;
 
     // TOTP, with the key and the device named in the header; then the completed wizard.
     let secret = TotpSecret::generate();
@@ -1103,6 +1185,143 @@ async fn real_answers_conform_to_the_document() {
             "{method} {path}: no real answer was checked"
         );
     }
+}
+
+/// Every session operation, the user's and the admin's: successes, the
+/// client's mistakes, and the answers an ended session gets.
+async fn session_flows(s: &Checked) {
+    let (user_id, email, password) = s.user(None, None).await;
+    // A new session: its `Authorization` value and its refresh token.
+    let sign_in = || async {
+        let (uuid, key) = s.start().await;
+        let signed_in = s
+            .credentials(&uuid, &key, &email, &password)
+            .await
+            .expect(202, None);
+        (
+            format!("Bearer {}", signed_in.str("/data/accessToken/token")),
+            signed_in.str("/data/refreshToken/token"),
+        )
+    };
+    let refresh = |token: &str| {
+        let body = json!({ "refreshToken": token });
+        async move { s.post("/api/v2/my/refresh", body, &[]).await }
+    };
+    let padded = format!("{{\"pad\": \"{}\"}}", "x".repeat(17 * 1024));
+    let (me, sessions, signout) = ("/api/v2/my/me", "/api/v2/my/sessions", "/api/v2/my/signout");
+    let revoke_all = "/api/v2/my/sessions/revoke-all";
+
+    let (first, first_refresh) = sign_in().await;
+    let first_id = s
+        .bearer("GET", me, &first, None)
+        .await
+        .expect(200, None)
+        .str("/data/session/id");
+    s.bearer("GET", sessions, &first, None)
+        .await
+        .expect(200, None);
+    s.get(me).await.expect(401, Some("invalid_token"));
+    s.bearer("GET", sessions, "Bearer not-a-token", None)
+        .await
+        .expect(401, Some("invalid_token"));
+
+    // Refresh: a new pair, then the replaced token within the race window,
+    // a token nobody issued, and bodies it cannot read.
+    let refreshed = refresh(&first_refresh).await.expect(200, None);
+    assert_ne!(refreshed.str("/data/refreshToken/token"), first_refresh);
+    refresh(&first_refresh)
+        .await
+        .expect(409, Some("concurrent_request"));
+    refresh(&"A".repeat(112))
+        .await
+        .expect(401, Some("invalid_refresh_token"));
+    let unknown_field = json!({ "refreshToken": first_refresh, "scope": "all" });
+    s.post("/api/v2/my/refresh", unknown_field, &[])
+        .await
+        .expect(400, Some("invalid_request"));
+    s.send("POST", "/api/v2/my/refresh", &[], Some(padded.clone()))
+        .await
+        .expect(413, Some("payload_too_large"));
+
+    // A second session ends the first, then every other one, then itself.
+    let (second, _) = sign_in().await;
+    let first_session = format!("{sessions}/{first_id}");
+    s.bearer("DELETE", &first_session, &second, None)
+        .await
+        .expect(200, None);
+    s.bearer("DELETE", &first_session, &second, None)
+        .await
+        .expect(404, Some("session_not_found"));
+    s.bearer("GET", me, &first, None)
+        .await
+        .expect(401, Some("invalid_token"));
+    let keep = Some(r#"{"keepCurrent": true}"#);
+    s.bearer("POST", revoke_all, &second, keep)
+        .await
+        .expect(200, None);
+    s.bearer("POST", revoke_all, &second, Some(r#"{"keep": true}"#))
+        .await
+        .expect(400, Some("invalid_request"));
+    s.bearer("POST", revoke_all, &second, Some(&padded))
+        .await
+        .expect(413, Some("payload_too_large"));
+    s.bearer("POST", signout, &second, None)
+        .await
+        .expect(200, None);
+    s.bearer("POST", signout, &second, None)
+        .await
+        .expect(401, Some("invalid_token"));
+    s.bearer("POST", revoke_all, &second, None)
+        .await
+        .expect(401, Some("invalid_token"));
+
+    // The admin's view: one session, then all of them.
+    let (third, _) = sign_in().await;
+    let third_id = s
+        .bearer("GET", me, &third, None)
+        .await
+        .expect(200, None)
+        .str("/data/session/id");
+    let users_sessions = format!("/api/v2/admin/users/{user_id}/sessions");
+    s.admin("GET", &users_sessions, None)
+        .await
+        .expect(200, None);
+    let one = format!("{users_sessions}/{third_id}");
+    s.admin("DELETE", &one, None).await.expect(204, None);
+    s.admin("DELETE", &one, None)
+        .await
+        .expect(404, Some("session_not_found"));
+    let unknown = format!("/api/v2/admin/users/{}/sessions", uuid::Uuid::new_v4());
+    s.admin("GET", &unknown, None)
+        .await
+        .expect(404, Some("user_not_found"));
+    s.admin("DELETE", &format!("{unknown}/{third_id}"), None)
+        .await
+        .expect(404, Some("user_not_found"));
+    sign_in().await;
+    s.admin("DELETE", &users_sessions, None)
+        .await
+        .expect(200, None);
+    s.admin("DELETE", &unknown, None)
+        .await
+        .expect(404, Some("user_not_found"));
+
+    // A blocked account refreshes nothing, and says for how long.
+    let (_, fresh) = sign_in().await;
+    let (uuid, key) = s.start().await;
+    for _ in 0..5 {
+        s.credentials(&uuid, &key, &email, "wrong password")
+            .await
+            .expect(401, Some("invalid_credentials"));
+    }
+    refresh(&fresh).await.expect(429, Some("too_many_attempts"));
+    s.admin(
+        "POST",
+        &format!("/api/v2/admin/users/{user_id}/unlock"),
+        None,
+    )
+    .await
+    .expect(204, None);
 }
 
 /// Every admin operation, its successes and the client's mistakes.
