@@ -1,12 +1,13 @@
 //! The `signin-wizard` command line: `serve` (the default), `user add`,
-//! `totp-code`, `spec`, `replay`.
+//! `totp-code`, `spec`, `replay`, `keys rotate`.
 
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::credentials::{PasswordHasher, TotpSecret};
+use crate::credentials::{PasswordHasher, SigningAlgorithm, TotpSecret};
 use crate::domain::AdminToken;
 use crate::domain::{Email, NewPassword, PhoneNumber};
 use crate::replay::{self, ScenarioReport, SmsSink, Target, Time};
+use crate::signing_keys::SigningKeys;
 use crate::spec::{self, Spec};
 use crate::startup::{Application, open_store};
 use crate::users::{self, NewUser, UserView};
@@ -44,6 +45,29 @@ pub enum Command {
     Spec(SpecCommand),
     /// Run QA scenarios (wizard-spec/scenarios/) against a server, or export them.
     Replay(ReplayArgs),
+    /// Manage the token signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Add a new signing key: published at once, signing five minutes later;
+    /// keys no token needs any more leave. Straight in Redis when
+    /// WIZARD_REDIS_URL is set, otherwise through a running server's admin API.
+    Rotate(RotateKeys),
+}
+
+#[derive(Debug, Args)]
+pub struct RotateKeys {
+    /// The new key's algorithm (default: WIZARD_JWT_ALGORITHM).
+    #[arg(long, value_enum)]
+    pub algorithm: Option<SigningAlgorithm>,
+    /// The running server whose admin API to use (default: http://WIZARD_BIND).
+    #[arg(long)]
+    pub server: Option<reqwest::Url>,
+    #[command(flatten)]
+    pub settings: Settings,
 }
 
 #[derive(Debug, Args)]
@@ -208,6 +232,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Replay(args)) => replay_command(args).await,
+        Some(Command::Keys(KeysCommand::Rotate(rotate))) => rotate_keys(rotate).await,
         Some(Command::TotpCode { secret }) => {
             let secret = TotpSecret::parse(&secret)?;
             println!(
@@ -374,6 +399,54 @@ fn print_welcome(app: &Application, settings: &Settings) {
             }
         }
     }
+}
+
+async fn rotate_keys(rotate: RotateKeys) -> anyhow::Result<()> {
+    let settings = rotate.settings;
+    if settings.redis_url.is_some() {
+        let store = open_store(&settings).await?;
+        let keys = SigningKeys::new(
+            store,
+            settings.kek()?,
+            settings.jwt_algorithm,
+            settings.operator_key()?,
+            Clock::default(),
+        );
+        let keep_for = chrono::Duration::seconds(settings.access_token_ttl_secs.into())
+            + crate::credentials::LEEWAY;
+        let keyring = keys.rotate(rotate.algorithm, keep_for).await?;
+        for key in keyring.keys() {
+            println!(
+                "{}\t{}\tsigns from {}",
+                key.signer()?.kid(),
+                key.algorithm,
+                crate::clock::rfc3339(key.signs_from)
+            );
+        }
+        return Ok(());
+    }
+    let server = match rotate.server {
+        Some(url) => url,
+        None => format!("http://{}", settings.bind).parse()?,
+    };
+    let token = settings
+        .admin_token
+        .context("set WIZARD_ADMIN_TOKEN (printed by the running server) to use its admin API")?;
+    let body = serde_json::json!({ "algorithm": rotate.algorithm });
+    let response = reqwest::Client::new()
+        .post(server.join("api/v2/admin/keys/rotate")?)
+        .bearer_auth(token.expose())
+        .json(&body)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the admin API at {server}"))?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!("the admin API answered {status}: {text}");
+    }
+    println!("{text}");
+    Ok(())
 }
 
 async fn add_user(add: AddUser) -> anyhow::Result<UserView> {

@@ -20,6 +20,7 @@ pub mod policy;
 pub mod replay;
 pub mod sessions;
 pub mod signin;
+pub mod signing_keys;
 pub mod spec;
 pub mod startup;
 pub mod store;

@@ -3,7 +3,7 @@
 use crate::captcha::Recaptcha;
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::credentials::{Keyring, PasswordHasher, SmsCodes, TokenIssuer};
+use crate::credentials::{PasswordHasher, SmsCodes, TokenIssuer};
 use crate::delivery::SmsGateway;
 use crate::demo::{self, DemoAccount};
 use crate::domain::AdminToken;
@@ -11,7 +11,7 @@ use crate::http::{self, AdminApi, AdminParts, IpLimiter, MyAccount, TrustedProxi
 use crate::policy::LivePolicy;
 use crate::sessions::{RefreshKey, Sessions};
 use crate::signin::SignIn;
-use crate::store::Records;
+use crate::signing_keys::SigningKeys;
 use crate::store::{MemoryStore, RedisStore, RedisStoreConfig, Store};
 use actix_web::dev::Server;
 use actix_web::middleware::Logger;
@@ -51,8 +51,25 @@ impl Application {
             anyhow::anyhow!("wizard-spec/openapi.yaml, compiled in, does not read: {e}")
         })?;
         let store = open_store(&settings).await?;
-        let keyring = shared_keyring(store.as_ref(), &settings).await?;
-        let tokens = Arc::new(TokenIssuer::new(&keyring, settings.token_settings())?);
+        let signing_keys = Arc::new(SigningKeys::new(
+            Arc::clone(&store),
+            settings.kek()?,
+            settings.jwt_algorithm,
+            settings.operator_key()?,
+            clock.clone(),
+        ));
+        if store.backend() != "embedded" && signing_keys.in_clear() {
+            tracing::warn!(
+                "the keyring (signing keys and pepper) is stored in clear in Redis: \
+                 set WIZARD_KEK or WIZARD_KEK_FILE to seal it"
+            );
+        }
+        let keyring = signing_keys.load().await?;
+        let tokens = Arc::new(TokenIssuer::new(
+            keyring.clone(),
+            settings.token_settings(),
+        )?);
+        tokio::spawn(Arc::clone(&signing_keys).keep_fresh(Arc::clone(&tokens)));
         let passwords = Arc::new(
             PasswordHasher::new(
                 settings.password_policy(),
@@ -115,6 +132,8 @@ impl Application {
                         totp_issuer: settings.jwt_issuer.clone(),
                         sessions: Arc::clone(&sessions),
                         clock: clock.clone(),
+                        signing_keys: Arc::clone(&signing_keys),
+                        tokens: Arc::clone(&tokens),
                     },
                 ))
             });
@@ -148,7 +167,11 @@ impl Application {
         let backend = store.backend();
         let store = web::Data::new(store);
         let tokens = web::Data::new(tokens);
-        let my_account = web::Data::new(MyAccount { sessions, clock });
+        let my_account = web::Data::new(MyAccount {
+            sessions,
+            clock: clock.clone(),
+        });
+        let clock = web::Data::new(clock);
         let server = HttpServer::new(move || {
             let mut app = App::new()
                 .wrap(Logger::new(r#"%a "%r" %s %b %Dms"#))
@@ -156,6 +179,7 @@ impl Application {
                 .app_data(store.clone())
                 .app_data(tokens.clone())
                 .app_data(my_account.clone())
+                .app_data(clock.clone())
                 .app_data(ip_limiter.clone());
             if let Some(admin) = &admin {
                 app = app.app_data(admin.clone());
@@ -201,26 +225,6 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
         }
         None => Arc::new(MemoryStore::new()),
     })
-}
-
-/// The keyring every instance on this store shares, created by the first one.
-async fn shared_keyring(store: &dyn Store, settings: &Settings) -> anyhow::Result<Keyring> {
-    let keyring = match store.keyring().await? {
-        Some(existing) => existing,
-        None => {
-            let candidate = tokio::task::spawn_blocking(Keyring::generate).await??;
-            store.keyring_or_insert(&candidate).await?
-        }
-    };
-    match &settings.jwt_private_key_file {
-        Some(path) => {
-            let pem = std::fs::read_to_string(path).with_context(|| {
-                format!("cannot read WIZARD_JWT_PRIVATE_KEY_FILE {}", path.display())
-            })?;
-            Ok(keyring.with_signing_key(pem.into()))
-        }
-        None => Ok(keyring),
-    }
 }
 
 async fn forget_idle_addresses(limiter: Arc<IpLimiter>) {

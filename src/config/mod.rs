@@ -7,10 +7,11 @@ mod values;
 
 pub use values::ServiceUrl;
 
-use crate::credentials::{PasswordPolicy, TokenSettings};
+use crate::credentials::{Kek, PasswordPolicy, SigningAlgorithm, TokenSettings};
 use crate::domain::AdminToken;
 use crate::policy::Policy;
 use crate::sessions::Lifetimes;
+use anyhow::Context as _;
 use clap::Args;
 use secrecy::SecretString;
 use std::net::SocketAddr;
@@ -138,6 +139,20 @@ pub struct Settings {
     #[arg(long, env = "WIZARD_JWT_PRIVATE_KEY_FILE", value_parser = quiet(values::path))]
     pub jwt_private_key_file: Option<PathBuf>,
 
+    /// Algorithm of the signing keys made from now on: the first one, and
+    /// each rotation's (RS256 for B2Core clients; ES256 and EdDSA are faster).
+    #[arg(long, env = "WIZARD_JWT_ALGORITHM", value_enum, default_value_t = SigningAlgorithm::RS256)]
+    pub jwt_algorithm: SigningAlgorithm,
+
+    /// Key-encryption key (32 bytes, base64): the keyring is sealed with it
+    /// (AES-256-GCM) in the store. Without one it is stored in clear.
+    #[arg(long, env = "WIZARD_KEK", hide_env_values = true, value_parser = quiet(values::secret), conflicts_with = "kek_file")]
+    pub kek: Option<SecretString>,
+
+    /// A file holding the key-encryption key, instead of WIZARD_KEK.
+    #[arg(long, env = "WIZARD_KEK_FILE", value_parser = quiet(values::path))]
+    pub kek_file: Option<PathBuf>,
+
     /// Access token lifetime, in seconds.
     #[arg(long, env = "WIZARD_ACCESS_TOKEN_TTL_SECS", default_value_t = 900, value_parser = clap::value_parser!(u32).range(1..))]
     pub access_token_ttl_secs: u32,
@@ -197,6 +212,32 @@ impl Settings {
 
     pub fn sms_code_ttl(&self) -> chrono::Duration {
         chrono::Duration::seconds(self.sms_code_ttl_secs.into())
+    }
+
+    /// The operator's key-encryption key, if one is configured.
+    pub fn kek(&self) -> anyhow::Result<Option<Kek>> {
+        let text = match (&self.kek, &self.kek_file) {
+            (Some(text), _) => text.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read WIZARD_KEK_FILE {}", path.display()))?
+                .into(),
+            (None, None) => return Ok(None),
+        };
+        Kek::parse(&text).map(Some)
+    }
+
+    /// The operator's signing key (`WIZARD_JWT_PRIVATE_KEY_FILE`), if any.
+    pub fn operator_key(&self) -> anyhow::Result<Option<SecretString>> {
+        self.jwt_private_key_file
+            .as_ref()
+            .map(|path| {
+                std::fs::read_to_string(path)
+                    .map(SecretString::from)
+                    .with_context(|| {
+                        format!("cannot read WIZARD_JWT_PRIVATE_KEY_FILE {}", path.display())
+                    })
+            })
+            .transpose()
     }
 
     pub fn redis_timeout(&self) -> Duration {

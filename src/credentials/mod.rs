@@ -3,12 +3,16 @@
 
 mod keyring;
 mod password;
+mod sealing;
+mod signing;
 mod sms_code;
 mod tokens;
 mod totp;
 
-pub use keyring::Keyring;
+pub use keyring::{KeyState, Keyring, SigningKey};
 pub use password::{HashError, PasswordHash, PasswordHasher, PasswordPolicy};
+pub use sealing::{Kek, Sealed};
+pub use signing::{Signer, SigningAlgorithm};
 pub use sms_code::SmsCodes;
 pub use tokens::{
     AccessClaims, IssuedToken, LEEWAY, TokenIssuer, TokenPair, TokenRejection, TokenSettings,

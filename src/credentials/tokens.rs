@@ -1,11 +1,12 @@
 use super::Keyring;
+use super::signing::Signer;
 use crate::domain::{SessionId, UserId};
 use anyhow::Context as _;
 use chrono::{DateTime, Duration, Utc};
-use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse, ThumbprintHash};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use secrecy::ExposeSecret;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Header, Validation};
 use serde::{Deserialize, Serialize};
+use std::sync::{Arc, RwLock};
 use uuid::Uuid;
 
 /// Who tokens are issued by and for, and how long they live.
@@ -53,21 +54,19 @@ pub struct TokenPair {
     pub refresh: IssuedToken,
 }
 
-/// Signs RS256 tokens with the keyring's key, publishes its public half,
-/// and verifies the access tokens it signed.
+/// Signs access tokens with the keyring's current key, publishes the keys
+/// a verifier may need, and verifies the access tokens it signed. The
+/// keyring can be replaced while it runs (a rotation, see `signing_keys`).
 pub struct TokenIssuer {
-    signer: RsaSigner,
-    kid: String,
-    jwks: JwkSet,
-    /// The public key, for verifying.
-    decoding: DecodingKey,
+    keys: RwLock<Arc<Loaded>>,
     settings: TokenSettings,
 }
 
-/// The one algorithm tokens are signed and accepted with (an allow-list of
-/// one: `none`, HMAC with the public key as secret, and every other
-/// algorithm are refused before any key is used).
-const ALGORITHM: Algorithm = Algorithm::RS256;
+/// A keyring with each of its keys parsed (in the keyring's order).
+struct Loaded {
+    keyring: Keyring,
+    signers: Vec<Arc<Signer>>,
+}
 
 /// RFC 9068: the `typ` of an access token.
 const ACCESS_TOKEN_TYPE: &str = "at+jwt";
@@ -81,7 +80,7 @@ pub const LEEWAY: Duration = Duration::seconds(30);
 pub enum TokenRejection {
     #[error("not a JWT")]
     Malformed,
-    #[error("not an access token signed with the allowed algorithm")]
+    #[error("not an access token signed with an allowed algorithm")]
     WrongType,
     #[error("signed with a key this service does not have")]
     UnknownKey,
@@ -93,75 +92,56 @@ pub enum TokenRejection {
     NotYetValid,
 }
 
-/// An RSA key parsed once. jsonwebtoken's `encode` parses its key again for
-/// every signature, which is 45% of an RS256 signature's cost here
-/// (BENCHMARKS.md); the JWS compact form itself is two base64url parts and
-/// a signature.
-struct RsaSigner {
-    key: aws_lc_rs::rsa::KeyPair,
-    rng: aws_lc_rs::rand::SystemRandom,
-}
-
-impl RsaSigner {
-    /// PKCS#8 (`PRIVATE KEY`) or PKCS#1 (`RSA PRIVATE KEY`) PEM.
-    fn from_pem(pem: &[u8]) -> anyhow::Result<Self> {
-        use aws_lc_rs::rsa::KeyPair;
-        let block = pem::parse(pem).context("the signing key is not PEM")?;
-        let key = match block.tag() {
-            "PRIVATE KEY" => KeyPair::from_pkcs8(block.contents()),
-            "RSA PRIVATE KEY" => KeyPair::from_der(block.contents()),
-            other => anyhow::bail!("the signing key is a {other:?}, not an RSA private key"),
-        }
-        .map_err(|e| anyhow::anyhow!("the signing key is not a usable RSA key: {e}"))?;
-        Ok(Self {
-            key,
-            rng: aws_lc_rs::rand::SystemRandom::new(),
-        })
-    }
-
-    /// `header.claims.signature`, each base64url, signed RS256.
-    fn sign(&self, header: &Header, claims: &impl Serialize) -> anyhow::Result<String> {
-        use base64::Engine;
-        anyhow::ensure!(
-            header.alg == Algorithm::RS256,
-            "an RSA key signs RS256 only"
-        );
-        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let message = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(serde_json::to_vec(header)?),
-            URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims)?)
-        );
-        let mut signature = vec![0; self.key.public_modulus_len()];
-        self.key
-            .sign(
-                &aws_lc_rs::signature::RSA_PKCS1_SHA256,
-                &self.rng,
-                message.as_bytes(),
-                &mut signature,
-            )
-            .map_err(|_| anyhow::anyhow!("signing a token failed"))?;
-        Ok(format!("{message}.{}", URL_SAFE_NO_PAD.encode(signature)))
-    }
+fn load(keyring: Keyring) -> anyhow::Result<Loaded> {
+    let signers = keyring
+        .keys()
+        .iter()
+        .map(|key| key.signer().map(Arc::new))
+        .collect::<anyhow::Result<_>>()?;
+    Ok(Loaded { keyring, signers })
 }
 
 impl TokenIssuer {
-    pub fn new(keyring: &Keyring, settings: TokenSettings) -> anyhow::Result<Self> {
-        let pem = keyring.signing_key_pem().expose_secret().as_bytes();
-        let key = EncodingKey::from_rsa_pem(pem)
-            .context("the signing key is not an RSA private key in PEM form")?;
-        let mut jwk = Jwk::from_encoding_key(&key, ALGORITHM).context("deriving the JWK")?;
-        let kid = jwk.thumbprint(ThumbprintHash::SHA256);
-        jwk.common.key_id = Some(kid.clone());
-        jwk.common.public_key_use = Some(PublicKeyUse::Signature);
-        let decoding = DecodingKey::from_jwk(&jwk).context("the JWK of the signing key")?;
+    pub fn new(keyring: Keyring, settings: TokenSettings) -> anyhow::Result<Self> {
         Ok(Self {
-            signer: RsaSigner::from_pem(pem)?,
-            kid,
-            jwks: JwkSet { keys: vec![jwk] },
-            decoding,
+            keys: RwLock::new(Arc::new(load(keyring)?)),
             settings,
         })
+    }
+
+    /// Signs and verifies with `keyring` from now on. Its keys are parsed
+    /// first: a keyring that does not parse changes nothing.
+    pub fn replace(&self, keyring: Keyring) -> anyhow::Result<()> {
+        let loaded = Arc::new(load(keyring)?);
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = loaded;
+        Ok(())
+    }
+
+    fn loaded(&self) -> Arc<Loaded> {
+        Arc::clone(&self.keys.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The longest a token lives past the moment its key stopped signing,
+    /// so how long a verifier still needs that key.
+    pub fn keep_for(&self) -> Duration {
+        self.settings.access_ttl + LEEWAY
+    }
+
+    /// The keys a verifier may need at `now`, as the JWKS serves them.
+    pub fn jwks(&self, now: DateTime<Utc>) -> JwkSet {
+        let loaded = self.loaded();
+        JwkSet {
+            keys: loaded
+                .keyring
+                .needed(now, self.keep_for())
+                .map(|state| loaded.signers[state.index].jwk().clone())
+                .collect(),
+        }
+    }
+
+    /// The keyring as loaded (for the admin's view of its keys).
+    pub fn keyring(&self) -> Keyring {
+        self.loaded().keyring.clone()
     }
 
     /// The claims of an access token this service signed, checked as ASVS
@@ -174,22 +154,32 @@ impl TokenIssuer {
         now: DateTime<Utc>,
     ) -> Result<AccessClaims, TokenRejection> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRejection::Malformed)?;
-        if header.alg != ALGORITHM || header.typ.as_deref() != Some(ACCESS_TOKEN_TYPE) {
+        if header.typ.as_deref() != Some(ACCESS_TOKEN_TYPE) {
             return Err(TokenRejection::WrongType);
         }
-        if header.kid.as_deref() != Some(self.kid.as_str()) {
-            return Err(TokenRejection::UnknownKey);
+        // Only a key this service still publishes, and only with its own
+        // algorithm (an allow-list of one per key: no `none`, no HMAC).
+        let loaded = self.loaded();
+        let signer = loaded
+            .keyring
+            .needed(now, self.keep_for())
+            .map(|state| &loaded.signers[state.index])
+            .find(|signer| header.kid.as_deref() == Some(signer.kid()))
+            .ok_or(TokenRejection::UnknownKey)?;
+        if header.alg != signer.algorithm().jwt() {
+            return Err(TokenRejection::WrongType);
         }
-        let mut validation = Validation::new(ALGORITHM);
+        let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[&self.settings.issuer]);
         validation.set_audience(&[&self.settings.audience]);
         validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
         // Times are checked below against the service's clock, not the system's.
         validation.validate_exp = false;
         validation.validate_nbf = false;
-        let claims = jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &validation)
-            .map_err(|_| TokenRejection::Invalid)?
-            .claims;
+        let claims =
+            jsonwebtoken::decode::<AccessClaims>(token, signer.decoding_key(), &validation)
+                .map_err(|_| TokenRejection::Invalid)?
+                .claims;
         if claims.token_use != TokenUse::Access {
             return Err(TokenRejection::WrongType);
         }
@@ -202,11 +192,6 @@ impl TokenIssuer {
             return Err(TokenRejection::NotYetValid);
         }
         Ok(claims)
-    }
-
-    /// The public keys, as served at `/.well-known/jwks.json`.
-    pub fn jwks(&self) -> &JwkSet {
-        &self.jwks
     }
 
     pub fn settings(&self) -> &TokenSettings {
@@ -238,10 +223,17 @@ impl TokenIssuer {
             sid: session.to_string(),
             token_use: TokenUse::Access,
         };
-        let mut header = Header::new(ALGORITHM);
-        header.kid = Some(self.kid.clone());
+        let loaded = self.loaded();
+        let signer = loaded
+            .keyring
+            .needed(now, self.keep_for())
+            .find(|state| state.signing)
+            .map(|state| &loaded.signers[state.index])
+            .context("the keyring has no key that signs now")?;
+        let mut header = Header::new(signer.algorithm().jwt());
+        header.kid = Some(signer.kid().to_owned());
         header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
-        let token = self.signer.sign(&header, &claims)?;
+        let token = signer.sign(&header, &claims)?;
         Ok(IssuedToken {
             token,
             created_at,
@@ -252,7 +244,8 @@ impl TokenIssuer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jsonwebtoken::{DecodingKey, Validation, decode, decode_header};
+    use crate::credentials::SigningAlgorithm;
+    use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation, decode, decode_header};
 
     #[test]
     fn tokens_verify_against_the_published_jwks() {
@@ -261,14 +254,16 @@ mod tests {
             audience: "portal".into(),
             access_ttl: Duration::minutes(15),
         };
-        let issuer = TokenIssuer::new(&Keyring::generate().unwrap(), settings).unwrap();
-        let user = UserId::random();
         let now = Utc::now();
+        let keyring = Keyring::generate(SigningAlgorithm::RS256, now).unwrap();
+        let issuer = TokenIssuer::new(keyring, settings).unwrap();
+        let user = UserId::random();
         let access = issuer
             .issue_access(user, SessionId::random(), now, now + Duration::days(1))
             .unwrap();
         let kid = decode_header(&access.token).unwrap().kid.unwrap();
-        let jwk = issuer.jwks().find(&kid).unwrap();
+        let jwks = issuer.jwks(now);
+        let jwk = jwks.find(&kid).unwrap();
         let mut validation = Validation::new(Algorithm::RS256);
         validation.set_audience(&["portal"]);
         validation.set_issuer(&["https://issuer.test"]);
@@ -306,12 +301,22 @@ mod tests {
     }
 
     fn issuer() -> TokenIssuer {
+        issuer_of(SigningAlgorithm::RS256)
+    }
+
+    fn issuer_of(algorithm: SigningAlgorithm) -> TokenIssuer {
         let settings = TokenSettings {
             issuer: "https://issuer.test".into(),
             audience: "portal".into(),
             access_ttl: Duration::minutes(15),
         };
-        TokenIssuer::new(&Keyring::generate().unwrap(), settings).unwrap()
+        let keyring = Keyring::generate(algorithm, Utc::now() - Duration::minutes(1)).unwrap();
+        TokenIssuer::new(keyring, settings).unwrap()
+    }
+
+    /// The issuer's one signing key.
+    fn signer_of(issuer: &TokenIssuer) -> Arc<Signer> {
+        Arc::clone(&issuer.loaded().signers[0])
     }
 
     /// `token` with its payload replaced by `edit(payload)`, signature kept.
@@ -386,7 +391,7 @@ mod tests {
 
         // HS256 with the public key as the HMAC secret (algorithm confusion).
         let public_key = {
-            let jwk = &issuer.jwks().keys[0];
+            let jwk = &issuer.jwks(now).keys[0];
             serde_json::to_string(jwk).unwrap()
         };
         let claims = issuer.verify_access(access, now).unwrap();
@@ -430,7 +435,7 @@ mod tests {
             let mut header = Header::new(Algorithm::RS256);
             header.kid = kid.clone();
             header.typ = typ.map(str::to_owned);
-            issuer.signer.sign(&header, claims).unwrap()
+            signer_of(&issuer).sign(&header, claims).unwrap()
         };
         let signed = |typ: Option<&str>, claims: &AccessClaims| {
             signed_value(typ, &serde_json::to_value(claims).unwrap())
@@ -484,8 +489,7 @@ mod tests {
         );
         // The signer refuses a header that names another algorithm.
         assert!(
-            issuer
-                .signer
+            signer_of(&issuer)
                 .sign(&Header::new(Algorithm::ES256), &claims)
                 .is_err()
         );
@@ -511,5 +515,59 @@ mod tests {
         for junk in ["", "a.b", "a.b.c", "....", "eyJhbGciOiJSUzI1NiJ9"] {
             assert!(issuer.verify_access(junk, now).is_err(), "{junk:?}");
         }
+    }
+
+    #[test]
+    fn every_algorithm_round_trips_and_a_rotated_out_key_verifies_only_while_needed() {
+        for algorithm in [SigningAlgorithm::ES256, SigningAlgorithm::EdDSA] {
+            let issuer = issuer_of(algorithm);
+            let now = Utc::now();
+            let token = access_token(&issuer, now);
+            assert_eq!(header_of(&token)["alg"], algorithm.to_string());
+            assert!(issuer.verify_access(&token, now).is_ok(), "{algorithm}");
+        }
+
+        let issuer = issuer();
+        let now = Utc::now();
+        let old = access_token(&issuer, now);
+        let ahead = Duration::minutes(5);
+        let rotated = issuer
+            .keyring()
+            .rotated(SigningAlgorithm::ES256, now, ahead, issuer.keep_for())
+            .unwrap();
+        issuer.replace(rotated).unwrap();
+        // Published at once, signing only once its time comes.
+        assert_eq!(issuer.jwks(now).keys.len(), 2);
+        assert_eq!(header_of(&access_token(&issuer, now))["alg"], "RS256");
+        let later = now + ahead;
+        let new = access_token(&issuer, later);
+        assert_eq!(header_of(&new)["alg"], "ES256");
+        // The old key's tokens verify until the longest of them expired, then the key leaves.
+        assert!(
+            issuer
+                .verify_access(&old, now + Duration::minutes(10))
+                .is_ok()
+        );
+        let gone = later + issuer.keep_for();
+        assert_eq!(issuer.jwks(gone).keys.len(), 1);
+        let resigned = with_payload(&old, |p| {
+            p["exp"] = (gone + Duration::hours(1)).timestamp().into()
+        });
+        assert_eq!(
+            issuer.verify_access(&resigned, gone),
+            Err(TokenRejection::UnknownKey)
+        );
+        assert!(
+            issuer
+                .verify_access(&new, later + Duration::minutes(1))
+                .is_ok()
+        );
+        // A token that names the new key but another algorithm is refused before any check.
+        let mut confused = header_of(&new);
+        confused["alg"] = "RS256".into();
+        assert_eq!(
+            issuer.verify_access(&unsigned(confused, &new), later),
+            Err(TokenRejection::WrongType)
+        );
     }
 }

@@ -1,19 +1,21 @@
 //! Operator API for user accounts, behind a bearer token.
 
-use super::body::{BodyError, fields_as, read_object};
+use super::body::{BodyError, fields_as, read_object, read_optional_object};
+use super::envelope::rfc3339;
 use super::error::{ApiError, ErrorKind, store_error};
 use super::my_account::{RevokedData, SessionsData, session_data};
 use crate::clock::Clock;
-use crate::credentials::{HashError, PasswordHasher, TotpSecret};
+use crate::credentials::{HashError, PasswordHasher, SigningAlgorithm, TokenIssuer, TotpSecret};
 use crate::domain::{AdminToken, Email, NewPassword, ParseError, PhoneNumber, SessionId, UserId};
 use crate::policy::{InvalidSetting, LivePolicy, PolicyPatch, UpdateError};
 use crate::sessions::Sessions;
+use crate::signing_keys::{RotateError, SigningKeys};
 use crate::store::Records;
 use crate::store::{Store, UserWriteError};
 use crate::users::{self, AccountChange, NewUser, RegisterError, User};
 use actix_web::{HttpRequest, HttpResponse, web};
 use secrecy::SecretString;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use std::sync::Arc;
 
 pub struct AdminApi {
@@ -27,6 +29,8 @@ pub struct AdminApi {
     totp_issuer: String,
     sessions: Arc<Sessions>,
     clock: Clock,
+    signing_keys: Arc<SigningKeys>,
+    tokens: Arc<TokenIssuer>,
 }
 
 /// What the admin API is built from (see `startup`).
@@ -38,6 +42,8 @@ pub struct AdminParts {
     pub totp_issuer: String,
     pub sessions: Arc<Sessions>,
     pub clock: Clock,
+    pub signing_keys: Arc<SigningKeys>,
+    pub tokens: Arc<TokenIssuer>,
 }
 
 impl AdminApi {
@@ -51,6 +57,8 @@ impl AdminApi {
             totp_issuer: parts.totp_issuer,
             sessions: parts.sessions,
             clock: parts.clock,
+            signing_keys: parts.signing_keys,
+            tokens: parts.tokens,
         }
     }
 
@@ -455,4 +463,91 @@ pub async fn end_user_sessions(
     let user = admin.existing(&id).await?;
     let revoked = admin.end_sessions(user.id).await?;
     Ok(HttpResponse::Ok().json(RevokedData { revoked }))
+}
+
+/// A signing key as the admin API shows it (never its private half).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyView {
+    kid: String,
+    algorithm: SigningAlgorithm,
+    created_at: String,
+    signs_from: String,
+    /// Whether it signs now (else it is published ahead, or kept for the
+    /// tokens it signed until they expire).
+    signing: bool,
+}
+
+#[derive(Serialize)]
+struct KeysView {
+    keys: Vec<KeyView>,
+}
+
+impl AdminApi {
+    /// The keys this instance publishes now.
+    fn keys_view(&self) -> Result<KeysView, AdminError> {
+        let keyring = self.tokens.keyring();
+        let keys = keyring
+            .needed(self.clock.now(), self.tokens.keep_for())
+            .map(|state| {
+                let signer = state.key.signer()?;
+                Ok(KeyView {
+                    kid: signer.kid().to_owned(),
+                    algorithm: state.key.algorithm,
+                    created_at: rfc3339(state.key.created_at),
+                    signs_from: rfc3339(state.key.signs_from),
+                    signing: state.signing,
+                })
+            })
+            .collect::<anyhow::Result<_>>()
+            .map_err(|e| {
+                tracing::error!(error = ?e, "a loaded signing key does not parse");
+                AdminError::new(ErrorKind::Internal, "something went wrong on our side")
+            })?;
+        Ok(KeysView { keys })
+    }
+}
+
+pub async fn list_keys(
+    req: HttpRequest,
+    admin: web::Data<AdminApi>,
+) -> Result<HttpResponse, AdminError> {
+    admin.authorize(&req)?;
+    Ok(HttpResponse::Ok().json(admin.keys_view()?))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Rotate {
+    algorithm: Option<SigningAlgorithm>,
+}
+
+pub async fn rotate_keys(
+    req: HttpRequest,
+    admin: web::Data<AdminApi>,
+    payload: web::Payload,
+) -> Result<HttpResponse, AdminError> {
+    admin.authorize(&req)?;
+    let body: Rotate = fields_as(read_optional_object(payload).await?).map_err(|e| match e {
+        BodyError::Shape(message) => AdminError::new(ErrorKind::InvalidRequest, message),
+        BodyError::Field { message, .. } => AdminError::new(ErrorKind::InvalidField, message),
+    })?;
+    admin
+        .signing_keys
+        .rotate(body.algorithm, admin.tokens.keep_for())
+        .await
+        .map_err(|e| match e {
+            RotateError::Pinned => AdminError::new(ErrorKind::KeysPinned, e.to_string()),
+            RotateError::Busy => AdminError::new(ErrorKind::ConcurrentRequest, e.to_string()),
+            RotateError::Store(e) => AdminError(store_error(&e)),
+            RotateError::Internal(e) => {
+                tracing::error!(error = ?e, "rotating the signing key failed");
+                AdminError::new(ErrorKind::Internal, "something went wrong on our side")
+            }
+        })?;
+    // This instance at once; the others within seconds.
+    if let Err(e) = admin.signing_keys.reload(&admin.tokens).await {
+        tracing::warn!(error = %e, "could not reload the keyring after rotating it");
+    }
+    Ok(HttpResponse::Ok().json(admin.keys_view()?))
 }

@@ -47,6 +47,7 @@ pub enum ErrorKind {
     InvalidField,
     EmailTaken,
     UserNotFound,
+    KeysPinned,
 }
 
 impl ErrorKind {
@@ -85,6 +86,7 @@ impl ErrorKind {
             ErrorKind::InvalidField => "invalid_field",
             ErrorKind::EmailTaken => "email_taken",
             ErrorKind::UserNotFound => "user_not_found",
+            ErrorKind::KeysPinned => "keys_pinned",
         }
     }
 
@@ -117,7 +119,8 @@ impl ErrorKind {
             | ErrorKind::StepNotAllowed
             | ErrorKind::FactorUnavailable
             | ErrorKind::ConcurrentRequest
-            | ErrorKind::EmailTaken => StatusCode::CONFLICT,
+            | ErrorKind::EmailTaken
+            | ErrorKind::KeysPinned => StatusCode::CONFLICT,
             ErrorKind::SmsDeliveryFailed => StatusCode::BAD_GATEWAY,
             ErrorKind::Overloaded | ErrorKind::StoreUnavailable | ErrorKind::CaptchaUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE

@@ -70,6 +70,8 @@ pub fn routes(cfg: &mut web::ServiceConfig, admin_limiter: Option<web::Data<IpLi
                     "/users/{id}/sessions/{session}",
                     web::delete().to(admin::end_user_session),
                 )
+                .route("/keys", web::get().to(admin::list_keys))
+                .route("/keys/rotate", web::post().to(admin::rotate_keys))
                 .route("/settings", web::get().to(admin::get_settings))
                 .route("/settings", web::put().to(admin::put_settings))
                 .route("/store", web::get().to(admin::store_stats)),

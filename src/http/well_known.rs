@@ -1,15 +1,18 @@
 use super::error::{ApiError, ErrorKind};
+use crate::clock::Clock;
 use crate::credentials::TokenIssuer;
 use crate::store::Records;
 use crate::store::Store;
 use actix_web::{HttpResponse, ResponseError, web};
 use std::sync::Arc;
 
-/// The public signing keys, for anyone verifying our access tokens.
-pub async fn jwks(tokens: web::Data<Arc<TokenIssuer>>) -> HttpResponse {
+/// The public keys a verifier may need now (see `signing_keys`): cached
+/// for at most as long as a rotated-in key is published before it signs.
+pub async fn jwks(tokens: web::Data<Arc<TokenIssuer>>, clock: web::Data<Clock>) -> HttpResponse {
+    let max_age = crate::signing_keys::PUBLISH_AHEAD.num_seconds();
     HttpResponse::Ok()
-        .insert_header(("Cache-Control", "public, max-age=300"))
-        .json(tokens.jwks())
+        .insert_header(("Cache-Control", format!("public, max-age={max_age}")))
+        .json(tokens.jwks(clock.now()))
 }
 
 /// The state machine as data (`wizard-spec/wizard.json`), for clients that

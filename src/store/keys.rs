@@ -11,7 +11,9 @@
 //!   its sessions (a record naming the account), `{i:<uuid>}S` the index of its
 //!   sessions (a sorted set: session id, scored by when it ends)
 //! - `{r:<api>:<address>}`: a client address's request allowance (GCRA)
-//! - `{policy}`: the runtime settings (record); `{keyring}`: the shared keys
+//! - `{policy}`: the runtime settings (record); `{keyring}k`: the shared keys
+//!   (record, sealed with the operator's KEK if one is set); `{keyring}`: the
+//!   keys as versions before rotation kept them, read once to carry them over
 
 use crate::domain::{Email, SessionId, UserId, WizardId};
 use std::fmt;
@@ -41,7 +43,9 @@ pub enum Key {
     /// A client address's allowance on one API (`scope`).
     Allowance(&'static str, IpAddr),
     Policy,
+    /// The keyring as versions before rotation stored it.
     Keyring,
+    Keys,
     /// That a record was deleted by the delete with this nonce (in its slot).
     Removed(Box<Key>, u64),
 }
@@ -63,6 +67,7 @@ impl fmt::Display for Key {
             Key::Allowance(scope, ip) => write!(f, "{{r:{scope}:{ip}}}"),
             Key::Policy => f.write_str("{policy}"),
             Key::Keyring => f.write_str("{keyring}"),
+            Key::Keys => f.write_str("{keyring}k"),
             Key::Removed(key, nonce) => write!(f, "{key}~{nonce:x}"),
         }
     }

@@ -418,29 +418,67 @@ pub trait Records: Store {
         done(one(self, op).await?)
     }
 
-    async fn keyring(&self) -> Result<Option<Keyring>, StoreError> {
-        value(one(self, Op::Get(Key::Keyring)).await?)?
+    /// The keyring as versions before rotation stored it (one RSA key and
+    /// the pepper, in clear), to carry over into the versioned record.
+    async fn keyring_before_rotation(&self) -> Result<Option<Keyring>, StoreError> {
+        #[derive(serde::Deserialize)]
+        struct Old {
+            signing_key_pem: String,
+            code_pepper: String,
+        }
+        let old: Option<Old> = value(one(self, Op::Get(Key::Keyring)).await?)?
             .map(|raw| decode(raw.as_bytes()))
-            .transpose()
+            .transpose()?;
+        Ok(old.map(|old| {
+            Keyring::from_single_rsa_key(old.signing_key_pem.into(), old.code_pepper.into())
+        }))
     }
 
-    /// The stored keyring, or `candidate` stored as the keyring if there is
-    /// none yet. Every instance of a shared store ends up with the same one.
-    async fn keyring_or_insert(&self, candidate: &Keyring) -> Result<Keyring, StoreError> {
-        let value = String::from_utf8(encode(candidate)?).map_err(corrupt)?;
-        one(
-            self,
-            Op::PutNew {
-                key: Key::Keyring,
-                value,
-            },
+    /// The keyring's record (its body as `signing_keys` stores it).
+    async fn keyring_record(&self) -> Result<Option<Row>, StoreError> {
+        row(one(self, Op::Read(Key::Keys)).await?)
+    }
+
+    /// Stores the keyring's record at version 1 unless there is one; whether it did.
+    async fn insert_keyring_record(&self, body: Vec<u8>) -> Result<bool, StoreError> {
+        let row = Row {
+            version: 1,
+            account: None,
+            body,
+        };
+        done(
+            one(
+                self,
+                Op::Insert {
+                    key: Key::Keys,
+                    row,
+                    nonce: nonce(),
+                    ttl: None,
+                },
+            )
+            .await?,
         )
-        .await?;
-        self.keyring().await?.ok_or_else(|| {
-            StoreError::Unavailable(anyhow::anyhow!(
-                "the keyring vanished right after it was written"
-            ))
-        })
+    }
+
+    /// Replaces the keyring's record if it is still at `version`; whether it did.
+    async fn swap_keyring_record(&self, version: u64, body: Vec<u8>) -> Result<bool, StoreError> {
+        let row = Row {
+            version: 0,
+            account: None,
+            body,
+        };
+        done(
+            one(
+                self,
+                Op::Swap {
+                    key: Key::Keys,
+                    expected: version,
+                    row,
+                    nonce: nonce(),
+                },
+            )
+            .await?,
+        )
     }
 }
 

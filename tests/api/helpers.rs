@@ -529,12 +529,20 @@ impl TestApp {
             .json()
             .await
             .unwrap();
-        let kid = jsonwebtoken::decode_header(token)
-            .unwrap()
-            .kid
-            .expect("tokens name their key");
-        let key = DecodingKey::from_jwk(jwks.find(&kid).expect("the key is published")).unwrap();
-        let mut validation = Validation::new(Algorithm::RS256);
+        let header = jsonwebtoken::decode_header(token).unwrap();
+        let kid = header.kid.expect("tokens name their key");
+        let jwk = jwks.find(&kid).expect("the key is published");
+        // The algorithm the published key says, never the token's own word.
+        let algorithm: Algorithm = jwk
+            .common
+            .key_algorithm
+            .expect("keys name their algorithm")
+            .to_string()
+            .parse()
+            .unwrap();
+        assert_eq!(header.alg, algorithm);
+        let key = DecodingKey::from_jwk(jwk).unwrap();
+        let mut validation = Validation::new(algorithm);
         validation.set_audience(&[&self.settings.jwt_audience]);
         validation.set_issuer(&[&self.settings.jwt_issuer]);
         jsonwebtoken::decode::<AccessClaims>(token, &key, &validation)

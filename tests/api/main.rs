@@ -9,6 +9,7 @@ mod configuration;
 mod footprint;
 mod helpers;
 mod instances;
+mod keys;
 mod lockout;
 mod model;
 mod openapi;
