@@ -583,8 +583,10 @@ impl SignIn {
                 .into_iter()
                 .collect();
             let write_nonce = records::nonce();
-            let write = [swap(id, version, &next, next_account, write_nonce)
-                .map_err(|e| in_context(e.into()))?];
+            let mut write = vec![
+                swap(id, version, &next, next_account, write_nonce)
+                    .map_err(|e| in_context(e.into()))?,
+            ];
             let mut settle = Vec::new();
             if next.bound().is_some() {
                 settle.push(Op::Read(Key::User(account_email.clone())));
@@ -603,8 +605,10 @@ impl SignIn {
                 (_, Some(attempt)) => settle.push(give_back(account_email, &attempt, &gate)),
                 _ => {}
             }
-            // A completed sign-in's session is written in the same round trip
-            // (it is ended again below if the step does not stand).
+            // A completed sign-in's session is written with the wizard, before
+            // the account is read back (so that an admin change that lands
+            // after the read-back finds the session and ends it), and ended
+            // again below if the step does not stand.
             let opening = match &next.step {
                 Step::Terminated { user } => {
                     let origin = Origin {
@@ -617,7 +621,7 @@ impl SignIn {
                         .sessions
                         .prepare(user.id, &origin, now)
                         .map_err(|e| in_context(e.into()))?;
-                    settle.extend(opening.ops().iter().cloned());
+                    write.extend(opening.ops().iter().cloned());
                     Some(opening)
                 }
                 _ => None,
@@ -639,6 +643,14 @@ impl SignIn {
                 let moved =
                     records::done(next_reply(&mut replies).map_err(|e| in_context(e.into()))?)
                         .map_err(|e| in_context(e.into()))?;
+                // The session's insert, then the sessions its enlisting pushed out.
+                if let Some(opening) = &opening {
+                    next_reply(&mut replies).map_err(|e| in_context(e.into()))?;
+                    let evicted = next_reply(&mut replies).map_err(|e| in_context(e.into()))?;
+                    self.sessions
+                        .end_evicted(opening.user(), Some(evicted))
+                        .await;
+                }
                 if !moved {
                     // Report where the winning request left the wizard, not what we loaded.
                     let current = self.describe(id, presented.wizard_key.as_ref()).await;

@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// How long a rotated-in key is published before it signs: the JWKS's
-/// `max-age`, so that verifiers' cached copies know it by then, and far
-/// longer than instances take to reload (2 s).
+/// How long a rotated-in key is published before it signs: longer than the
+/// JWKS may be cached (`max-age` is 30 s less), so that verifiers' cached
+/// copies know it by then, and far longer than instances take to reload (2 s).
 pub const PUBLISH_AHEAD: Duration = Duration::minutes(5);
 
 /// How often instances look for a changed keyring.
@@ -92,6 +92,11 @@ impl SigningKeys {
                     }
                 }
                 self.loaded.store(row.version, Ordering::Relaxed);
+                if self.kek.is_some() {
+                    // The layout before rotation kept the keys in clear: once
+                    // they are sealed, that copy must not outlive them.
+                    self.store.forget_keyring_before_rotation().await?;
+                }
                 return Ok(self.as_configured(keyring));
             }
             let candidate = match self.store.keyring_before_rotation().await? {
@@ -169,7 +174,13 @@ impl SigningKeys {
         if row.version == self.loaded.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let (keyring, _) = self.open(&row)?;
+        let (keyring, sealed) = self.open(&row)?;
+        // With a KEK, only `load` may take a keyring in clear (to seal it):
+        // one that turns up in clear later was not written by an instance.
+        anyhow::ensure!(
+            sealed || self.kek.is_none(),
+            "the stored keyring is in clear although this instance has a KEK: not loaded"
+        );
         tokens.replace(self.as_configured(keyring))?;
         self.loaded.store(row.version, Ordering::Relaxed);
         tracing::info!(version = row.version, "keyring reloaded");

@@ -100,6 +100,8 @@ impl Keyring {
 
     /// A new key of `algorithm` that signs from `now + publish_ahead`, and
     /// without the keys no token can need any more (see [`Keyring::needed`]).
+    /// A key still waiting to sign signed nothing, so nothing needs it: the
+    /// new key takes its place, and rotating often cannot pile keys up.
     pub fn rotated(
         &self,
         algorithm: SigningAlgorithm,
@@ -107,8 +109,10 @@ impl Keyring {
         publish_ahead: Duration,
         keep_for: Duration,
     ) -> anyhow::Result<Self> {
+        let signing = self.signing_index(now);
         let mut keys: Vec<SigningKey> = self
             .needed(now, keep_for)
+            .filter(|state| state.index <= signing)
             .map(|state| state.key.clone())
             .collect();
         keys.push(SigningKey::new(algorithm, now, now + publish_ahead)?);
@@ -203,20 +207,15 @@ mod tests {
         assert_eq!(third.keys().len(), 2);
         assert_eq!(states(&third, 40), [(ES256, true), (EdDSA, false)]);
         assert_eq!(third.code_pepper().unwrap(), first.code_pepper().unwrap());
-        // Two rotations within the publish delay: the newest due key signs.
-        let quick = first
-            .rotated(ES256, t(1), AHEAD, KEEP)
-            .unwrap()
-            .rotated(EdDSA, t(2), AHEAD, KEEP)
-            .unwrap();
-        assert_eq!(
-            states(&quick, 6),
-            [(RS256, false), (ES256, true), (EdDSA, false)]
-        );
-        assert_eq!(
-            states(&quick, 7),
-            [(RS256, false), (ES256, false), (EdDSA, true)]
-        );
+        // A rotation while a key still waits to sign replaces that key.
+        let mut quick = first.clone();
+        for second in 1..=50 {
+            let at = t(1) + Duration::seconds(second);
+            quick = quick.rotated(ES256, at, AHEAD, KEEP).unwrap();
+        }
+        let quick = quick.rotated(EdDSA, t(2), AHEAD, KEEP).unwrap();
+        assert_eq!(states(&quick, 2), [(RS256, true), (EdDSA, false)]);
+        assert_eq!(states(&quick, 7), [(RS256, false), (EdDSA, true)]);
         assert_eq!(states(&quick, 22), [(EdDSA, true)]);
     }
 

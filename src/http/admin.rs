@@ -5,7 +5,9 @@ use super::envelope::rfc3339;
 use super::error::{ApiError, ErrorKind, store_error};
 use super::my_account::{RevokedData, SessionsData, session_data};
 use crate::clock::Clock;
-use crate::credentials::{HashError, PasswordHasher, SigningAlgorithm, TokenIssuer, TotpSecret};
+use crate::credentials::{
+    HashError, Keyring, PasswordHasher, SigningAlgorithm, TokenIssuer, TotpSecret,
+};
 use crate::domain::{AdminToken, Email, NewPassword, ParseError, PhoneNumber, SessionId, UserId};
 use crate::policy::{InvalidSetting, LivePolicy, PolicyPatch, UpdateError};
 use crate::sessions::Sessions;
@@ -333,7 +335,11 @@ pub async fn delete_user(
     id: web::Path<String>,
 ) -> Result<HttpResponse, AdminError> {
     admin.authorize(&req)?;
-    let id = UserId::parse(&id).map_err(|_| not_found())?;
+    // Sessions before (if the delete then fails, the user is signed out
+    // rather than left with sessions nobody can reach through the admin API)
+    // and after (a sign-in that completed in between).
+    let id = admin.existing(&id).await?.id;
+    admin.end_sessions(id).await?;
     if admin
         .store
         .delete_user(id)
@@ -484,9 +490,8 @@ struct KeysView {
 }
 
 impl AdminApi {
-    /// The keys this instance publishes now.
-    fn keys_view(&self) -> Result<KeysView, AdminError> {
-        let keyring = self.tokens.keyring();
+    /// The keys of `keyring` published now.
+    fn keys_view(&self, keyring: &Keyring) -> Result<KeysView, AdminError> {
         let keys = keyring
             .needed(self.clock.now(), self.tokens.keep_for())
             .map(|state| {
@@ -513,7 +518,7 @@ pub async fn list_keys(
     admin: web::Data<AdminApi>,
 ) -> Result<HttpResponse, AdminError> {
     admin.authorize(&req)?;
-    Ok(HttpResponse::Ok().json(admin.keys_view()?))
+    Ok(HttpResponse::Ok().json(admin.keys_view(&admin.tokens.keyring())?))
 }
 
 #[derive(Deserialize, Default)]
@@ -532,7 +537,7 @@ pub async fn rotate_keys(
         BodyError::Shape(message) => AdminError::new(ErrorKind::InvalidRequest, message),
         BodyError::Field { message, .. } => AdminError::new(ErrorKind::InvalidField, message),
     })?;
-    admin
+    let keyring = admin
         .signing_keys
         .rotate(body.algorithm, admin.tokens.keep_for())
         .await
@@ -549,5 +554,5 @@ pub async fn rotate_keys(
     if let Err(e) = admin.signing_keys.reload(&admin.tokens).await {
         tracing::warn!(error = %e, "could not reload the keyring after rotating it");
     }
-    Ok(HttpResponse::Ok().json(admin.keys_view()?))
+    Ok(HttpResponse::Ok().json(admin.keys_view(&keyring)?))
 }

@@ -7,9 +7,11 @@ use actix_web::{HttpResponse, ResponseError, web};
 use std::sync::Arc;
 
 /// The public keys a verifier may need now (see `signing_keys`): cached
-/// for at most as long as a rotated-in key is published before it signs.
+/// for less than a rotated-in key is published before it signs (with room
+/// for instances that reload late and clocks that differ).
 pub async fn jwks(tokens: web::Data<Arc<TokenIssuer>>, clock: web::Data<Clock>) -> HttpResponse {
-    let max_age = crate::signing_keys::PUBLISH_AHEAD.num_seconds();
+    let max_age =
+        (crate::signing_keys::PUBLISH_AHEAD - chrono::Duration::seconds(30)).num_seconds();
     HttpResponse::Ok()
         .insert_header(("Cache-Control", format!("public, max-age={max_age}")))
         .json(tokens.jwks(clock.now()))

@@ -15,6 +15,11 @@ use secrecy::{ExposeSecret, SecretString};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+/// The most sessions a user keeps: a new one beyond it ends the one closest
+/// to its idle end (the least recently used), so that no client, careless
+/// or hostile, can grow a user's sessions without bound.
+pub const MAX_SESSIONS: u32 = 100;
+
 pub struct Sessions {
     store: Arc<dyn Store>,
     tokens: Arc<TokenIssuer>,
@@ -233,18 +238,37 @@ impl Sessions {
         let number = session.refresh.number + 1;
         let (refresh, digest) = refresh_token::issue(&self.key, session.user, session.id, number)?;
         let next = session.rotated(digest, now, self.lifetimes);
-        let swap = Op::Swap {
-            key,
-            expected: row.version,
-            row: session_row(&next, &email, 0)?,
-            nonce: records::nonce(),
-        };
-        let swap = [swap];
+        let swap = [
+            Op::Swap {
+                key: key.clone(),
+                expected: row.version,
+                row: session_row(&next, &email, 0)?,
+                nonce: records::nonce(),
+            },
+            // Its new idle end, in the index.
+            enlist(&next, now),
+        ];
         let stages: [&[Op]; 1] = [&swap];
         let (swapped, access) = tokio::join!(self.store.run(&stages), self.sign(&next, now));
-        // Exactly one request replaces a token: the others lost the race.
-        if !records::done(swapped?.into_iter().next().ok_or_else(missing)?)? {
-            return Err(RefreshError::Conflict);
+        let mut swapped = swapped?.into_iter();
+        let replaced = records::done(swapped.next().ok_or_else(missing)?)?;
+        self.end_evicted(next.user, swapped.next()).await;
+        if !replaced {
+            // Exactly one request replaces a token. Lost to another refresh,
+            // or the session ended meanwhile (then it stays ended)?
+            return match self
+                .store
+                .run(&[&[Op::Read(key)]])
+                .await?
+                .into_iter()
+                .next()
+            {
+                Some(Reply::Row(Some(_))) => Err(RefreshError::Conflict),
+                _ => {
+                    self.end(next.user, next.id).await?;
+                    Err(RefreshError::Invalid)
+                }
+            };
         }
         Ok(TokenPair {
             access: access?,
@@ -403,10 +427,34 @@ impl Sessions {
         Ok(replies)
     }
 
+    /// Ends the sessions an enlisting pushed out of the user's index (best
+    /// effort: they are out of the index already, and end by time anyway).
+    pub async fn end_evicted(&self, user: UserId, reply: Option<Reply>) {
+        let ids: Vec<SessionId> = match reply {
+            Some(Reply::Members(ids)) => ids
+                .iter()
+                .filter_map(|id| SessionId::parse(id).ok())
+                .collect(),
+            _ => return,
+        };
+        if ids.is_empty() {
+            return;
+        }
+        tracing::info!(user = %user, count = ids.len(), "over the session limit: ending the least recently used");
+        let ops: Vec<Op> = ids
+            .iter()
+            .map(|id| Op::Delete(Key::Session(user, *id)))
+            .collect();
+        if let Err(e) = self.store.run(&[&ops]).await {
+            tracing::warn!(error = %e, "could not end sessions beyond the limit");
+        }
+    }
+
     /// The access token of `session`, signed on the blocking pool (CPU work).
+    /// It ends with the session's refresh token at the latest.
     async fn sign(&self, session: &Session, now: DateTime<Utc>) -> anyhow::Result<IssuedToken> {
         let tokens = Arc::clone(&self.tokens);
-        let (user, id, ends) = (session.user, session.id, session.expires_at);
+        let (user, id, ends) = (session.user, session.id, session.idle_until);
         tokio::task::spawn_blocking(move || tokens.issue_access(user, id, now, ends)).await?
     }
 }
@@ -424,12 +472,16 @@ fn still_current(user: &User, session: &Session) -> bool {
         && !user.force_password_reset
 }
 
+/// Files `session` in its user's index until its refresh token ends (its
+/// idle end): the index holds only sessions that can still be used, at most
+/// [`MAX_SESSIONS`] of them.
 fn enlist(session: &Session, now: DateTime<Utc>) -> Op {
     Op::Enlist {
         set: Key::Sessions(session.user),
         member: session.id.to_string(),
-        until: session.expires_at,
+        until: session.idle_until,
         now,
+        keep: MAX_SESSIONS,
     }
 }
 

@@ -416,6 +416,7 @@ impl Inner {
                 member,
                 until,
                 now,
+                keep,
             } => {
                 let mut members = match self.live(set) {
                     Some(Value::Members(members)) => members.clone(),
@@ -423,6 +424,19 @@ impl Inner {
                 };
                 members.insert(member.clone(), *until);
                 members.retain(|_, until| *until > *now);
+                let mut evicted = Vec::new();
+                while members.len() > *keep as usize {
+                    // The one that ends first (ties by member, as Redis orders them).
+                    let Some(first) = members
+                        .iter()
+                        .min_by(|a, b| (a.1, a.0).cmp(&(b.1, b.0)))
+                        .map(|(member, _)| member.clone())
+                    else {
+                        break;
+                    };
+                    members.remove(&first);
+                    evicted.push(first);
+                }
                 let last = members.values().max().copied();
                 match last {
                     Some(last) => self.set(set.clone(), Value::Members(members), Some(last - *now)),
@@ -430,7 +444,7 @@ impl Inner {
                         self.entries.remove(set);
                     }
                 }
-                Reply::Done(true)
+                Reply::Members(evicted)
             }
             Op::Members { set, now } => Reply::Members(match self.live(set) {
                 Some(Value::Members(members)) => members

@@ -148,13 +148,16 @@ pub enum Op {
         burst: u32,
     },
     /// Adds `member` to the sorted set at `set` (or moves it) to end at
-    /// `until`, and forgets the members that ended by `now`; the set is
-    /// kept as long as its last member.
+    /// `until`, and forgets the members that ended by `now`; then, while
+    /// more than `keep` remain, removes the one that ends first. Answers
+    /// the members it removed that way; the set is kept as long as its
+    /// last member.
     Enlist {
         set: Key,
         member: String,
         until: DateTime<Utc>,
         now: DateTime<Utc>,
+        keep: u32,
     },
     /// The members of the sorted set at `set` that end after `now`.
     Members {

@@ -434,6 +434,12 @@ pub trait Records: Store {
         }))
     }
 
+    /// Deletes the keyring as versions before rotation stored it.
+    async fn forget_keyring_before_rotation(&self) -> Result<(), StoreError> {
+        one(self, Op::Delete(Key::Keyring)).await?;
+        Ok(())
+    }
+
     /// The keyring's record (its body as `signing_keys` stores it).
     async fn keyring_record(&self) -> Result<Option<Row>, StoreError> {
         row(one(self, Op::Read(Key::Keys)).await?)

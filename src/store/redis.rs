@@ -162,11 +162,13 @@ impl RedisStore {
                 member,
                 until,
                 now,
+                keep,
             } => {
                 let mut cmd = self.script(ENLIST, std::slice::from_ref(set));
                 cmd.arg(member)
                     .arg(until.timestamp_millis())
-                    .arg(now.timestamp_millis());
+                    .arg(now.timestamp_millis())
+                    .arg(*keep);
                 cmd
             }
             Op::Members { set, now } => {
@@ -482,10 +484,9 @@ fn reply(op: &Op, value: Value) -> Result<Reply, StoreError> {
             })
         }
         Op::Get(_) => Reply::Value(redis::from_redis_value(value).map_err(parse("a value read"))?),
-        Op::Members { .. } => {
-            Reply::Members(redis::from_redis_value(value).map_err(parse("a members read"))?)
+        Op::Members { .. } | Op::Enlist { .. } => {
+            Reply::Members(redis::from_redis_value(value).map_err(parse("members"))?)
         }
-        Op::Enlist { .. } => Reply::Done(true),
         Op::Delist { .. } => {
             let removed: i64 = redis::from_redis_value(value).map_err(parse("a delist"))?;
             Reply::Done(removed > 0)

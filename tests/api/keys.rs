@@ -232,6 +232,13 @@ async fn a_keyring_in_clear_is_sealed_once_a_kek_comes_and_keys_carry_over_from_
         stored.contains("sealed") && !stored.contains("PRIVATE KEY"),
         "{stored}"
     );
+    // The old layout's copy, in clear, is gone with it.
+    let old_copy: Option<String> = redis::cmd("GET")
+        .arg(format!("{}{{keyring}}", settings.redis_prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(old_copy, None);
     assert_eq!(kids(&jwks(&sealed).await), [old_kid]);
     let user = sealed.create_user(UserSpec::default()).await;
     sealed.sign_in_as(&user, "test-agent/1.0").await;

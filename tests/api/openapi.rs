@@ -15,7 +15,7 @@ use crate::helpers::{
 };
 use chrono::Duration;
 use serde_json::{Value, json};
-use signin_wizard::credentials::TotpSecret;
+use signin_wizard::credentials::{Signer, SigningAlgorithm, TotpSecret};
 use signin_wizard::http::ErrorKind;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{LazyLock, Mutex};
@@ -970,6 +970,7 @@ async fn real_answers_conform_to_the_document() {
         .expect(200, None);
 
     admin_flows(s).await;
+    key_flows(s).await;
     session_flows(s).await;
 
     // TOTP, with the key and the device named in the header; then the completed wizard.
@@ -1444,6 +1445,85 @@ async fn admin_flows(s: &Checked) {
     s.admin("GET", "/api/v2/admin/store", None)
         .await
         .expect(200, None);
+}
+
+/// The signing keys: listed, rotated (a key of each algorithm, each in the
+/// JWKS at once), and what rotation refuses. Each test app has a keyring of
+/// its own, so rotating here changes no other test's tokens.
+async fn key_flows(s: &Checked) {
+    let (keys, rotate) = ("/api/v2/admin/keys", "/api/v2/admin/keys/rotate");
+    let listed = s.admin("GET", keys, None).await.expect(200, None);
+    assert_eq!(
+        listed.body["keys"].as_array().unwrap().len(),
+        1,
+        "{}",
+        listed.body
+    );
+    // Each rotation replaces the key still waiting to sign: the JWKS holds
+    // the signing key and the newest, of each algorithm in turn.
+    for algorithm in ["RS256", "ES256", "EdDSA"] {
+        let rotated = s
+            .admin("POST", rotate, Some(json!({ "algorithm": algorithm })))
+            .await
+            .expect(200, None);
+        let newest = rotated.body["keys"].as_array().unwrap().last().cloned();
+        assert_eq!(newest.unwrap()["algorithm"], algorithm, "{}", rotated.body);
+        let jwks = s.get("/.well-known/jwks.json").await.expect(200, None);
+        assert_eq!(
+            jwks.body["keys"].as_array().unwrap().len(),
+            2,
+            "{}",
+            jwks.body
+        );
+    }
+    s.admin("POST", rotate, None).await.expect(200, None);
+    s.admin("POST", rotate, Some(json!({ "algorithm": "HS256" })))
+        .await
+        .expect(422, Some("invalid_field"));
+    s.admin("POST", rotate, Some(json!({ "alg": "ES256" })))
+        .await
+        .expect(400, Some("invalid_request"));
+    s.send("POST", rotate, &[], None)
+        .await
+        .expect(401, Some("unauthorized"));
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    s.send(
+        "POST",
+        rotate,
+        &[("Authorization", &bearer)],
+        Some(format!("{{\"pad\": \"{}\"}}", "x".repeat(17 * 1024))),
+    )
+    .await
+    .expect(413, Some("payload_too_large"));
+}
+
+/// An operator's key file pins the signing key: it alone is listed, and
+/// rotation answers `keys_pinned`, as documented.
+#[tokio::test]
+async fn pinned_key_answers_conform() {
+    let path = std::env::temp_dir().join(format!("signin-wizard-oas-{}.pem", uuid::Uuid::new_v4()));
+    let pem = Signer::generate(SigningAlgorithm::RS256).unwrap();
+    std::fs::write(&path, secrecy::ExposeSecret::expose_secret(&pem)).unwrap();
+    let sms = FakeSms::spawn().await;
+    let mut settings = test_settings(Backend::Memory, &sms);
+    settings.jwt_private_key_file = Some(path.clone());
+    let app = spawn_with(settings, sms).await;
+    let _ = std::fs::remove_file(&path);
+    let s = &Checked::new(app);
+    let listed = s
+        .admin("GET", "/api/v2/admin/keys", None)
+        .await
+        .expect(200, None);
+    assert_eq!(
+        listed.body["keys"].as_array().unwrap().len(),
+        1,
+        "{}",
+        listed.body
+    );
+    s.admin("POST", "/api/v2/admin/keys/rotate", None)
+        .await
+        .expect(409, Some("keys_pinned"));
+    s.get("/.well-known/jwks.json").await.expect(200, None);
 }
 
 /// The per-IP limits of both APIs, as documented.

@@ -545,3 +545,37 @@ async fn an_admin_lists_and_ends_a_users_sessions() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_user_keeps_at_most_a_hundred_sessions_and_the_least_recently_used_ends_first() {
+    for backend in BACKENDS {
+        let app = spawn_app(backend).await;
+        let user = app.create_user(UserSpec::default()).await;
+        let oldest = app.sign_in_as(&user, CHROME_ON_WINDOWS).await;
+        app.advance_clock(Duration::seconds(1));
+        let second = app.sign_in_as(&user, CHROME_ON_WINDOWS).await;
+        app.advance_clock(Duration::seconds(1));
+        // Refreshing the oldest makes the second the least recently used.
+        let oldest = Tokens::of(&app.refresh(&oldest.refresh).await);
+        let mut newest = None;
+        for _ in 0..98 {
+            newest = Some(app.sign_in_as(&user, SAFARI_ON_IPHONE).await);
+        }
+        let newest = newest.unwrap();
+        assert_eq!(sessions(&app, &newest).await.len(), 100, "{backend:?}");
+        // The 101st pushes out the least recently used, which ends at once.
+        app.sign_in_as(&user, SAFARI_ON_IPHONE).await;
+        assert_eq!(sessions(&app, &newest).await.len(), 100, "{backend:?}");
+        assert_refused(
+            &me(&app, &second).await,
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+        );
+        assert_refused(
+            &app.refresh(&second.refresh).await,
+            StatusCode::UNAUTHORIZED,
+            "invalid_refresh_token",
+        );
+        assert_signed_in_envelope(&me(&app, &oldest).await);
+    }
+}

@@ -647,12 +647,15 @@ async fn sorted_sets_keep_their_members_until_they_end() {
         let set = Key::Sessions(UserId::random());
         // In minutes: the set is kept (by the store's own clock) until its last member ends.
         let at = |minutes: i64| t(minutes * 60_000);
-        let enlist = |member: &str, until: i64, now: i64| Op::Enlist {
+        let enlist_keeping = |member: &str, until: i64, now: i64, keep: u32| Op::Enlist {
             set: set.clone(),
             member: member.to_owned(),
             until: at(until),
             now: at(now),
+            keep,
         };
+        let enlist = |member: &str, until: i64, now: i64| enlist_keeping(member, until, now, 10);
+        let none = Reply::Members(Vec::new());
         let members = |now: i64| Op::Members {
             set: set.clone(),
             now: at(now),
@@ -665,8 +668,8 @@ async fn sorted_sets_keep_their_members_until_they_end() {
             other => panic!("{other:?}"),
         };
         assert_eq!(sorted(one(store, members(0)).await), Vec::<String>::new());
-        assert_eq!(one(store, enlist("a", 100, 0)).await, Reply::Done(true));
-        assert_eq!(one(store, enlist("b", 50, 0)).await, Reply::Done(true));
+        assert_eq!(one(store, enlist("a", 100, 0)).await, none);
+        assert_eq!(one(store, enlist("b", 50, 0)).await, none);
         assert_eq!(
             sorted(one(store, members(10)).await),
             ["a", "b"],
@@ -698,7 +701,25 @@ async fn sorted_sets_keep_their_members_until_they_end() {
             "{backend:?}"
         );
         assert_eq!(sorted(one(store, members(10)).await), ["c"], "{backend:?}");
-        assert_eq!(one(store, delist("c")).await, Reply::Done(true));
+        // Beyond `keep`, the members that end first are pushed out, and answered.
+        one(store, enlist("d", 150, 60)).await;
+        assert_eq!(
+            sorted(one(store, enlist_keeping("e", 400, 60, 2)).await),
+            ["d"],
+            "{backend:?}"
+        );
+        assert_eq!(
+            sorted(one(store, members(60)).await),
+            ["c", "e"],
+            "{backend:?}"
+        );
+        assert_eq!(
+            sorted(one(store, enlist_keeping("f", 500, 60, 1)).await),
+            ["c", "e"],
+            "{backend:?}"
+        );
+        assert_eq!(one(store, delist("f")).await, Reply::Done(true));
+        assert_eq!(one(store, delist("c")).await, Reply::Done(false));
         assert_eq!(sorted(one(store, members(10)).await), Vec::<String>::new());
     }
 }
