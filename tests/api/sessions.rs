@@ -156,6 +156,8 @@ async fn refresh_replaces_both_tokens_and_a_replaced_refresh_token_ends_the_sess
         let user = app.create_user(UserSpec::default()).await;
         let first = app.sign_in_as(&user, CHROME_ON_WINDOWS).await;
         app.advance_clock(Duration::minutes(20));
+        // The access token expired (15 minutes and the leeway); the session did not.
+        assert_refused(&me(&app, &first).await, StatusCode::UNAUTHORIZED, "invalid_token");
 
         let reply = app.refresh(&first.refresh).await;
         assert_signed_in_envelope(&reply);
