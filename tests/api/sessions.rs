@@ -32,6 +32,20 @@ fn assert_refused(reply: &Reply, status: StatusCode, code: &str) {
     assert_eq!(reply.workflow(), "login");
 }
 
+/// The session of `tokens` ended: neither token works any more.
+async fn assert_ended(app: &TestApp, tokens: &Tokens) {
+    assert_refused(
+        &me(app, tokens).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    );
+    assert_refused(
+        &app.refresh(&tokens.refresh).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_refresh_token",
+    );
+}
+
 async fn me(app: &TestApp, tokens: &Tokens) -> Reply {
     app.get_with_bearer("/api/v2/my/me", &tokens.access).await
 }
@@ -100,16 +114,7 @@ async fn a_sign_in_opens_a_session_its_user_sees_with_its_device_and_can_end() {
         let reply = end(&app, &laptop, &session_id(&phone)).await;
         assert_signed_in_envelope(&reply);
         assert_eq!(reply.body["data"]["revoked"], 1);
-        assert_refused(
-            &me(&app, &phone).await,
-            StatusCode::UNAUTHORIZED,
-            "invalid_token",
-        );
-        assert_refused(
-            &app.refresh(&phone.refresh).await,
-            StatusCode::UNAUTHORIZED,
-            "invalid_refresh_token",
-        );
+        assert_ended(&app, &phone).await;
         assert_eq!(sessions(&app, &laptop).await.len(), 1);
         // Gone, malformed, or nobody's: not found, the same way.
         for id in [
@@ -157,7 +162,11 @@ async fn refresh_replaces_both_tokens_and_a_replaced_refresh_token_ends_the_sess
         let first = app.sign_in_as(&user, CHROME_ON_WINDOWS).await;
         app.advance_clock(Duration::minutes(20));
         // The access token expired (15 minutes and the leeway); the session did not.
-        assert_refused(&me(&app, &first).await, StatusCode::UNAUTHORIZED, "invalid_token");
+        assert_refused(
+            &me(&app, &first).await,
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+        );
 
         let reply = app.refresh(&first.refresh).await;
         assert_signed_in_envelope(&reply);
@@ -197,16 +206,7 @@ async fn refresh_replaces_both_tokens_and_a_replaced_refresh_token_ends_the_sess
             StatusCode::UNAUTHORIZED,
             "invalid_refresh_token",
         );
-        assert_refused(
-            &app.refresh(&second.refresh).await,
-            StatusCode::UNAUTHORIZED,
-            "invalid_refresh_token",
-        );
-        assert_refused(
-            &me(&app, &second).await,
-            StatusCode::UNAUTHORIZED,
-            "invalid_token",
-        );
+        assert_ended(&app, &second).await;
     }
 }
 
@@ -338,16 +338,7 @@ async fn sessions_end_when_idle_and_at_their_absolute_end() {
         let expiry = DateTime::parse_from_rfc3339(&last_expiry.unwrap()).unwrap();
         assert_eq!(expiry - created, Duration::hours(2), "{backend:?}");
         app.advance_clock(Duration::minutes(20));
-        assert_refused(
-            &app.refresh(&tokens.refresh).await,
-            StatusCode::UNAUTHORIZED,
-            "invalid_refresh_token",
-        );
-        assert_refused(
-            &me(&app, &tokens).await,
-            StatusCode::UNAUTHORIZED,
-            "invalid_token",
-        );
+        assert_ended(&app, &tokens).await;
     }
 }
 
@@ -367,16 +358,7 @@ async fn sign_out_and_revoke_all() {
             .await;
         assert_signed_in_envelope(&reply);
         assert_eq!(reply.body["data"]["revoked"], 1);
-        assert_refused(
-            &me(&app, &a).await,
-            StatusCode::UNAUTHORIZED,
-            "invalid_token",
-        );
-        assert_refused(
-            &app.refresh(&a.refresh).await,
-            StatusCode::UNAUTHORIZED,
-            "invalid_refresh_token",
-        );
+        assert_ended(&app, &a).await;
 
         // All but the current one...
         let reply = app
@@ -568,16 +550,7 @@ async fn a_user_keeps_at_most_a_hundred_sessions_and_the_least_recently_used_end
         // The 101st pushes out the least recently used, which ends at once.
         app.sign_in_as(&user, SAFARI_ON_IPHONE).await;
         assert_eq!(sessions(&app, &newest).await.len(), 100, "{backend:?}");
-        assert_refused(
-            &me(&app, &second).await,
-            StatusCode::UNAUTHORIZED,
-            "invalid_token",
-        );
-        assert_refused(
-            &app.refresh(&second.refresh).await,
-            StatusCode::UNAUTHORIZED,
-            "invalid_refresh_token",
-        );
+        assert_ended(&app, &second).await;
         assert_signed_in_envelope(&me(&app, &oldest).await);
     }
 }
