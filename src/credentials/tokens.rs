@@ -38,6 +38,11 @@ pub struct AccessClaims {
     pub jti: String,
     /// The session this sign-in opened (see `sessions`).
     pub sid: String,
+    /// RFC 9068 §2.2: the client the token was issued to. The portal is the
+    /// one client, so it is named as the audience names it (empty in tokens
+    /// signed before this claim existed).
+    #[serde(default)]
+    pub client_id: String,
     pub token_use: TokenUse,
 }
 
@@ -154,7 +159,10 @@ impl TokenIssuer {
         now: DateTime<Utc>,
     ) -> Result<AccessClaims, TokenRejection> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRejection::Malformed)?;
-        if header.typ.as_deref() != Some(ACCESS_TOKEN_TYPE) {
+        // RFC 9068 §4: `at+jwt`, or its full media type (RFC 7515 §4.1.9).
+        let typ = header.typ.as_deref().unwrap_or_default();
+        let typ = typ.strip_prefix("application/").unwrap_or(typ);
+        if !typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYPE) {
             return Err(TokenRejection::WrongType);
         }
         // Only a key this service still publishes, and only with its own
@@ -221,6 +229,7 @@ impl TokenIssuer {
             exp: expires_at.timestamp(),
             jti: Uuid::new_v4().to_string(),
             sid: session.to_string(),
+            client_id: self.settings.audience.clone(),
             token_use: TokenUse::Access,
         };
         let loaded = self.loaded();
@@ -453,6 +462,18 @@ mod tests {
         );
         assert_eq!(
             issuer.verify_access(&signed(Some("JWT"), &claims), now),
+            Err(WrongType)
+        );
+        for typ in ["application/at+jwt", "AT+JWT"] {
+            assert!(
+                issuer
+                    .verify_access(&signed(Some(typ), &claims), now)
+                    .is_ok(),
+                "{typ}"
+            );
+        }
+        assert_eq!(
+            issuer.verify_access(&signed(Some("application/jwt"), &claims), now),
             Err(WrongType)
         );
         assert_eq!(
