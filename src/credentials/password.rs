@@ -93,10 +93,11 @@ impl PasswordHasher {
             .run(move || {
                 let parsed = argon2::PasswordHash::new(&phc)
                     .map_err(|e| anyhow::anyhow!("stored password hash is malformed: {e}"))?;
+                // The NFKC form, then as typed for a password set before
+                // passwords were normalized (the same work for an unknown account).
+                let matches = |text: &str| argon2.verify_password(text.as_bytes(), &parsed).is_ok();
                 Ok::<_, anyhow::Error>(
-                    argon2
-                        .verify_password(password.expose().as_bytes(), &parsed)
-                        .is_ok(),
+                    matches(password.expose()) || password.as_typed().is_some_and(matches),
                 )
             })
             .await??;
@@ -171,6 +172,39 @@ mod tests {
         assert!(hasher.verify(&right, Some(&hash)).await.unwrap());
         assert!(!hasher.verify(&wrong, Some(&hash)).await.unwrap());
         assert!(!hasher.verify(&right, None).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_password_matches_however_its_accents_were_typed() {
+        let hasher = PasswordHasher::new(cheap(), 2, 4).await.unwrap();
+        let typed = |text: &str| Password::parse(text.to_owned().into()).unwrap();
+        let (composed, decomposed) = (
+            "caf\u{e9} cr\u{e8}me tous les jours",
+            "cafe\u{301} cre\u{300}me tous les jours",
+        );
+        // Set in one form, typed in the other.
+        let set = hasher
+            .hash(&NewPassword::parse(decomposed.to_owned().into()).unwrap())
+            .await
+            .unwrap();
+        assert!(hasher.verify(&typed(composed), Some(&set)).await.unwrap());
+        // A hash of the form as typed, from before passwords were normalized.
+        let before = hasher
+            .hash_secret(decomposed.to_owned().into())
+            .await
+            .unwrap();
+        assert!(
+            hasher
+                .verify(&typed(decomposed), Some(&before))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !hasher
+                .verify(&typed("cafe creme tous les jours"), Some(&before))
+                .await
+                .unwrap()
+        );
     }
 
     #[test]

@@ -199,6 +199,15 @@ async fn invalid_user_fields_are_422_naming_the_field() {
             json!({ "email": "a@b.test", "password": "short" }),
             "password",
         ),
+        // NIST SP 800-63B: a common password is refused whatever its length.
+        (
+            json!({ "email": "a@b.test", "password": "password123" }),
+            "password",
+        ),
+        (
+            json!({ "email": "a@b.test", "password": "qwertyuiop" }),
+            "password",
+        ),
         (
             json!({ "email": "a@b.test", "password": "a long password", "phone": "555" }),
             "phone",
@@ -360,4 +369,23 @@ async fn concurrent_changes_to_one_user_never_lose_one() {
             "{backend:?}: the old password still works"
         );
     }
+}
+
+#[tokio::test]
+async fn a_password_set_with_one_accent_encoding_signs_in_with_the_other() {
+    let app = spawn_app(Backend::Memory).await;
+    let email = format!("u-{}@example.test", uuid::Uuid::new_v4().simple());
+    let (status, _) = app
+        .admin(
+            Method::POST,
+            "/api/v2/admin/users",
+            Some(json!({ "email": email, "password": "cafe\u{301} cre\u{300}me tous les jours" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let uuid = app.start().await;
+    let reply = app
+        .signin(&uuid, &email, "caf\u{e9} cr\u{e8}me tous les jours")
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
 }

@@ -101,7 +101,10 @@ async fn access_tokens_of_every_algorithm_verify_with_ring_against_the_published
         assert_eq!(claims["token_use"], "access");
         assert_eq!(claims["client_id"], app.settings.jwt_audience.as_str());
         for claim in ["iss", "exp", "aud", "sub", "client_id", "iat", "jti"] {
-            assert!(claims.get(claim).is_some(), "RFC 9068 §2.2 requires {claim}");
+            assert!(
+                claims.get(claim).is_some(),
+                "RFC 9068 §2.2 requires {claim}"
+            );
         }
         let now = chrono::Utc::now().timestamp();
         let (nbf, exp) = (
