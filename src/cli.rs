@@ -56,6 +56,13 @@ pub enum KeysCommand {
     /// keys no token needs any more leave. Straight in Redis when
     /// WIZARD_REDIS_URL is set, otherwise through a running server's admin API.
     Rotate(RotateKeys),
+    /// Seal a keyring stored in clear with the KEK (WIZARD_KEK or
+    /// WIZARD_KEK_FILE), in Redis, once every instance runs this version;
+    /// then rotate: the keys were readable until now.
+    Seal {
+        #[command(flatten)]
+        settings: Settings,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -233,6 +240,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::Replay(args)) => replay_command(args).await,
         Some(Command::Keys(KeysCommand::Rotate(rotate))) => rotate_keys(rotate).await,
+        Some(Command::Keys(KeysCommand::Seal { settings })) => {
+            anyhow::ensure!(
+                settings.redis_url.is_some(),
+                "the embedded store lives in its process and is never stored: nothing to seal"
+            );
+            let keys = SigningKeys::new(
+                open_store(&settings).await?,
+                settings.kek()?,
+                settings.jwt_algorithm,
+                None,
+                Clock::default(),
+            );
+            match keys.seal_stored().await? {
+                true => println!(
+                    "sealed; now rotate the signing keys (`keys rotate`): they were stored in clear until now"
+                ),
+                false => println!("nothing in clear to seal"),
+            }
+            Ok(())
+        }
         Some(Command::TotpCode { secret }) => {
             let secret = TotpSecret::parse(&secret)?;
             println!(

@@ -632,6 +632,7 @@ impl SignIn {
                 .await
                 .map_err(|e| in_context(e.into()))?
                 .into_iter();
+            let mut beyond = None;
             let finished: Result<Outcome, Failure> = async {
                 let fresh = match burn.is_empty() {
                     true => true,
@@ -643,13 +644,11 @@ impl SignIn {
                 let moved =
                     records::done(next_reply(&mut replies).map_err(|e| in_context(e.into()))?)
                         .map_err(|e| in_context(e.into()))?;
-                // The session's insert, then the sessions its enlisting pushed out.
-                if let Some(opening) = &opening {
+                // The session's insert, then the sessions beyond the limit
+                // (ended once the step stands).
+                if opening.is_some() {
                     next_reply(&mut replies).map_err(|e| in_context(e.into()))?;
-                    let evicted = next_reply(&mut replies).map_err(|e| in_context(e.into()))?;
-                    self.sessions
-                        .end_evicted(opening.user(), Some(evicted))
-                        .await;
+                    beyond = Some(next_reply(&mut replies).map_err(|e| in_context(e.into()))?);
                 }
                 if !moved {
                     // Report where the winning request left the wizard, not what we loaded.
@@ -705,10 +704,11 @@ impl SignIn {
                 })
             }
             .await;
-            if finished.is_err()
-                && let Some(opening) = &opening
-            {
-                self.sessions.discard(opening).await;
+            if let Some(opening) = &opening {
+                match &finished {
+                    Ok(_) => self.sessions.end_beyond_limit(opening.user(), beyond).await,
+                    Err(_) => self.sessions.discard(opening).await,
+                }
             }
             finished
         }

@@ -73,33 +73,22 @@ impl SigningKeys {
         }
     }
 
-    /// The keyring: the stored one, or a new one stored now. A keyring
-    /// stored in clear is sealed now if a KEK has come.
+    /// The keyring: the stored one, or a new one stored now. With a KEK,
+    /// a keyring found in clear (or in the layout before rotation) is
+    /// refused: anyone who can write the store could have put it there, so
+    /// sealing it is an operator's act (`signin-wizard keys seal`).
     pub async fn load(&self) -> anyhow::Result<Keyring> {
         for _ in 0..5 {
             if let Some(row) = self.store.keyring_record().await? {
-                let (keyring, sealed) = self.open(&row)?;
-                if !sealed && self.kek.is_some() {
-                    // Another instance may seal it first: the next read sees that.
-                    if self
-                        .store
-                        .swap_keyring_record(row.version, self.seal(&keyring)?)
-                        .await?
-                    {
-                        tracing::info!(
-                            "the keyring was stored in clear: it is sealed with the KEK now"
-                        );
-                    }
-                }
+                let keyring = self.open_sealed(&row)?;
                 self.loaded.store(row.version, Ordering::Relaxed);
-                if self.kek.is_some() {
-                    // The layout before rotation kept the keys in clear: once
-                    // they are sealed, that copy must not outlive them.
-                    self.store.forget_keyring_before_rotation().await?;
-                }
                 return Ok(self.as_configured(keyring));
             }
             let candidate = match self.store.keyring_before_rotation().await? {
+                Some(_) if self.kek.is_some() => anyhow::bail!(
+                    "the keyring is stored in clear (as versions before rotation kept it): \
+                     run `signin-wizard keys seal` once to seal it with the KEK"
+                ),
                 Some(old) => old,
                 None => {
                     let (algorithm, now) = (self.algorithm, self.clock.now());
@@ -112,6 +101,37 @@ impl SigningKeys {
                 .await?;
         }
         anyhow::bail!("the keyring could not be read back after it was stored")
+    }
+
+    /// Seals a keyring stored in clear with the KEK (the versioned record,
+    /// or the layout before rotation, whose copy in clear is then deleted).
+    /// Run once, when a KEK comes to a store, after every instance runs a
+    /// version that reads the versioned record. Whether there was one to seal.
+    pub async fn seal_stored(&self) -> anyhow::Result<bool> {
+        anyhow::ensure!(
+            self.kek.is_some(),
+            "set WIZARD_KEK or WIZARD_KEK_FILE to seal with"
+        );
+        let sealed = match self.store.keyring_record().await? {
+            Some(row) => match self.open(&row)? {
+                (_, true) => false,
+                (keyring, false) => {
+                    anyhow::ensure!(
+                        self.store
+                            .swap_keyring_record(row.version, self.seal(&keyring)?)
+                            .await?,
+                        "the keyring changed while it was being sealed; run it again"
+                    );
+                    true
+                }
+            },
+            None => match self.store.keyring_before_rotation().await? {
+                Some(old) => self.store.insert_keyring_record(self.seal(&old)?).await?,
+                None => false,
+            },
+        };
+        self.store.forget_keyring_before_rotation().await?;
+        Ok(sealed)
     }
 
     /// Adds a key of `algorithm` (the configured one if `None`) that signs
@@ -132,7 +152,7 @@ impl SigningKeys {
                 .keyring_record()
                 .await?
                 .context("there is no keyring to rotate yet")?;
-            let (keyring, _) = self.open(&row)?;
+            let keyring = self.open_sealed(&row)?;
             // Whole seconds, like the tokens' times: a token signed at the
             // second a key starts signing names that key.
             let now = self.clock.now();
@@ -174,13 +194,7 @@ impl SigningKeys {
         if row.version == self.loaded.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let (keyring, sealed) = self.open(&row)?;
-        // With a KEK, only `load` may take a keyring in clear (to seal it):
-        // one that turns up in clear later was not written by an instance.
-        anyhow::ensure!(
-            sealed || self.kek.is_none(),
-            "the stored keyring is in clear although this instance has a KEK: not loaded"
-        );
+        let keyring = self.open_sealed(&row)?;
         tokens.replace(self.as_configured(keyring))?;
         self.loaded.store(row.version, Ordering::Relaxed);
         tracing::info!(version = row.version, "keyring reloaded");
@@ -190,6 +204,18 @@ impl SigningKeys {
     /// Whether the keyring is stored in clear (no KEK).
     pub fn in_clear(&self) -> bool {
         self.kek.is_none()
+    }
+
+    /// The keyring in a record, which must be sealed if this instance has a
+    /// KEK (with one, instances never write it in clear).
+    fn open_sealed(&self, row: &Row) -> anyhow::Result<Keyring> {
+        match self.open(row)? {
+            (_, false) if self.kek.is_some() => anyhow::bail!(
+                "the stored keyring is in clear although a KEK is set: not used; \
+                 run `signin-wizard keys seal` once if it is yours"
+            ),
+            (keyring, _) => Ok(keyring),
+        }
     }
 
     /// The keyring in a record, and whether it was sealed.

@@ -33,6 +33,9 @@ pub struct SigningKey {
     pub signs_from: DateTime<Utc>,
 }
 
+/// A waiting key this close to signing is kept by a rotation.
+const DUE_SOON: Duration = Duration::minutes(1);
+
 fn expose<S: serde::Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(secret.expose_secret())
 }
@@ -100,8 +103,9 @@ impl Keyring {
 
     /// A new key of `algorithm` that signs from `now + publish_ahead`, and
     /// without the keys no token can need any more (see [`Keyring::needed`]).
-    /// A key still waiting to sign signed nothing, so nothing needs it: the
-    /// new key takes its place, and rotating often cannot pile keys up.
+    /// A key still waiting to sign (and not about to) signed nothing, so
+    /// nothing needs it: the new key takes its place, and rotating often
+    /// cannot pile keys up.
     pub fn rotated(
         &self,
         algorithm: SigningAlgorithm,
@@ -109,10 +113,12 @@ impl Keyring {
         publish_ahead: Duration,
         keep_for: Duration,
     ) -> anyhow::Result<Self> {
+        // Kept: what signs or signed, and a key due within a minute (an
+        // instance with a clock ahead, or not reloaded yet, may sign with it).
         let signing = self.signing_index(now);
         let mut keys: Vec<SigningKey> = self
             .needed(now, keep_for)
-            .filter(|state| state.index <= signing)
+            .filter(|state| state.index <= signing || state.key.signs_from <= now + DUE_SOON)
             .map(|state| state.key.clone())
             .collect();
         keys.push(SigningKey::new(algorithm, now, now + publish_ahead)?);

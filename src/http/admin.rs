@@ -68,7 +68,7 @@ impl AdminApi {
     async fn end_sessions(&self, user: UserId) -> Result<usize, AdminError> {
         let ended = self
             .sessions
-            .end_all(user, None, self.clock.now())
+            .end_all(user, None)
             .await
             .map_err(|e| AdminError(store_error(&e)))?;
         tracing::info!(user_id = %user, ended, "sessions ended");
@@ -337,8 +337,9 @@ pub async fn delete_user(
     admin.authorize(&req)?;
     // Sessions before (if the delete then fails, the user is signed out
     // rather than left with sessions nobody can reach through the admin API)
-    // and after (a sign-in that completed in between).
-    let id = admin.existing(&id).await?.id;
+    // and after (a sign-in that completed in between); by id, so that a
+    // retry after a failure ends them even once the user is gone.
+    let id = UserId::parse(&id).map_err(|_| not_found())?;
     admin.end_sessions(id).await?;
     if admin
         .store

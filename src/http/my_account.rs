@@ -225,7 +225,7 @@ pub async fn end_all_sessions(
     let keep = body.keep_current.then_some(auth.session.id);
     let revoked = my
         .sessions
-        .end_all(auth.session.user, keep, my.clock.now())
+        .end_all(auth.session.user, keep)
         .await
         .map_err(|e| store_error(&e))?;
     Ok(Envelope::signed_in(RevokedData { revoked }).respond())

@@ -252,7 +252,6 @@ impl Sessions {
         let (swapped, access) = tokio::join!(self.store.run(&stages), self.sign(&next, now));
         let mut swapped = swapped?.into_iter();
         let replaced = records::done(swapped.next().ok_or_else(missing)?)?;
-        self.end_evicted(next.user, swapped.next()).await;
         if !replaced {
             // Exactly one request replaces a token. Lost to another refresh,
             // or the session ended meanwhile (then it stays ended)?
@@ -270,6 +269,7 @@ impl Sessions {
                 }
             };
         }
+        self.end_beyond_limit(next.user, swapped.next()).await;
         Ok(TokenPair {
             access: access?,
             refresh: refresh_issued(refresh, &next),
@@ -333,30 +333,28 @@ impl Sessions {
 
     /// Ends one of the user's sessions; whether it was there.
     pub async fn end(&self, user: UserId, id: SessionId) -> Result<bool, StoreError> {
-        let ops = [
-            Op::Delete(Key::Session(user, id)),
-            Op::Delist {
-                set: Key::Sessions(user),
-                member: id.to_string(),
-            },
-        ];
-        let replies = self.store.run(&[&ops]).await?;
-        records::done(replies.into_iter().next().ok_or_else(missing)?)
+        Ok(self.end_many(user, &[id]).await? == 1)
     }
 
-    /// Ends all of the user's sessions but `keep`; how many ended.
+    /// Ends all of the user's sessions but `keep`; how many ended. Every
+    /// member of the index counts, idle or not: ending one too many costs
+    /// nothing, missing one would leave it working.
     pub async fn end_all(
         &self,
         user: UserId,
         keep: Option<SessionId>,
-        now: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
         let ids: Vec<SessionId> = self
-            .ids(user, now)
+            .ids(user, DateTime::<Utc>::MIN_UTC)
             .await?
             .into_iter()
             .filter(|id| Some(*id) != keep)
             .collect();
+        self.end_many(user, &ids).await
+    }
+
+    /// Ends the user's sessions `ids` (record, then index entry); how many were there.
+    async fn end_many(&self, user: UserId, ids: &[SessionId]) -> Result<usize, StoreError> {
         let ops: Vec<Op> = ids
             .iter()
             .flat_map(|id| {
@@ -369,9 +367,8 @@ impl Sessions {
                 ]
             })
             .collect();
-        let replies = self.store.run(&[&ops]).await?;
         let mut ended = 0;
-        for reply in replies.into_iter().step_by(2) {
+        for reply in self.store.run(&[&ops]).await?.into_iter().step_by(2) {
             ended += usize::from(records::done(reply)?);
         }
         Ok(ended)
@@ -427,9 +424,10 @@ impl Sessions {
         Ok(replies)
     }
 
-    /// Ends the sessions an enlisting pushed out of the user's index (best
-    /// effort: they are out of the index already, and end by time anyway).
-    pub async fn end_evicted(&self, user: UserId, reply: Option<Reply>) {
+    /// Ends the sessions an enlisting found beyond [`MAX_SESSIONS`] (the
+    /// least recently used). Best effort: a session not ended stays in the
+    /// index, where the next enlisting, a listing or an end-all finds it.
+    pub async fn end_beyond_limit(&self, user: UserId, reply: Option<Reply>) {
         let ids: Vec<SessionId> = match reply {
             Some(Reply::Members(ids)) => ids
                 .iter()
@@ -441,11 +439,7 @@ impl Sessions {
             return;
         }
         tracing::info!(user = %user, count = ids.len(), "over the session limit: ending the least recently used");
-        let ops: Vec<Op> = ids
-            .iter()
-            .map(|id| Op::Delete(Key::Session(user, *id)))
-            .collect();
-        if let Err(e) = self.store.run(&[&ops]).await {
+        if let Err(e) = self.end_many(user, &ids).await {
             tracing::warn!(error = %e, "could not end sessions beyond the limit");
         }
     }

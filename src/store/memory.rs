@@ -422,21 +422,20 @@ impl Inner {
                     Some(Value::Members(members)) => members.clone(),
                     _ => HashMap::new(),
                 };
-                members.insert(member.clone(), *until);
+                let end = members.entry(member.clone()).or_insert(*until);
+                *end = (*end).max(*until);
                 members.retain(|_, until| *until > *now);
-                let mut evicted = Vec::new();
-                while members.len() > *keep as usize {
-                    // The one that ends first (ties by member, as Redis orders them).
-                    let Some(first) = members
-                        .iter()
-                        .min_by(|a, b| (a.1, a.0).cmp(&(b.1, b.0)))
-                        .map(|(member, _)| member.clone())
-                    else {
-                        break;
-                    };
-                    members.remove(&first);
-                    evicted.push(first);
-                }
+                // The ones that end first (ties by member, as Redis orders them).
+                let mut by_end: Vec<(&DateTime<Utc>, &String)> =
+                    members.iter().map(|(m, end)| (end, m)).collect();
+                by_end.sort();
+                let over = members.len().saturating_sub(*keep as usize);
+                let beyond: Vec<String> = by_end
+                    .into_iter()
+                    .map(|(_, m)| m.clone())
+                    .filter(|m| m != member)
+                    .take(over)
+                    .collect();
                 let last = members.values().max().copied();
                 match last {
                     Some(last) => self.set(set.clone(), Value::Members(members), Some(last - *now)),
@@ -444,7 +443,7 @@ impl Inner {
                         self.entries.remove(set);
                     }
                 }
-                Reply::Members(evicted)
+                Reply::Members(beyond)
             }
             Op::Members { set, now } => Reply::Members(match self.live(set) {
                 Some(Value::Members(members)) => members

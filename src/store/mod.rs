@@ -147,11 +147,12 @@ pub enum Op {
         interval: std::time::Duration,
         burst: u32,
     },
-    /// Adds `member` to the sorted set at `set` (or moves it) to end at
-    /// `until`, and forgets the members that ended by `now`; then, while
-    /// more than `keep` remain, removes the one that ends first. Answers
-    /// the members it removed that way; the set is kept as long as its
-    /// last member.
+    /// Adds `member` to the sorted set at `set` to end at `until` (or moves
+    /// its end later, never earlier), and forgets the members that ended by
+    /// `now`. Answers the members beyond the `keep` that end last, `member`
+    /// never among them, without removing them (whoever ends them delists
+    /// them, so a member is never lost while its record may live). The set
+    /// is kept as long as its last member. Safe to run again.
     Enlist {
         set: Key,
         member: String,

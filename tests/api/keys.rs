@@ -12,8 +12,10 @@ use base64::engine::general_purpose::STANDARD;
 use chrono::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use signin_wizard::clock::Clock;
 use signin_wizard::config::Settings;
 use signin_wizard::credentials::{Signer, SigningAlgorithm};
+use signin_wizard::signing_keys::SigningKeys;
 use signin_wizard::startup::Application;
 
 async fn jwks(app: &TestApp) -> Value {
@@ -191,7 +193,7 @@ async fn with_a_kek_the_keyring_is_sealed_in_redis_and_only_that_kek_opens_it() 
 }
 
 #[tokio::test]
-async fn a_keyring_in_clear_is_sealed_once_a_kek_comes_and_keys_carry_over_from_the_old_layout() {
+async fn keys_carry_over_from_the_old_layout_and_an_operator_seals_them_when_a_kek_comes() {
     let sms = FakeSms::spawn().await;
     let mut settings = test_settings(Backend::Redis, &sms);
     // The layout before rotation: one RSA key and the pepper, in clear at `{keyring}`.
@@ -225,7 +227,20 @@ async fn a_keyring_in_clear_is_sealed_once_a_kek_comes_and_keys_carry_over_from_
             .contains("PRIVATE KEY")
     );
 
+    // A KEK does not take a keyring found in clear on its own (anyone who
+    // can write the store could have put it there): an operator seals it.
     settings.kek = Some(kek(3));
+    let error = build(&settings).await.err().expect("refused").to_string();
+    assert!(error.contains("keys seal"), "{error}");
+    let keys = SigningKeys::new(
+        signin_wizard::startup::open_store(&settings).await.unwrap(),
+        settings.kek().unwrap(),
+        settings.jwt_algorithm,
+        None,
+        Clock::default(),
+    );
+    assert!(keys.seal_stored().await.unwrap());
+    assert!(!keys.seal_stored().await.unwrap(), "once");
     let sealed = spawn_with(settings.clone(), sms).await;
     let stored = stored_keyring(&settings.redis_prefix).await;
     assert!(

@@ -683,8 +683,9 @@ async fn sorted_sets_keep_their_members_until_they_end() {
             ["a", "c"],
             "{backend:?}"
         );
-        // Enlisting again moves a member's end.
+        // Enlisting again moves a member's end later, never earlier.
         one(store, enlist("a", 300, 60)).await;
+        one(store, enlist("a", 120, 60)).await;
         assert_eq!(sorted(one(store, members(250)).await), ["a"], "{backend:?}");
         let delist = |member: &str| Op::Delist {
             set: set.clone(),
@@ -701,7 +702,8 @@ async fn sorted_sets_keep_their_members_until_they_end() {
             "{backend:?}"
         );
         assert_eq!(sorted(one(store, members(10)).await), ["c"], "{backend:?}");
-        // Beyond `keep`, the members that end first are pushed out, and answered.
+        // Beyond `keep`, the members that end first are answered (never the one
+        // enlisted), and stay until someone delists them.
         one(store, enlist("d", 150, 60)).await;
         assert_eq!(
             sorted(one(store, enlist_keeping("e", 400, 60, 2)).await),
@@ -710,16 +712,22 @@ async fn sorted_sets_keep_their_members_until_they_end() {
         );
         assert_eq!(
             sorted(one(store, members(60)).await),
-            ["c", "e"],
+            ["c", "d", "e"],
             "{backend:?}"
         );
+        // Enlisted to end first, and still not among those beyond.
         assert_eq!(
-            sorted(one(store, enlist_keeping("f", 500, 60, 1)).await),
-            ["c", "e"],
+            sorted(one(store, enlist_keeping("f", 100, 60, 1)).await),
+            ["c", "d", "e"],
             "{backend:?}"
         );
-        assert_eq!(one(store, delist("f")).await, Reply::Done(true));
-        assert_eq!(one(store, delist("c")).await, Reply::Done(false));
+        for member in ["c", "d", "e", "f"] {
+            assert_eq!(
+                one(store, delist(member)).await,
+                Reply::Done(true),
+                "{backend:?}"
+            );
+        }
         assert_eq!(sorted(one(store, members(10)).await), Vec::<String>::new());
     }
 }
