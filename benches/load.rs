@@ -1,6 +1,7 @@
 //! Load tool: drives complete TOTP sign-ins over real HTTP against an
 //! in-process server, on the embedded store and on a private redis-server,
-//! and prints throughput, per-step latency, CPU and Redis commands per sign-in.
+//! and prints throughput, per-step latency, CPU and Redis commands per sign-in;
+//! then refreshes each session once, and prints the same for a refresh.
 //!
 //!     cargo bench --bench load
 //!     LOAD_SIGNINS=2000 LOAD_CONCURRENCY=64 cargo bench --bench load
@@ -18,6 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const ADMIN_TOKEN: &str = "load-tool-admin-token-0123456789abcdef";
+const PASSWORD: &str = "load-test passphrase 7f3a9c";
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -82,7 +84,7 @@ async fn run(
     let trips_before = store_round_trips(&client, &base).await?;
     let cpu_before = process_cpu();
     let started = Instant::now();
-    let results: Vec<anyhow::Result<[Duration; 3]>> = futures::stream::iter(0..signins)
+    let results: Vec<anyhow::Result<([Duration; 3], String)>> = futures::stream::iter(0..signins)
         .map(|i| {
             let (email, secret) = &users[i];
             sign_in(&client, &base, email, secret)
@@ -96,17 +98,20 @@ async fn run(
     let commands_after = redis.map(PrivateRedis::commands).transpose()?;
 
     let mut steps: [Vec<Duration>; 3] = Default::default();
+    let mut refresh_tokens = Vec::new();
     for result in results {
-        for (step, took) in result?.into_iter().enumerate() {
+        let (took, refresh_token) = result?;
+        for (step, took) in took.into_iter().enumerate() {
             steps[step].push(took);
         }
+        refresh_tokens.push(refresh_token);
     }
     println!(
         "\n[{label}] {signins} complete sign-ins in {:.2?}: {:.1} sign-ins/s",
         elapsed,
         signins as f64 / elapsed.as_secs_f64()
     );
-    for (name, mut samples) in [
+    for (name, samples) in [
         "GET  /signin/wizard",
         "POST /signin (argon2)",
         "POST /2fa/google",
@@ -114,15 +119,7 @@ async fn run(
     .into_iter()
     .zip(steps)
     {
-        samples.sort();
-        let pct = |p: f64| samples[((samples.len() - 1) as f64 * p) as usize];
-        println!(
-            "  {name:<24} p50 {:>9.2?}  p90 {:>9.2?}  p99 {:>9.2?}  max {:>9.2?}",
-            pct(0.5),
-            pct(0.9),
-            pct(0.99),
-            pct(1.0)
-        );
+        print_percentiles(name, samples);
     }
     println!(
         "  CPU per sign-in (this process: server and load clients): {:.2} ms",
@@ -135,7 +132,63 @@ async fn run(
             (after.commands - before.commands) as f64 / signins as f64,
         );
     }
+
+    // One refresh of each session just opened.
+    let (trips_before, cpu_before, started) = (
+        store_round_trips(&client, &base).await?,
+        process_cpu(),
+        Instant::now(),
+    );
+    let took: Vec<anyhow::Result<Duration>> = futures::stream::iter(refresh_tokens)
+        .map(|token| refresh(&client, &base, token))
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let (elapsed, cpu) = (started.elapsed(), process_cpu() - cpu_before);
+    let round_trips = store_round_trips(&client, &base).await? - trips_before;
+    let took = took.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    println!(
+        "[{label}] {signins} refreshes in {elapsed:.2?}: {:.1} refreshes/s",
+        signins as f64 / elapsed.as_secs_f64()
+    );
+    print_percentiles("POST /refresh", took);
+    println!(
+        "  CPU per refresh: {:.2} ms",
+        cpu.as_secs_f64() * 1000.0 / signins as f64
+    );
+    if redis.is_some() {
+        println!(
+            "  Redis per refresh: {:.2} round trips",
+            round_trips as f64 / signins as f64
+        );
+    }
     Ok(())
+}
+
+fn print_percentiles(name: &str, mut samples: Vec<Duration>) {
+    samples.sort();
+    let pct = |p: f64| samples[((samples.len() - 1) as f64 * p) as usize];
+    println!(
+        "  {name:<24} p50 {:>9.2?}  p90 {:>9.2?}  p99 {:>9.2?}  max {:>9.2?}",
+        pct(0.5),
+        pct(0.9),
+        pct(0.99),
+        pct(1.0)
+    );
+}
+
+async fn refresh(client: &reqwest::Client, base: &str, token: String) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    let reply: Value = client
+        .post(format!("{base}/api/v2/my/refresh"))
+        .json(&json!({ "refreshToken": token }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let took = t.elapsed();
+    anyhow::ensure!(reply["code"] == 200, "refresh failed: {reply}");
+    Ok(took)
 }
 
 /// User plus system CPU time of this process so far (every thread).
@@ -161,7 +214,9 @@ async fn create_user(
     let created: Value = client
         .post(format!("{base}/api/v2/admin/users"))
         .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({ "email": email, "password": "load test password", "totp_secret": secret.expose_base32() }))
+        .json(
+            &json!({ "email": email, "password": PASSWORD, "totp_secret": secret.expose_base32() }),
+        )
         .send()
         .await?
         .json()
@@ -178,7 +233,7 @@ async fn sign_in(
     base: &str,
     email: &str,
     secret: &TotpSecret,
-) -> anyhow::Result<[Duration; 3]> {
+) -> anyhow::Result<([Duration; 3], String)> {
     let fingerprint = "eyJ1c2VyX2FnZW50IjoibG9hZCJ9";
     let t = Instant::now();
     let start: Value = client
@@ -193,7 +248,7 @@ async fn sign_in(
     let t = Instant::now();
     let reply: Value = client
         .post(format!("{base}/api/v2/my/signin"))
-        .json(&json!({ "uuid": uuid, "email": email, "password": "load test password", "device_fingerprint": fingerprint }))
+        .json(&json!({ "uuid": uuid, "email": email, "password": PASSWORD, "device_fingerprint": fingerprint }))
         .send()
         .await?
         .json()
@@ -215,7 +270,11 @@ async fn sign_in(
         .await?;
     let third = t.elapsed();
     anyhow::ensure!(reply["code"] == 202, "sign-in did not complete: {reply}");
-    Ok([first, second, third])
+    let refresh_token = reply["data"]["refreshToken"]["token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    Ok(([first, second, third], refresh_token))
 }
 
 #[derive(Default)]
