@@ -395,7 +395,7 @@ impl SignIn {
                 },
             ]),
             None => ops.push(Op::ReadBound {
-                wizard: id,
+                record: Key::Wizard(id),
                 reads,
                 code: gate.code.then_some(match counts_code {
                     // A closed wizard takes no attempt of its account (see `CodeTries`).
@@ -421,7 +421,7 @@ impl SignIn {
             }
             None => match replies.next() {
                 Some(Reply::Bound {
-                    wizard,
+                    record: wizard,
                     code_tries,
                     account,
                 }) => {

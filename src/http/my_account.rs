@@ -10,7 +10,9 @@ use super::signin::{TfaProvider, TokenData, allowance, tfa_providers};
 use crate::clock::Clock;
 use crate::credentials::TokenPair;
 use crate::domain::SessionId;
-use crate::sessions::{AuthError, Authenticated, Device, RefreshError, Session, Sessions};
+use crate::sessions::{
+    AuthError, Authenticated, Device, RefreshError, Session, Sessions, WithAccount,
+};
 use actix_web::{HttpRequest, HttpResponse, web};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -95,7 +97,11 @@ pub(super) fn session_data(session: &Session, current: Option<SessionId>) -> Ses
 
 impl MyAccount {
     /// The request's access token and its live session.
-    async fn authenticate(&self, req: &HttpRequest) -> Result<Authenticated, ApiError> {
+    async fn authenticate(
+        &self,
+        req: &HttpRequest,
+        with: WithAccount,
+    ) -> Result<Authenticated, ApiError> {
         // The scheme is case-insensitive (RFC 9110 §11.1).
         let bearer = req
             .headers()
@@ -113,7 +119,7 @@ impl MyAccount {
             })?;
         let allowance = allowance(req);
         self.sessions
-            .authenticate(bearer, allowance.as_deref(), self.clock.now())
+            .authenticate(bearer, allowance.as_deref(), with, self.clock.now())
             .await
             .map_err(|e| match e {
                 AuthError::Invalid(reason) => {
@@ -147,18 +153,13 @@ fn tokens_data(pair: TokenPair) -> TokensData {
 }
 
 pub async fn me(req: HttpRequest, my: web::Data<MyAccount>) -> Result<HttpResponse, ApiError> {
-    let auth = my.authenticate(&req).await?;
-    let user = my
-        .sessions
-        .user(auth.session.user)
-        .await
-        .map_err(|e| store_error(&e))?
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorKind::InvalidToken,
-                "the account of this access token no longer exists",
-            )
-        })?;
+    let auth = my.authenticate(&req, WithAccount::Yes).await?;
+    let user = auth.user.ok_or_else(|| {
+        ApiError::new(
+            ErrorKind::InvalidToken,
+            "the account of this access token no longer exists",
+        )
+    })?;
     let data = MeData {
         id: user.id.to_string(),
         email: user.email.as_str().to_owned(),
@@ -174,7 +175,7 @@ pub async fn sessions(
     req: HttpRequest,
     my: web::Data<MyAccount>,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = my.authenticate(&req).await?;
+    let auth = my.authenticate(&req, WithAccount::No).await?;
     let sessions = my
         .sessions
         .list(auth.session.user, my.clock.now())
@@ -194,7 +195,7 @@ pub async fn end_session(
     my: web::Data<MyAccount>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = my.authenticate(&req).await?;
+    let auth = my.authenticate(&req, WithAccount::No).await?;
     let not_found = || {
         ApiError::new(
             ErrorKind::SessionNotFound,
@@ -219,7 +220,7 @@ pub async fn end_all_sessions(
     my: web::Data<MyAccount>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = my.authenticate(&req).await?;
+    let auth = my.authenticate(&req, WithAccount::No).await?;
     let body: RevokeAllBody = fields_as(read_optional_object(payload).await?)
         .map_err(|e| ApiError::new(ErrorKind::InvalidRequest, e.message()))?;
     let keep = body.keep_current.then_some(auth.session.id);
@@ -235,7 +236,7 @@ pub async fn sign_out(
     req: HttpRequest,
     my: web::Data<MyAccount>,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = my.authenticate(&req).await?;
+    let auth = my.authenticate(&req, WithAccount::No).await?;
     let ended = my
         .sessions
         .end(auth.session.user, auth.session.id)

@@ -8,7 +8,7 @@ mod service;
 
 pub use device::{Device, DeviceKind};
 pub use refresh_token::RefreshKey;
-pub use service::{AuthError, Authenticated, Opening, Origin, RefreshError, Sessions};
+pub use service::{AuthError, Authenticated, Opening, Origin, RefreshError, Sessions, WithAccount};
 
 use crate::domain::{SessionId, UserId};
 use chrono::{DateTime, Duration, Utc};

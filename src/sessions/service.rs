@@ -7,7 +7,7 @@ use super::{Device, Lifetimes, Session, Verdict};
 use crate::allowance::Allowance;
 use crate::credentials::{AccessClaims, IssuedToken, TokenIssuer, TokenPair, TokenRejection};
 use crate::domain::{Email, SessionId, UserId};
-use crate::store::records::{self, Records};
+use crate::store::records;
 use crate::store::{AccountReads, Key, Op, Reply, Row, Store, StoreError, Taken};
 use crate::users::User;
 use chrono::{DateTime, Utc};
@@ -89,6 +89,16 @@ pub enum AuthError {
 pub struct Authenticated {
     pub claims: AccessClaims,
     pub session: Session,
+    /// The session's account as it is now, when asked for (`None` if it is gone).
+    pub user: Option<User>,
+}
+
+/// Whether [`Sessions::authenticate`] also reads the session's account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WithAccount {
+    No,
+    /// In the same round trip on a single Redis.
+    Yes,
 }
 
 impl Sessions {
@@ -179,15 +189,34 @@ impl Sessions {
         // A token nobody issued never reaches the store (the limiter counts it).
         let presented = refresh_token::read(&self.key, token).ok_or(RefreshError::Invalid)?;
         let key = Key::Session(presented.user, presented.session);
+        // The session and its account as they are now, in one round trip
+        // with the per-IP allowance (two on a Cluster: their slots differ).
+        let reads = AccountReads {
+            now,
+            window: chrono::Duration::zero(),
+            count: false,
+            totp: false,
+        };
+        let bound = Op::ReadBound {
+            record: key.clone(),
+            reads,
+            code: None,
+        };
         let mut replies = self
-            .first_trip(allowance, Op::Read(key.clone()))
+            .first_trip(allowance, bound)
             .await
             .map_err(|e| match e {
                 First::Refused(retry_after) => RefreshError::RateLimited { retry_after },
                 First::Store(e) => e.into(),
             })?;
-        let Some(row) = records::row(replies.next().ok_or_else(missing)?)? else {
-            return Err(RefreshError::Invalid);
+        let (row, account) = match replies.next() {
+            Some(Reply::Bound {
+                record: Some(row),
+                account,
+                ..
+            }) => (row, account),
+            Some(Reply::Bound { record: None, .. }) => return Err(RefreshError::Invalid),
+            other => return Err(unexpected(other).into()),
         };
         let (session, email) = read_session(row.clone())?;
         match session.judge(&presented, now) {
@@ -202,25 +231,9 @@ impl Sessions {
         }
 
         // The account as it is now: gone, changed or due a reset ends the session.
-        let reads = AccountReads {
-            now,
-            window: chrono::Duration::zero(),
-            count: false,
-            totp: false,
-        };
-        let account = match self
-            .store
-            .run(&[&[Op::ReadAccount {
-                account: email.clone(),
-                reads,
-            }]])
-            .await?
-            .into_iter()
-            .next()
-        {
-            Some(Reply::Account(account)) => account,
-            other => return Err(unexpected(other).into()),
-        };
+        let account = account.ok_or_else(|| {
+            records::corrupt(anyhow::anyhow!("a session's record names no account"))
+        })?;
         let user = account.user.map(records::read_user).transpose()?;
         let current = user.as_ref().is_some_and(|u| still_current(u, &session));
         if !current {
@@ -282,6 +295,7 @@ impl Sessions {
         &self,
         bearer: &str,
         allowance: Option<&Allowance>,
+        with: WithAccount,
         now: DateTime<Utc>,
     ) -> Result<Authenticated, AuthError> {
         let claims = self
@@ -291,22 +305,46 @@ impl Sessions {
         let (Ok(user), Ok(id)) = (UserId::parse(&claims.sub), SessionId::parse(&claims.sid)) else {
             return Err(AuthError::Invalid(None));
         };
-        let mut replies = self
-            .first_trip(allowance, Op::Read(Key::Session(user, id)))
-            .await
-            .map_err(|e| match e {
-                First::Refused(retry_after) => AuthError::RateLimited { retry_after },
-                First::Store(e) => e.into(),
-            })?;
-        let row = records::row(replies.next().ok_or_else(missing)?)?;
+        let key = Key::Session(user, id);
+        let op = match with {
+            WithAccount::No => Op::Read(key),
+            WithAccount::Yes => Op::ReadBound {
+                record: key,
+                reads: AccountReads {
+                    now,
+                    window: chrono::Duration::zero(),
+                    count: false,
+                    totp: false,
+                },
+                code: None,
+            },
+        };
+        let mut replies = self.first_trip(allowance, op).await.map_err(|e| match e {
+            First::Refused(retry_after) => AuthError::RateLimited { retry_after },
+            First::Store(e) => e.into(),
+        })?;
+        let (row, account) = match replies.next() {
+            Some(Reply::Row(row)) => (row, None),
+            Some(Reply::Bound {
+                record, account, ..
+            }) => (record, account),
+            other => return Err(unexpected(other).into()),
+        };
         let session = row
             .map(read_session)
             .transpose()?
             .map(|(session, _)| session);
+        let found = account
+            .and_then(|account| account.user)
+            .map(records::read_user)
+            .transpose()?
+            .filter(|found| found.id == user);
         match session {
-            Some(session) if session.user == user && session.is_live(now) => {
-                Ok(Authenticated { claims, session })
-            }
+            Some(session) if session.user == user && session.is_live(now) => Ok(Authenticated {
+                claims,
+                session,
+                user: found,
+            }),
             _ => Err(AuthError::Invalid(None)),
         }
     }
@@ -372,11 +410,6 @@ impl Sessions {
             ended += usize::from(records::done(reply)?);
         }
         Ok(ended)
-    }
-
-    /// The account a session belongs to, as it is now.
-    pub async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
-        self.store.user(id).await
     }
 
     async fn ids(&self, user: UserId, now: DateTime<Utc>) -> Result<Vec<SessionId>, StoreError> {

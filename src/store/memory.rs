@@ -245,13 +245,14 @@ impl Inner {
             }
             Op::ReadAccount { account, reads } => Reply::Account(self.read_account(account, reads)),
             Op::ReadBound {
-                wizard: id,
+                record,
                 reads,
                 code,
             } => {
-                let wizard = self.record(&Key::Wizard(*id)).map(|(row, _)| row.clone());
-                let code_tries = match (&wizard, code) {
-                    (Some(_), Some(code)) => {
+                let found = self.record(record).map(|(row, _)| row.clone());
+                let code = code.filter(|_| super::code_tries_of(record).is_some());
+                let code_tries = match (&found, code, record) {
+                    (Some(_), Some(code), Key::Wizard(id)) => {
                         Some(self.code_tries(*id, matches!(code, CodeTries::Count { .. })))
                     }
                     _ => None,
@@ -263,13 +264,13 @@ impl Inner {
                             .is_none_or(|(code, tries)| code.within_cap(tries)),
                     ..*reads
                 };
-                let account = wizard
+                let account = found
                     .as_ref()
                     .and_then(|row| row.account.as_deref())
                     .and_then(|email| Email::parse(email).ok())
                     .map(|email| self.read_account(&email, &reads));
                 Reply::Bound {
-                    wizard,
+                    record: found,
                     code_tries,
                     account,
                 }

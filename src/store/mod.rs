@@ -85,12 +85,13 @@ pub enum Op {
         account: Email,
         reads: AccountReads,
     },
-    /// The wizard and, if its record names its account, that account's
-    /// reads: one round trip on a single Redis, two on a Cluster (where the
-    /// two live in different slots). With `code`, also the codes tried in
-    /// the wizard (see [`CodeTries`]).
+    /// A record (a wizard's or a session's) and, if it names its account,
+    /// that account's reads: one round trip on a single Redis, two on a
+    /// Cluster (where the two live in different slots). With `code`, also
+    /// the codes tried in a wizard (see [`CodeTries`]; only a wizard's
+    /// record has them).
     ReadBound {
-        wizard: WizardId,
+        record: Key,
         reads: AccountReads,
         code: Option<CodeTries>,
     },
@@ -207,6 +208,14 @@ impl CodeTries {
     }
 }
 
+/// Where a wizard's record keeps its code tries ([`Op::ReadBound`]).
+pub fn code_tries_of(record: &Key) -> Option<Key> {
+    match record {
+        Key::Wizard(id) => Some(Key::CodeTries(*id)),
+        _ => None,
+    }
+}
+
 /// The parameters of an account's reads (see [`Op::ReadAccount`]).
 #[derive(Debug, Clone, Copy)]
 pub struct AccountReads {
@@ -240,7 +249,7 @@ pub enum Reply {
     Done(bool),
     Account(Account),
     Bound {
-        wizard: Option<Row>,
+        record: Option<Row>,
         /// Codes tried in the wizard, this one included if it was counted.
         code_tries: Option<u32>,
         account: Option<Account>,

@@ -195,18 +195,18 @@ impl RedisStore {
                 cmd
             }
             Op::ReadBound {
-                wizard,
+                record,
                 reads,
                 code,
             } => {
-                let keys = [Key::Wizard(*wizard), Key::CodeTries(*wizard)];
+                let keys = bound_keys(record);
                 let mut cmd = self.script(READ_BOUND, &keys);
                 account_args(&mut cmd, reads);
                 let cap = match code {
                     Some(CodeTries::Count { cap }) => *cap,
                     _ => u32::MAX,
                 };
-                cmd.arg(code_arg(*code))
+                cmd.arg(code_arg(code_of(record, *code)))
                     .arg(cap)
                     .arg(format!("{}{}", self.prefix, keys::ACCOUNT))
                     .arg(keys::USER)
@@ -359,18 +359,16 @@ impl RedisStore {
             return conn.req_packed_command(&self.command(&unguarded)).await;
         }
         let Op::ReadBound {
-            wizard,
+            record,
             reads,
             code,
         } = op
         else {
             return conn.req_packed_command(&self.command(op)).await;
         };
-        let mut read = self.script(
-            READ_WIZARD,
-            &[Key::Wizard(*wizard), Key::CodeTries(*wizard)],
-        );
-        read.arg(code_arg(*code));
+        let code = code_of(record, *code);
+        let mut read = self.script(READ_WIZARD, &bound_keys(record));
+        read.arg(code_arg(code));
         let (found, tries): (Value, Option<u32>) =
             redis::from_redis_value(conn.req_packed_command(&read).await?)?;
         let reads = AccountReads {
@@ -463,7 +461,7 @@ fn reply(op: &Op, value: Value) -> Result<Reply, StoreError> {
             let (wizard, code_tries, found): (Value, Option<u32>, Value) =
                 redis::from_redis_value(value).map_err(parse("a bound read"))?;
             Reply::Bound {
-                wizard: row(wizard)?,
+                record: row(wizard)?,
                 code_tries,
                 account: match found {
                     Value::Nil => None,
@@ -585,6 +583,18 @@ fn account(value: Value) -> Result<Account, StoreError> {
         taken,
         totp_step,
     })
+}
+
+/// The keys of a bound read: the record, and a wizard's code tries.
+fn bound_keys(record: &Key) -> Vec<Key> {
+    std::iter::once(record.clone())
+        .chain(super::code_tries_of(record))
+        .collect()
+}
+
+/// The code tries a bound read asks for: none where the record has none.
+fn code_of(record: &Key, code: Option<CodeTries>) -> Option<CodeTries> {
+    code.filter(|_| super::code_tries_of(record).is_some())
 }
 
 /// `wizard.lua`'s code-tries argument.

@@ -3,7 +3,7 @@
 //! at most two; a Cluster pays for its slots with more, in the order that
 //! keeps cross-slot steps safe.
 
-use crate::helpers::{Backend, FakeSms, TestApp, UserSpec, spawn_with, test_settings};
+use crate::helpers::{Backend, FakeSms, TestApp, Tokens, UserSpec, spawn_with, test_settings};
 use reqwest::{Method, StatusCode};
 
 async fn round_trips(app: &TestApp) -> u64 {
@@ -20,11 +20,11 @@ async fn cost<T>(app: &TestApp, step: impl AsyncFnOnce() -> T) -> (T, u64) {
 }
 
 #[tokio::test]
-async fn each_step_costs_two_round_trips_on_redis_and_what_it_says_on_a_cluster() {
-    // start, password, choose a factor, TOTP code
+async fn each_step_and_refresh_cost_two_round_trips_on_redis_and_what_it_says_on_a_cluster() {
+    // start, password, choose a factor, TOTP code; then a refresh and /me
     for (backend, expected) in [
-        (Backend::Redis, [1, 2, 2, 2]),
-        (Backend::Cluster, [1, 3, 4, 6]),
+        (Backend::Redis, [1, 2, 2, 2, 2, 1]),
+        (Backend::Cluster, [1, 3, 4, 6, 3, 2]),
     ] {
         let sms = FakeSms::spawn().await;
         let mut settings = test_settings(backend, &sms);
@@ -48,6 +48,19 @@ async fn each_step_costs_two_round_trips_on_redis_and_what_it_says_on_a_cluster(
         assert_eq!(reply.workflow(), "2fa_google_auth", "{}", reply.body);
         let (reply, code) = cost(&app, async || app.totp(&uuid, &app.totp_now(&user)).await).await;
         assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
-        assert_eq!([start, login, choose, code], expected, "{backend:?}");
+        let tokens = Tokens::of(&reply);
+        let (reply, refresh) = cost(&app, async || app.refresh(&tokens.refresh).await).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        let tokens = Tokens::of(&reply);
+        let (reply, me) = cost(&app, async || {
+            app.get_with_bearer("/api/v2/my/me", &tokens.access).await
+        })
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        assert_eq!(
+            [start, login, choose, code, refresh, me],
+            expected,
+            "{backend:?}"
+        );
     }
 }

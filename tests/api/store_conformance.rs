@@ -4,7 +4,7 @@
 
 use crate::helpers::{BACKENDS, Backend, shared_cluster_url, shared_redis_url};
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use signin_wizard::domain::{Email, UserId, WizardId};
+use signin_wizard::domain::{Email, SessionId, UserId, WizardId};
 use signin_wizard::store::{
     Account, AccountReads, CodeTries, Key, MemoryStore, Op, Rate, RedisStore, RedisStoreConfig,
     Reply, Row, Store, Taken, TotpStep,
@@ -372,7 +372,7 @@ async fn a_bound_read_finds_the_account_named_in_the_wizard_record_and_counts_co
             totp: false,
         };
         let bound = |wizard, code| Op::ReadBound {
-            wizard,
+            record: Key::Wizard(wizard),
             reads,
             code,
         };
@@ -397,11 +397,11 @@ async fn a_bound_read_finds_the_account_named_in_the_wizard_record_and_counts_co
         .await;
         match one(store, bound(id, Some(count))).await {
             Reply::Bound {
-                wizard,
+                record: found,
                 code_tries,
                 account: Some(account),
             } => {
-                assert_eq!(wizard, Some(record.clone()), "{backend:?}");
+                assert_eq!(found, Some(record.clone()), "{backend:?}");
                 assert_eq!(code_tries, Some(1), "{backend:?}");
                 assert_eq!(account.user, Some(row(3, "user")), "{backend:?}");
                 assert_eq!(
@@ -492,7 +492,7 @@ async fn a_bound_read_finds_the_account_named_in_the_wizard_record_and_counts_co
         .await;
         match one(store, bound(unbound, Some(count))).await {
             Reply::Bound {
-                wizard: Some(_),
+                record: Some(_),
                 code_tries: Some(1),
                 account: None,
             } => {}
@@ -500,11 +500,56 @@ async fn a_bound_read_finds_the_account_named_in_the_wizard_record_and_counts_co
         }
         match one(store, bound(WizardId::random(), Some(count))).await {
             Reply::Bound {
-                wizard: None,
+                record: None,
                 code_tries: None,
                 account: None,
             } => {}
             other => panic!("{backend:?}: {other:?}"),
+        }
+
+        // Any record that names its account (a session's): no code tries,
+        // even when asked, and none are counted.
+        let session = Key::Session(UserId::random(), SessionId::random());
+        let named = Row {
+            version: 1,
+            account: Some(email.as_str().to_owned()),
+            body: b"session".to_vec(),
+        };
+        one(
+            store,
+            Op::Insert {
+                key: session.clone(),
+                row: named.clone(),
+                nonce: 4,
+                ttl,
+            },
+        )
+        .await;
+        for code in [None, Some(count)] {
+            match one(
+                store,
+                Op::ReadBound {
+                    record: session.clone(),
+                    reads: AccountReads {
+                        count: false,
+                        ..reads
+                    },
+                    code,
+                },
+            )
+            .await
+            {
+                Reply::Bound {
+                    record: Some(found),
+                    code_tries: None,
+                    account: Some(account),
+                } => {
+                    assert_eq!(found, named, "{backend:?}");
+                    assert_eq!(account.user, Some(row(3, "user")), "{backend:?}");
+                    assert_eq!(account.taken, Taken::Open, "{backend:?}");
+                }
+                other => panic!("{backend:?}: {other:?}"),
+            }
         }
     }
 }
