@@ -5,6 +5,7 @@ use anyhow::Context as _;
 use chrono::{DateTime, Duration, Utc};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Header, Validation};
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, RwLock};
 use uuid::Uuid;
@@ -46,9 +47,10 @@ pub struct AccessClaims {
     pub token_use: TokenUse,
 }
 
+/// A token handed to a client: a bearer secret, so it never prints.
 #[derive(Debug, Clone)]
 pub struct IssuedToken {
-    pub token: String,
+    pub token: SecretString,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
 }
@@ -242,7 +244,7 @@ impl TokenIssuer {
         let mut header = Header::new(signer.algorithm().jwt());
         header.kid = Some(signer.kid().to_owned());
         header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
-        let token = signer.sign(&header, &claims)?;
+        let token = signer.sign(&header, &claims)?.into();
         Ok(IssuedToken {
             token,
             created_at,
@@ -255,6 +257,7 @@ mod tests {
     use super::*;
     use crate::credentials::SigningAlgorithm;
     use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation, decode, decode_header};
+    use secrecy::ExposeSecret;
 
     #[test]
     fn tokens_verify_against_the_published_jwks() {
@@ -270,22 +273,22 @@ mod tests {
         let access = issuer
             .issue_access(user, SessionId::random(), now, now + Duration::days(1))
             .unwrap();
-        let kid = decode_header(&access.token).unwrap().kid.unwrap();
+        let token = access.token.expose_secret();
+        let kid = decode_header(token).unwrap().kid.unwrap();
         let jwks = issuer.jwks(now);
         let jwk = jwks.find(&kid).unwrap();
         let mut validation = Validation::new(Algorithm::RS256);
         validation.set_audience(&["portal"]);
         validation.set_issuer(&["https://issuer.test"]);
-        let claims = decode::<AccessClaims>(
-            &access.token,
-            &DecodingKey::from_jwk(jwk).unwrap(),
-            &validation,
-        )
-        .unwrap()
-        .claims;
+        let claims =
+            decode::<AccessClaims>(token, &DecodingKey::from_jwk(jwk).unwrap(), &validation)
+                .unwrap()
+                .claims;
         assert_eq!(claims.sub, user.to_string());
         assert_eq!(claims.token_use, TokenUse::Access);
         assert_eq!(claims.exp - claims.iat, 15 * 60);
+        // A bearer secret: Debug never prints it.
+        assert!(!format!("{access:?}").contains(token));
         // Never beyond its session's end.
         let ending = issuer
             .issue_access(user, SessionId::random(), now, now + Duration::minutes(5))
@@ -307,6 +310,8 @@ mod tests {
             )
             .unwrap()
             .token
+            .expose_secret()
+            .to_owned()
     }
 
     fn issuer() -> TokenIssuer {

@@ -8,7 +8,7 @@ use crate::domain::{DeviceFingerprint, Email, OtpCode, Password, WizardId, Wizar
 use crate::signin::{Captcha, Credentials, Failure, Outcome, Presented, SignIn, SignInError};
 use crate::wizard::Factor;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
@@ -59,7 +59,8 @@ pub(super) struct TfaProvider {
 impl From<IssuedToken> for TokenData {
     fn from(t: IssuedToken) -> Self {
         Self {
-            token: t.token,
+            // Into the answer, the one place a token is shown.
+            token: t.token.expose_secret().to_owned(),
             created_at: rfc3339(t.created_at),
             expires_at: rfc3339(t.expires_at),
         }

@@ -11,7 +11,7 @@ use crate::store::records;
 use crate::store::{AccountReads, Key, Op, Reply, Row, Store, StoreError, Taken};
 use crate::users::User;
 use chrono::{DateTime, Utc};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -535,7 +535,7 @@ fn read_session(row: Row) -> Result<(Session, Email), StoreError> {
 
 fn refresh_issued(token: SecretString, session: &Session) -> IssuedToken {
     IssuedToken {
-        token: token.expose_secret().to_owned(),
+        token,
         created_at: session.refresh.issued_at,
         expires_at: session.idle_until,
     }
