@@ -8,7 +8,9 @@ mod service;
 
 pub use device::{Device, DeviceKind};
 pub use refresh_token::RefreshKey;
-pub use service::{AuthError, Authenticated, Opening, Origin, RefreshError, Sessions, WithAccount};
+pub use service::{
+    AuthError, Authenticated, MAX_SESSIONS, Opening, Origin, RefreshError, Sessions, WithAccount,
+};
 
 use crate::domain::{SessionId, UserId};
 use chrono::{DateTime, Duration, Utc};

@@ -245,3 +245,34 @@ async fn every_envelope_says_what_may_come_next() {
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
     assert_eq!(next(&reply), expected(&[]));
 }
+
+/// The numbers wizard-spec/ states about sessions and keys are the code's.
+#[test]
+fn the_spec_states_the_session_and_key_constants_the_code_uses() {
+    use signin_wizard::sessions::{MAX_SESSIONS, RACE_WINDOW};
+    use signin_wizard::signing_keys::PUBLISH_AHEAD;
+    let spec: serde_json::Value = serde_json::from_str(spec::JSON).unwrap();
+    let at = |pointer: &str| {
+        spec.pointer(pointer)
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or_else(|| panic!("wizard.json has no number at {pointer}"))
+    };
+    assert_eq!(
+        at("/sessions/lifetimes/race_window_secs/value"),
+        RACE_WINDOW.num_seconds()
+    );
+    assert_eq!(
+        at("/sessions/max_sessions_per_user"),
+        i64::from(MAX_SESSIONS)
+    );
+    assert_eq!(at("/keys/publish_ahead_secs"), PUBLISH_AHEAD.num_seconds());
+    let settings = signin_wizard::config::Settings::from_env().unwrap();
+    assert_eq!(
+        at("/sessions/lifetimes/absolute/default"),
+        i64::from(settings.session_lifetime_secs)
+    );
+    assert_eq!(
+        at("/sessions/lifetimes/idle/default"),
+        i64::from(settings.refresh_token_ttl_secs)
+    );
+}
