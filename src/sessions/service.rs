@@ -116,10 +116,6 @@ impl Sessions {
         }
     }
 
-    pub fn tokens(&self) -> &TokenIssuer {
-        &self.tokens
-    }
-
     /// A session for a sign-in about to complete: the caller writes its
     /// [`Opening::ops`] with the step's own write, then [`Sessions::finish`]es
     /// it, or [`Sessions::discard`]s it if the step does not stand.

@@ -250,7 +250,6 @@ impl Inner {
                 code,
             } => {
                 let found = self.record(record).map(|(row, _)| row.clone());
-                let code = code.filter(|_| super::code_tries_of(record).is_some());
                 let code_tries = match (&found, code, record) {
                     (Some(_), Some(code), Key::Wizard(id)) => {
                         Some(self.code_tries(*id, matches!(code, CodeTries::Count { .. })))
