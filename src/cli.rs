@@ -6,7 +6,8 @@ use crate::config::Settings;
 use crate::credentials::{PasswordHasher, SigningAlgorithm, TotpSecret};
 use crate::domain::AdminToken;
 use crate::domain::{Email, NewPassword, PhoneNumber};
-use crate::replay::{self, ScenarioReport, SmsSink, Target, Time};
+use crate::replay::mailbox::{MailSinkOptions, MailTls, Recipients};
+use crate::replay::{self, MailSink, ScenarioReport, SmsSink, Target, Time};
 use crate::signing_keys::SigningKeys;
 use crate::spec::{self, Spec};
 use crate::startup::{Application, open_store};
@@ -104,9 +105,13 @@ pub struct ReplayRun {
     pub admin_token: Option<SecretString>,
     #[command(flatten)]
     pub sink: SinkArgs,
+    /// Where replay's SMTP mailbox listens (codes mailed to the fixtures);
+    /// the server's WIZARD_SMTP_URL must be the URL it prints.
+    #[arg(long, default_value = "127.0.0.1:2525")]
+    pub mail_sink: SocketAddr,
     /// Start a server in this process instead (embedded store, other
-    /// settings from WIZARD_* as for `serve`; its SMS go to the sink; waits
-    /// move its clock).
+    /// settings from WIZARD_* as for `serve`; its SMS and email go to the
+    /// sinks; waits move its clock).
     #[arg(long)]
     pub spawn: bool,
     /// Also run scenarios that change the service's settings (for
@@ -131,7 +136,8 @@ pub struct SinkArgs {
     /// to keep the server's webhook URL from one run to the next).
     #[arg(long, env = "REPLAY_SINK_TOKEN", hide_env_values = true)]
     pub sink_token: Option<String>,
-    /// Listen beyond loopback (whoever reaches the sink can read its codes).
+    /// Listen beyond loopback, the mailbox too (whoever reaches a sink can
+    /// read its codes).
     #[arg(long)]
     pub sink_public: bool,
 }
@@ -338,6 +344,17 @@ async fn replay_target(run: &ReplayRun) -> anyhow::Result<Target> {
             "SMS sink: the server's WIZARD_SMS_WEBHOOK_URL must be {}",
             sink.webhook_url()
         );
+        let mail = MailSink::start(MailSinkOptions {
+            address: run.mail_sink,
+            public: run.sink.sink_public,
+            tls: MailTls::Plain,
+            recipients: Recipients::Replay,
+        })
+        .await?;
+        println!(
+            "mailbox: the server's WIZARD_SMTP_URL must be {}",
+            mail.smtp_url()
+        );
         return Ok(Target {
             base_url: run.base_url.clone().context("give --base-url or --spawn")?,
             admin_token: run
@@ -345,6 +362,7 @@ async fn replay_target(run: &ReplayRun) -> anyhow::Result<Target> {
                 .clone()
                 .context("give --admin-token (or WIZARD_ADMIN_TOKEN): fixtures are made through the admin API")?,
             inbox: sink.inbox,
+            mailbox: mail.mailbox,
             time: Time::Real,
             client,
             may_change_settings: run.allow_settings_changes,
@@ -357,12 +375,19 @@ async fn replay_target(run: &ReplayRun) -> anyhow::Result<Target> {
         public: false,
     })
     .await?;
+    let mail = MailSink::start(MailSinkOptions::loopback(
+        MailTls::Plain,
+        Recipients::Replay,
+    ))
+    .await?;
     let mut settings = Settings::from_env()?;
     let token = AdminToken::generate();
     settings.bind = "127.0.0.1:0".parse()?;
     // Its own store: nothing of the run outlives it.
     settings.redis_url = None;
     settings.sms_webhook_url = Some(sink.webhook_url().parse()?);
+    settings.smtp_url = Some(mail.smtp_url().parse()?);
+    settings.smtp_ca_file = None;
     settings.admin_token = Some(token.clone());
     settings.demo_users = Some(false);
     // Every scenario comes from 127.0.0.1; the rate-limit scenario sets its own limit.
@@ -377,6 +402,7 @@ async fn replay_target(run: &ReplayRun) -> anyhow::Result<Target> {
         base_url,
         admin_token: SecretString::from(token.expose().to_owned()),
         inbox: sink.inbox,
+        mailbox: mail.mailbox,
         time: Time::Shared(clock),
         client,
         may_change_settings: true,

@@ -117,6 +117,32 @@ pub struct Settings {
     #[arg(long, env = "WIZARD_SMS_WEBHOOK_URL", hide_env_values = true, value_parser = quiet(ServiceUrl::parse))]
     pub sms_webhook_url: Option<ServiceUrl>,
 
+    /// SMTP server for email (password-reset codes): `smtps://host:port`
+    /// (implicit TLS), `smtp://host:port?tls=required` (STARTTLS) or
+    /// `smtp://host:port` (unencrypted: a local relay only); a user and
+    /// password in the URL are sent as SMTP AUTH.
+    #[arg(long, env = "WIZARD_SMTP_URL", hide_env_values = true, value_parser = quiet(ServiceUrl::parse))]
+    pub smtp_url: Option<ServiceUrl>,
+
+    /// A PEM file of a root certificate to trust for the SMTP server, beside
+    /// the usual ones (a private relay's own CA).
+    #[arg(long, env = "WIZARD_SMTP_CA_FILE", value_parser = quiet(values::path))]
+    pub smtp_ca_file: Option<PathBuf>,
+
+    /// The From of every email, as `Name <address>`.
+    #[arg(
+        long,
+        env = "WIZARD_EMAIL_FROM",
+        default_value = "signin-wizard <no-reply@localhost>"
+    )]
+    pub email_from: lettre::message::Mailbox,
+
+    /// Without WIZARD_SMTP_URL, write emails to the log (default: only with
+    /// the embedded store); with neither, no email goes out and password
+    /// recovery is off.
+    #[arg(long, env = "WIZARD_EMAIL_LOG")]
+    pub email_log: Option<bool>,
+
     /// Bearer token for the admin API, at least 32 characters; the admin API is
     /// off when unset (except on the embedded store, which generates one and prints it).
     #[arg(long, env = "WIZARD_ADMIN_TOKEN", hide_env_values = true, value_parser = quiet(AdminToken::parse))]

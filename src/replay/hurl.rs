@@ -312,6 +312,9 @@ impl Export<'_> {
                 UserField::Phone => var(format!("{name}_phone")),
                 UserField::Totp | UserField::LastTotp => var(format!("totp_{name}")),
                 UserField::Sms => var(format!("sms_{name}")),
+                // Hurl cannot read replay's mailbox: left to a variable the
+                // run must give, or it stops there.
+                UserField::EmailCode => var(format!("email_code_{name}")),
                 // Hurl cannot compute a code: fixed, with about one chance in
                 // 300,000 of being valid at that moment.
                 UserField::TotpWrong | UserField::SmsWrong => wrong_code(&[]),

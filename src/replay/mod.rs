@@ -2,12 +2,14 @@
 //! against any instance over HTTP, or exported for Hurl.
 
 pub mod hurl;
+pub mod mailbox;
 pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod sink;
 pub mod template;
 
+pub use mailbox::{MailSink, Mailbox};
 pub use runner::{Observation, Outcome, ScenarioReport, Target, Time, run_all};
 pub use scenario::Scenario;
 pub use sink::{Inbox, SmsSink};

@@ -1,6 +1,7 @@
 //! Runs scenarios against a live service over HTTP: fixtures through the
 //! admin API, then each step with its checks.
 
+use super::mailbox::Mailbox;
 use super::scenario::{Auth, Body, Call, Check, Scenario, Step, WRONG_ADMIN_TOKEN, Want};
 use super::sink::Inbox;
 use super::template::{CreatedUser, Scope, last_totp_key};
@@ -21,6 +22,8 @@ pub struct Target {
     pub base_url: Url,
     pub admin_token: SecretString,
     pub inbox: Inbox,
+    /// What replay's mailbox received (`{{user.email_code}}`).
+    pub mailbox: Mailbox,
     pub time: Time,
     pub client: reqwest::Client,
     /// Scenarios with `settings:` change the whole service: they run only
@@ -465,6 +468,7 @@ impl ScenarioRun<'_> {
             users: &self.users,
             captured: &self.captured,
             inbox: &self.target.inbox,
+            mailbox: &self.target.mailbox,
             now: self.target.time.now(),
         };
         let mut used = Vec::new();

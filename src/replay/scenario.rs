@@ -540,7 +540,10 @@ impl Known<'_> {
                             UserField::Phone | UserField::Sms | UserField::SmsWrong => {
                                 ensure!(user.has_phone(), "{name} has no phone")
                             }
-                            UserField::Id | UserField::Email | UserField::Password => {}
+                            UserField::Id
+                            | UserField::Email
+                            | UserField::Password
+                            | UserField::EmailCode => {}
                         }
                     }
                     Expr::Run | Expr::Fingerprint | Expr::OtherFingerprint | Expr::Filler(_) => {}

@@ -3,6 +3,7 @@
 //! never reaches a server); worked out at the moment of the step by the
 //! runner, or turned into Hurl's terms by the exporter, both from [`Expr`].
 
+use super::mailbox::Mailbox;
 use super::sink::Inbox;
 use crate::credentials::TotpSecret;
 use anyhow::{Context as _, bail};
@@ -41,6 +42,8 @@ pub enum UserField {
     /// The last code the user's phone received.
     Sms,
     SmsWrong,
+    /// The last code mailed to the user's address.
+    EmailCode,
 }
 
 /// Largest `filler:N`.
@@ -61,6 +64,7 @@ impl Expr {
                     "totp_wrong" => UserField::TotpWrong,
                     "sms" => UserField::Sms,
                     "sms_wrong" => UserField::SmsWrong,
+                    "email_code" => UserField::EmailCode,
                     _ => bail!("`{{{{{text}}}}}`: a fixture user has no {field:?}"),
                 },
             },
@@ -181,6 +185,7 @@ pub struct Scope<'a> {
     pub users: &'a BTreeMap<String, CreatedUser>,
     pub captured: &'a BTreeMap<String, Value>,
     pub inbox: &'a Inbox,
+    pub mailbox: &'a Mailbox,
     pub now: DateTime<Utc>,
 }
 
@@ -281,6 +286,10 @@ impl Scope<'_> {
             }
             UserField::Sms => sms()?,
             UserField::SmsWrong => wrong_code(&[sms()?]),
+            UserField::EmailCode => self
+                .mailbox
+                .last_code_for(&user.email)
+                .context("no email code has reached the mailbox for this address")?,
         })
     }
 }
@@ -329,11 +338,13 @@ mod tests {
         let captured = BTreeMap::from([("n".to_owned(), Value::from(7))]);
         let inbox = Inbox::default();
         inbox.receive("+15550001111", "654321").unwrap();
+        let mailbox = Mailbox::default();
         let scope = Scope {
             run: "r1",
             users: &users,
             captured: &captured,
             inbox: &inbox,
+            mailbox: &mailbox,
             now: Utc::now(),
         };
         let mut used = Vec::new();
@@ -356,7 +367,13 @@ mod tests {
         );
         assert_ne!(filled["wrong"], filled["totp"]);
         assert_eq!(filled["list"][0], "r1");
-        for unknown in ["{{nobody.email}}", "{{alice.last_totp}}", "{{unknown}}"] {
+        for unknown in [
+            "{{nobody.email}}",
+            "{{alice.last_totp}}",
+            "{{unknown}}",
+            // Nothing was mailed to alice.
+            "{{alice.email_code}}",
+        ] {
             assert!(
                 scope
                     .fill(&Template::parse(unknown).unwrap(), &mut used)

@@ -6,6 +6,7 @@ mod captcha;
 mod cluster_events;
 mod concurrency;
 mod configuration;
+mod email;
 mod footprint;
 mod helpers;
 mod instances;

@@ -7,6 +7,7 @@
 use crate::helpers::{ADMIN_TOKEN, Backend, FakeSms, TestApp, spawn_with, test_settings};
 use crate::openapi;
 use serde_json::Value;
+use signin_wizard::replay::mailbox::{MailSink, MailSinkOptions, MailTls, Recipients};
 use signin_wizard::replay::scenario::{self, Step};
 use signin_wizard::replay::sink::SinkOptions;
 use signin_wizard::replay::{
@@ -20,7 +21,7 @@ use std::path::PathBuf;
 /// among them: a refresh token sent again right after it was replaced
 /// answers it, in `sessions.yaml`; a wizard's lost race is
 /// tests/api/concurrency.rs's.)
-const NOT_REPLAYABLE: [(&str, &str); 7] = [
+const NOT_REPLAYABLE: [(&str, &str); 8] = [
     ("captcha_failed", "tests/api/captcha.rs"),
     ("captcha_unavailable", "tests/api/captcha.rs"),
     ("overloaded", "tests/api/concurrency.rs"),
@@ -31,6 +32,11 @@ const NOT_REPLAYABLE: [(&str, &str); 7] = [
     ("factor_unavailable", "src/wizard/machine.rs"),
     // Only a server started with an operator's key file answers it.
     ("keys_pinned", "tests/api/keys.rs"),
+    // Only a server without email delivery answers it.
+    (
+        "password_recovery_unavailable",
+        "tests/api/password_reset.rs",
+    ),
 ];
 
 fn repo(path: &str) -> PathBuf {
@@ -52,17 +58,26 @@ async fn sink(serve_reads: bool) -> SmsSink {
     .unwrap()
 }
 
-/// A server whose SMS go to `sink`, and the target that reaches it (on the
-/// server's own clock, so waits cost nothing).
+/// A server whose SMS go to `sink` and whose email to a mailbox of
+/// replay's, and the target that reaches it (on the server's own clock, so
+/// waits cost nothing).
 async fn replay_target(backend: Backend, sink: &SmsSink) -> (TestApp, Target) {
     let unused = FakeSms::spawn().await;
     let mut settings = test_settings(backend, &unused);
     settings.sms_webhook_url = Some(sink.webhook_url().parse().unwrap());
+    let mail = MailSink::start(MailSinkOptions::loopback(
+        MailTls::Plain,
+        Recipients::Replay,
+    ))
+    .await
+    .unwrap();
+    settings.smtp_url = Some(mail.smtp_url().parse().unwrap());
     let app = spawn_with(settings, unused).await;
     let target = Target {
         base_url: app.address.parse().unwrap(),
         admin_token: ADMIN_TOKEN.to_owned().into(),
         inbox: sink.inbox.clone(),
+        mailbox: mail.mailbox,
         time: Time::Shared(app.clock.clone()),
         client: reqwest::Client::new(),
         may_change_settings: true,
