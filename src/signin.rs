@@ -4,20 +4,23 @@
 use crate::allowance::Allowance;
 use crate::captcha::{CaptchaError, Recaptcha};
 use crate::clock::Clock;
-use crate::credentials::{HashError, PasswordHasher, SmsCodes, TokenPair};
-use crate::delivery::{DeliveryError, SmsGateway};
-use crate::domain::{DeviceFingerprint, Email, OtpCode, Password, WizardId, WizardKey};
+use crate::credentials::{HashError, OneTimeCodes, PasswordHasher, TokenPair};
+use crate::delivery::{DeliveryError, EmailError, Letter, Mailer, SmsGateway};
+use crate::domain::{
+    DeviceFingerprint, Email, NewPassword, OtpCode, Password, WizardId, WizardKey,
+};
 use crate::lockout::{self, Admission, Attempt, Gate, Limits};
 use crate::policy::LivePolicy;
 use crate::sessions::{Opening, Origin, Sessions};
-use crate::store::records::{self, Records, Versioned};
+use crate::store::records::{self, Records, UserWriteError, Versioned};
 use crate::store::{
     self, AccountReads, CodeTries, Key, Op, Reply, Store, StoreError, TOTP_STEP_KEPT, Taken,
     TotpStep,
 };
-use crate::users::User;
+use crate::users::{AccountChange, User};
 use crate::wizard::{
-    Action, Context, Effect, Event, Factor, Opener, Rejection, Step, Transition, Wizard, transition,
+    Action, BoundUser, Context, Effect, Event, Factor, NewPasswordCheck, Opener, Rejection, Step,
+    Transition, Wizard, transition,
 };
 use chrono::{DateTime, Duration, Utc};
 use std::net::IpAddr;
@@ -62,6 +65,10 @@ pub enum SignInError {
     WizardClosed,
     #[error(transparent)]
     SmsDelivery(#[from] DeliveryError),
+    #[error(transparent)]
+    EmailDelivery(#[from] EmailError),
+    #[error("password recovery is not available: this service sends no email")]
+    RecoveryUnavailable,
     #[error(transparent)]
     Captcha(#[from] CaptchaError),
     #[error(transparent)]
@@ -123,8 +130,10 @@ impl<E: Into<SignInError>> From<E> for Failure {
 pub struct SignIn {
     pub store: Arc<dyn Store>,
     pub passwords: Arc<PasswordHasher>,
-    pub sms_codes: SmsCodes,
+    pub codes: OneTimeCodes,
     pub sms: SmsGateway,
+    /// Where reset codes go; without it, password recovery is off.
+    pub mailer: Option<Mailer>,
     /// Opens a session, with its tokens, for each completed sign-in.
     pub sessions: Arc<Sessions>,
     pub clock: Clock,
@@ -134,6 +143,7 @@ pub struct SignIn {
     /// Codes one wizard may try before it is closed.
     pub codes_per_wizard: u32,
     pub sms_code_ttl: Duration,
+    pub reset_code_ttl: Duration,
     pub resend_cooldown: Duration,
     pub max_resends: u32,
     /// Refuse requests without the wizard's key (see `domain::WizardKey`),
@@ -306,7 +316,7 @@ impl SignIn {
             async |wizard, user, _| {
                 Ok(Event::SmsCode {
                     account: bound(user)?.account(),
-                    digest: self.sms_codes.digest(wizard.id, &code),
+                    digest: self.codes.digest(wizard.id, &code),
                 }
                 .into())
             },
@@ -335,6 +345,114 @@ impl SignIn {
         .await
     }
 
+    /// From the login screen: emails a reset code to `email` if an account
+    /// has it, else a notice that none does. The answer is the same.
+    #[tracing::instrument(skip_all, fields(wizard_id = %id, workflow = "login"))]
+    pub async fn forgot_password(
+        &self,
+        id: WizardId,
+        email: Email,
+        presented: &Presented,
+    ) -> Result<Outcome, Failure> {
+        if let Some(refused) = self.refuse_recovery(id) {
+            return Err(refused);
+        }
+        self.step(
+            id,
+            Some(&email),
+            presented,
+            Action::ForgotPassword,
+            async |_, user, _| {
+                Ok(Event::ForgotPassword {
+                    account: user.map(User::account),
+                }
+                .into())
+            },
+        )
+        .await
+    }
+
+    /// Emails a reset code to the account the wizard names (again, at `reset_password_code`).
+    #[tracing::instrument(skip_all, fields(wizard_id = %id, workflow = "reset_password_email"))]
+    pub async fn restore_password(
+        &self,
+        id: WizardId,
+        presented: &Presented,
+    ) -> Result<Outcome, Failure> {
+        if let Some(refused) = self.refuse_recovery(id) {
+            return Err(refused);
+        }
+        self.step(
+            id,
+            None,
+            presented,
+            Action::RestorePassword,
+            async |_, user, _| {
+                Ok(Event::RestorePassword {
+                    account: user.map(User::account),
+                }
+                .into())
+            },
+        )
+        .await
+    }
+
+    /// The emailed code and the new password; the wizard goes back to `login`.
+    #[tracing::instrument(skip_all, fields(wizard_id = %id, workflow = "reset_password_code"))]
+    pub async fn reset_password(
+        &self,
+        id: WizardId,
+        code: OtpCode,
+        password: NewPassword,
+        presented: &Presented,
+    ) -> Result<Outcome, Failure> {
+        let now = self.clock.now();
+        self.step(
+            id,
+            None,
+            presented,
+            Action::ResetPassword,
+            async |wizard, user, _| {
+                let digest = self.codes.digest(wizard.id, &code);
+                let code_matches = match &wizard.step {
+                    Step::ResetCode { challenge, .. } => challenge.check(&digest, now).is_ok(),
+                    _ => false,
+                };
+                // argon2 (twice) only for the right code: a guess costs nothing.
+                let password = match user.filter(|_| code_matches) {
+                    None => NewPasswordCheck::Unchecked,
+                    Some(user) => {
+                        let current = Some(&user.password_hash);
+                        match self
+                            .passwords
+                            .verify(password.as_password(), current)
+                            .await?
+                        {
+                            true => NewPasswordCheck::Reused,
+                            false => {
+                                NewPasswordCheck::Hashed(self.passwords.hash(&password).await?)
+                            }
+                        }
+                    }
+                };
+                Ok(Event::ResetPassword {
+                    account: user.map(User::account),
+                    digest,
+                    password,
+                }
+                .into())
+            },
+        )
+        .await
+    }
+
+    /// Refuses a request for a reset code where no email can go out.
+    fn refuse_recovery(&self, id: WizardId) -> Option<Failure> {
+        self.mailer
+            .is_none()
+            .then(|| Failure::about(id, SignInError::RecoveryUnavailable))
+    }
+
     /// What the settings ask of the login step, and whether this instance can do it.
     pub fn captcha(&self) -> Captcha<'_> {
         match (self.policy.get().recaptcha_enabled, &self.captcha) {
@@ -349,9 +467,9 @@ impl SignIn {
         let policy = self.policy.get();
         let (take, code) = match action {
             Action::Credentials => (true, false),
-            Action::ChooseFactor => (false, false),
-            Action::TotpCode | Action::SmsCode => (true, true),
-            Action::ResendSms => (false, true),
+            Action::ChooseFactor | Action::ForgotPassword => (false, false),
+            Action::TotpCode | Action::SmsCode | Action::ResetPassword => (true, true),
+            Action::ResendSms | Action::RestorePassword => (false, true),
         };
         let limits = Limits {
             now,
@@ -554,9 +672,10 @@ impl SignIn {
             let ctx = Context {
                 now,
                 sms_code_ttl: self.sms_code_ttl,
+                reset_code_ttl: self.reset_code_ttl,
                 resend_cooldown: self.resend_cooldown,
                 max_resends: self.max_resends,
-                fresh_sms: self.sms_codes.fresh(id),
+                fresh_code: self.codes.fresh(id),
             };
             let Transition {
                 wizard: next,
@@ -570,7 +689,7 @@ impl SignIn {
             // crash between them loses the code, never reuses it); the
             // account is read back after the wizard moved (a change that
             // landed first voids the step); the attempt is settled last.
-            let next_account = next.bound().map(|_| account_email);
+            let next_account = next.names_account().then_some(account_email);
             let burn: Vec<Op> = totp_step
                 .map(|step| Op::Advance {
                     account: account_email.clone(),
@@ -685,6 +804,7 @@ impl SignIn {
                 let tokens = self
                     .perform(
                         effects,
+                        (account_email, user.as_ref()),
                         opening.as_ref(),
                         (version + 1, &wizard, bound_to.as_ref()),
                     )
@@ -757,34 +877,94 @@ impl SignIn {
         }
     }
 
-    /// Performs a saved step's effects; the tokens, if it issued them. When an
-    /// SMS cannot be sent, the step is undone (`saved` is the version it was
-    /// saved as, the wizard before it and its account) so the client can retry it.
+    /// Performs a saved step's effects; the tokens, if it issued them.
+    /// `account` is the address the wizard names and its user as loaded. When
+    /// a code cannot be sent or the password cannot be stored, the step is
+    /// undone (`saved` is the version it was saved as, the wizard before it
+    /// and its account) so the client can retry it.
     async fn perform(
         &self,
         effects: Vec<Effect>,
+        account: (&Email, Option<&User>),
         opening: Option<&Opening>,
         saved: (u64, &Wizard, Option<&Email>),
     ) -> Result<Option<TokenPair>, SignInError> {
         let mut tokens = None;
         for effect in effects {
-            match effect {
+            let performed: Result<(), SignInError> = match effect {
                 Effect::SendSms { to, code } => {
-                    if let Err(e) = self.sms.send_code(&to, &code).await {
-                        tracing::warn!(error = %e, "SMS delivery failed; putting the wizard back");
-                        self.roll_back(saved.0, saved.1, saved.2).await;
-                        return Err(e.into());
-                    }
+                    self.sms.send_code(&to, &code).await.map_err(Into::into)
+                }
+                Effect::EmailResetCode { code, expires_at } => {
+                    let minutes = (expires_at - self.clock.now()).num_minutes().max(1);
+                    let letter = Letter::ResetCode {
+                        code: &code,
+                        valid_minutes: u32::try_from(minutes).unwrap_or(u32::MAX),
+                    };
+                    self.email(account.0, letter).await
+                }
+                Effect::EmailNoAccount => self.email(account.0, Letter::NoAccount).await,
+                Effect::SetPassword { user, hash } => {
+                    self.set_password(account.1, user, hash).await
                 }
                 Effect::IssueTokens { user } => {
                     let opening = opening.filter(|o| o.user() == user).ok_or_else(|| {
                         anyhow::anyhow!("tokens are due, but no session was opened")
                     })?;
+                    // The session is written: a failure to sign its tokens undoes nothing.
                     tokens = Some(self.sessions.finish(opening).await?);
+                    Ok(())
                 }
+            };
+            if let Err(e) = performed {
+                tracing::warn!(error = %e, "a step's effect failed; putting the wizard back");
+                self.roll_back(saved.0, saved.1, saved.2).await;
+                return Err(e);
             }
         }
         Ok(tokens)
+    }
+
+    async fn email(&self, to: &Email, letter: Letter<'_>) -> Result<(), SignInError> {
+        let mailer = self
+            .mailer
+            .as_ref()
+            .ok_or(SignInError::RecoveryUnavailable)?;
+        Ok(mailer.send(to, letter).await?)
+    }
+
+    /// Stores a reset's new password if the account is still the one the
+    /// wizard is bound to, clears a forced reset, and ends every session:
+    /// whoever knew the old password is signed out.
+    async fn set_password(
+        &self,
+        loaded: Option<&User>,
+        bound: BoundUser,
+        hash: crate::credentials::PasswordHash,
+    ) -> Result<(), SignInError> {
+        let user = loaded
+            .filter(|u| u.id == bound.id && u.credentials_version == bound.version)
+            .ok_or(SignInError::Conflict)?;
+        let changed = user.clone().changed(AccountChange {
+            password_hash: Some(hash),
+            force_password_reset: Some(false),
+            ..AccountChange::default()
+        });
+        match self.store.update_user(bound.version, &changed).await {
+            Ok(()) => {}
+            Err(UserWriteError::Changed | UserWriteError::NotFound) => {
+                return Err(SignInError::Conflict);
+            }
+            Err(UserWriteError::Store(e)) => return Err(e.into()),
+            Err(e @ UserWriteError::EmailTaken) => return Err(anyhow::Error::new(e).into()),
+        }
+        tracing::info!(user_id = %user.id, "password reset");
+        // The version moved, so no session can refresh any more; ending them
+        // stops their access tokens too. The password stands either way.
+        if let Err(e) = self.sessions.end_all(user.id, None).await {
+            tracing::error!(error = %e, "password reset, but its sessions could not all be ended");
+        }
+        Ok(())
     }
 
     /// Undoes a saved step whose side effect failed, so the client can retry it.

@@ -101,6 +101,9 @@ impl Spec {
                 .filter_map(|e| match e.as_str() {
                     "send_sms" => Some("SendSms"),
                     "issue_tokens" => Some("IssueTokens"),
+                    "email_reset_code" => Some("EmailCode"),
+                    "email_no_account" => Some("EmailNotice"),
+                    "set_password" => Some("SetPassword"),
                     _ => None,
                 })
                 .collect();

@@ -3,8 +3,8 @@
 use crate::captcha::Recaptcha;
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::credentials::{PasswordHasher, SmsCodes, TokenIssuer};
-use crate::delivery::SmsGateway;
+use crate::credentials::{OneTimeCodes, PasswordHasher, TokenIssuer};
+use crate::delivery::{Mailer, SmsGateway};
 use crate::demo::{self, DemoAccount};
 use crate::domain::AdminToken;
 use crate::http::{self, AdminApi, AdminParts, IpLimiter, MyAccount, TrustedProxies};
@@ -13,6 +13,7 @@ use crate::sessions::{RefreshKey, Sessions};
 use crate::signin::SignIn;
 use crate::signing_keys::SigningKeys;
 use crate::store::{MemoryStore, RedisStore, RedisStoreConfig, Store};
+use crate::wizard::RESET_CODE_TTL;
 use actix_web::dev::Server;
 use actix_web::middleware::Logger;
 use actix_web::{App, HttpServer, web};
@@ -99,14 +100,16 @@ impl Application {
         let signin = web::Data::new(SignIn {
             store: Arc::clone(&store),
             passwords: Arc::clone(&passwords),
-            sms_codes: SmsCodes::new(&keyring.code_pepper()?)?,
+            codes: OneTimeCodes::new(&keyring.code_pepper()?)?,
             sms,
+            mailer: Mailer::from_settings(&settings, settings.redis_url.is_none())?,
             sessions: Arc::clone(&sessions),
             clock: clock.clone(),
             policy: Arc::clone(&policy),
             captcha: recaptcha(&settings)?,
             codes_per_wizard: settings.code_attempts_per_wizard,
             sms_code_ttl: settings.sms_code_ttl(),
+            reset_code_ttl: RESET_CODE_TTL,
             resend_cooldown: chrono::Duration::seconds(settings.sms_resend_cooldown_secs.into()),
             max_resends: settings.sms_max_resends,
             require_wizard_key: settings.require_wizard_key,

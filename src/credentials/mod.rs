@@ -2,18 +2,18 @@
 //! digests and signed tokens.
 
 mod keyring;
+mod one_time_code;
 mod password;
 mod sealing;
 mod signing;
-mod sms_code;
 mod tokens;
 mod totp;
 
 pub use keyring::{KeyState, Keyring, SigningKey};
+pub use one_time_code::OneTimeCodes;
 pub use password::{HashError, PasswordHash, PasswordHasher, PasswordPolicy};
 pub use sealing::{Kek, Sealed};
 pub use signing::{Signer, SigningAlgorithm};
-pub use sms_code::SmsCodes;
 pub use tokens::{
     AccessClaims, IssuedToken, LEEWAY, TokenIssuer, TokenPair, TokenRejection, TokenSettings,
     TokenUse,

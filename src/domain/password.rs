@@ -80,6 +80,11 @@ impl NewPassword {
     pub fn expose(&self) -> &str {
         self.0.expose()
     }
+
+    /// The same password as one offered at sign-in, to compare it with a stored hash.
+    pub fn as_password(&self) -> &Password {
+        &self.0
+    }
 }
 
 impl std::fmt::Debug for Password {

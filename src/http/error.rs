@@ -25,6 +25,11 @@ pub enum ErrorKind {
     FactorUnavailable,
     ConcurrentRequest,
     SmsDeliveryFailed,
+    EmailDeliveryFailed,
+    RecoveryUnavailable,
+    InvalidPassword,
+    PasswordMismatch,
+    PasswordReused,
     TooManyAttempts,
     RateLimited,
     DeviceMismatch,
@@ -66,6 +71,11 @@ impl ErrorKind {
             ErrorKind::FactorUnavailable => "factor_unavailable",
             ErrorKind::ConcurrentRequest => "concurrent_request",
             ErrorKind::SmsDeliveryFailed => "sms_delivery_failed",
+            ErrorKind::EmailDeliveryFailed => "email_delivery_failed",
+            ErrorKind::RecoveryUnavailable => "password_recovery_unavailable",
+            ErrorKind::InvalidPassword => "invalid_password",
+            ErrorKind::PasswordMismatch => "password_mismatch",
+            ErrorKind::PasswordReused => "password_reused",
             ErrorKind::TooManyAttempts => "too_many_attempts",
             ErrorKind::RateLimited => "rate_limited",
             ErrorKind::DeviceMismatch => "device_mismatch",
@@ -101,7 +111,11 @@ impl ErrorKind {
             | ErrorKind::Unauthorized
             | ErrorKind::InvalidToken
             | ErrorKind::InvalidRefreshToken => StatusCode::UNAUTHORIZED,
-            ErrorKind::InvalidField | ErrorKind::CaptchaFailed => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorKind::InvalidField
+            | ErrorKind::CaptchaFailed
+            | ErrorKind::InvalidPassword
+            | ErrorKind::PasswordMismatch
+            | ErrorKind::PasswordReused => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorKind::WizardNotFound
             | ErrorKind::RouteNotFound
             | ErrorKind::UserNotFound
@@ -120,8 +134,11 @@ impl ErrorKind {
             | ErrorKind::FactorUnavailable
             | ErrorKind::ConcurrentRequest
             | ErrorKind::EmailTaken
-            | ErrorKind::KeysPinned => StatusCode::CONFLICT,
-            ErrorKind::SmsDeliveryFailed => StatusCode::BAD_GATEWAY,
+            | ErrorKind::KeysPinned
+            | ErrorKind::RecoveryUnavailable => StatusCode::CONFLICT,
+            ErrorKind::SmsDeliveryFailed | ErrorKind::EmailDeliveryFailed => {
+                StatusCode::BAD_GATEWAY
+            }
             ErrorKind::Overloaded | ErrorKind::StoreUnavailable | ErrorKind::CaptchaUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -158,6 +175,7 @@ impl From<Rejection> for ErrorKind {
             Rejection::AccountChanged => ErrorKind::AccountChanged,
             Rejection::ResendTooSoon { .. } => ErrorKind::ResendTooSoon,
             Rejection::ResendLimit => ErrorKind::ResendLimitReached,
+            Rejection::PasswordReused => ErrorKind::PasswordReused,
         }
     }
 }
@@ -305,6 +323,16 @@ impl From<Failure> for ApiError {
                     ErrorKind::SmsDeliveryFailed,
                     "the SMS could not be sent; try again",
                 )
+            }
+            SignInError::EmailDelivery(e) => {
+                tracing::warn!(error = %e, "email delivery failed");
+                ApiError::new(
+                    ErrorKind::EmailDeliveryFailed,
+                    "the email could not be sent; try again",
+                )
+            }
+            SignInError::RecoveryUnavailable => {
+                ApiError::new(ErrorKind::RecoveryUnavailable, message)
             }
             SignInError::Store(e) => store_error(e),
             SignInError::Internal(e) => {

@@ -34,6 +34,14 @@ pub fn routes(cfg: &mut web::ServiceConfig, admin_limiter: Option<web::Data<IpLi
             .route("/2fa/google", web::post().to(signin::totp_code))
             .route("/2fa/sms", web::post().to(signin::sms_code))
             .route("/2fa/sms/resend", web::post().to(signin::resend_sms))
+            .route(
+                "/signin/password/restore",
+                web::post().to(signin::restore_password),
+            )
+            .route(
+                "/signin/password/reset",
+                web::post().to(signin::reset_password),
+            )
             .route("/refresh", web::post().to(my_account::refresh))
             .route("/me", web::get().to(my_account::me))
             .route("/sessions", web::get().to(my_account::sessions))

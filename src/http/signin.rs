@@ -4,15 +4,18 @@ use super::error::{ApiError, ErrorKind};
 use super::rate_limit::IpLimiter;
 use crate::allowance::Allowance;
 use crate::credentials::{IssuedToken, TokenPair};
-use crate::domain::{DeviceFingerprint, Email, OtpCode, Password, WizardId, WizardKey};
+use crate::domain::{
+    DeviceFingerprint, Email, NewPassword, OtpCode, Password, WizardId, WizardKey,
+};
 use crate::signin::{Captcha, Credentials, Failure, Outcome, Presented, SignIn, SignInError};
-use crate::wizard::Factor;
+use crate::wizard::{Factor, Step};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::sync::Arc;
+use subtle::ConstantTimeEq;
 
 #[derive(Serialize)]
 struct StartData<'a> {
@@ -101,7 +104,16 @@ pub(super) fn tfa_providers(factors: Vec<Factor>) -> Vec<TfaProvider> {
 
 pub async fn start(req: HttpRequest, signin: web::Data<SignIn>) -> Result<HttpResponse, ApiError> {
     let (wizard, key) = signin.start(allowance(&req).as_deref()).await?;
-    let data = StartData {
+    let mut envelope = Envelope::for_wizard(&wizard, login_data(&signin));
+    if let Some(meta) = envelope.meta.as_mut() {
+        meta.wizard_key = Some(key.expose().to_owned());
+    }
+    Ok(envelope.respond())
+}
+
+/// What the login form needs to be drawn (at the start, and after a reset).
+fn login_data(signin: &SignIn) -> StartData<'_> {
+    StartData {
         recaptcha: match signin.captcha() {
             Captcha::Required(captcha) => Recaptcha {
                 enabled: true,
@@ -118,13 +130,8 @@ pub async fn start(req: HttpRequest, signin: web::Data<SignIn>) -> Result<HttpRe
             },
         },
         is_qr_available: false,
-        is_password_recovery_available: false,
-    };
-    let mut envelope = Envelope::for_wizard(&wizard, data);
-    if let Some(meta) = envelope.meta.as_mut() {
-        meta.wizard_key = Some(key.expose().to_owned());
+        is_password_recovery_available: signin.mailer.is_some(),
     }
-    Ok(envelope.respond())
 }
 
 #[derive(Deserialize)]
@@ -227,6 +234,87 @@ pub async fn resend_sms(
     let (id, (), presented) = read_later_step(&req, &signin, payload, |_: NoFields| Ok(())).await?;
     let outcome = signin.resend_sms(id, &presented).await?;
     Ok(Envelope::for_wizard(&outcome.wizard, ()).respond())
+}
+
+#[derive(Deserialize)]
+struct RestoreBody {
+    /// Only at `login`: the address to send a reset code to.
+    email: Option<String>,
+}
+
+/// What a wizard waiting for a reset code tells the client.
+#[derive(Serialize)]
+struct CodeSent {
+    #[serde(rename = "codeExpiresAt")]
+    code_expires_at: String,
+}
+
+/// `POST /password/restore`: at `login` with the `email` typed (the
+/// answer is the same whether an account has it), at
+/// `reset_password_email` without (and again at `reset_password_code`).
+pub async fn restore_password(
+    req: HttpRequest,
+    signin: web::Data<SignIn>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (id, email, presented) = read_later_step(&req, &signin, payload, |b: RestoreBody| {
+        b.email
+            .as_deref()
+            .map(Email::parse)
+            .transpose()
+            .map_err(ApiError::invalid)
+    })
+    .await?;
+    let outcome = match email {
+        Some(email) => signin.forgot_password(id, email, &presented).await?,
+        None => signin.restore_password(id, &presented).await?,
+    };
+    let code_expires_at = match &outcome.wizard.step {
+        Step::ResetCode { challenge, .. } => challenge.expires_at,
+        _ => outcome.wizard.expires_at,
+    };
+    let data = CodeSent {
+        code_expires_at: rfc3339(code_expires_at),
+    };
+    Ok(Envelope::for_wizard(&outcome.wizard, data).respond())
+}
+
+#[derive(Deserialize)]
+struct ResetBody {
+    code: String,
+    password: SecretString,
+    password_confirmation: SecretString,
+}
+
+/// `POST /password/reset`: the emailed code and the new password; the
+/// answer is the `login` step, for signing in with it.
+pub async fn reset_password(
+    req: HttpRequest,
+    signin: web::Data<SignIn>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (id, (code, password), presented) =
+        read_later_step(&req, &signin, payload, |b: ResetBody| {
+            let code = OtpCode::parse(&b.code).map_err(ApiError::invalid)?;
+            let (typed, again) = (
+                b.password.expose_secret(),
+                b.password_confirmation.expose_secret(),
+            );
+            if !bool::from(typed.as_bytes().ct_eq(again.as_bytes())) {
+                return Err(ApiError::new(
+                    ErrorKind::PasswordMismatch,
+                    "password and password_confirmation differ",
+                ));
+            }
+            let password = NewPassword::parse(b.password)
+                .map_err(|e| ApiError::new(ErrorKind::InvalidPassword, e.0))?;
+            Ok((code, password))
+        })
+        .await?;
+    let outcome = signin
+        .reset_password(id, code, password, &presented)
+        .await?;
+    Ok(Envelope::for_wizard(&outcome.wizard, login_data(&signin)).respond())
 }
 
 fn parse_code(body: CodeBody) -> Result<OtpCode, ApiError> {

@@ -6,7 +6,7 @@
 //! `decode` keeps reading the ones before it.
 
 use crate::domain::{DeviceFingerprint, UserId, WizardId};
-use crate::wizard::{BoundUser, SecretDigest, SmsChallenge, Step, Wizard};
+use crate::wizard::{BoundUser, CodeChallenge, SecretDigest, Step, Wizard};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -26,16 +26,18 @@ enum StoredStep {
     Login,
     ChooseFactor(StoredUser),
     TotpCode(StoredUser),
-    SmsCode(StoredUser, StoredSms),
+    SmsCode(StoredUser, StoredCode),
     ResetPassword(StoredUser),
     Terminated(StoredUser),
+    // New variants go last: postcard numbers them in order.
+    ResetCode(Option<StoredUser>, StoredCode),
 }
 
 #[derive(Serialize, Deserialize)]
 struct StoredUser(UserId, u64);
 
 #[derive(Serialize, Deserialize)]
-struct StoredSms {
+struct StoredCode {
     digest: [u8; 32],
     sent_at: i64,
     expires_at: i64,
@@ -53,15 +55,10 @@ pub fn encode(wizard: &Wizard) -> anyhow::Result<Vec<u8>> {
             Step::Login => StoredStep::Login,
             Step::ChooseFactor { user: u } => StoredStep::ChooseFactor(user(u)),
             Step::TotpCode { user: u } => StoredStep::TotpCode(user(u)),
-            Step::SmsCode { user: u, challenge } => StoredStep::SmsCode(
-                user(u),
-                StoredSms {
-                    digest: challenge.digest.to_bytes(),
-                    sent_at: challenge.sent_at.timestamp_millis(),
-                    expires_at: challenge.expires_at.timestamp_millis(),
-                    resends: challenge.resends,
-                },
-            ),
+            Step::SmsCode { user: u, challenge } => StoredStep::SmsCode(user(u), code(challenge)),
+            Step::ResetCode { user: u, challenge } => {
+                StoredStep::ResetCode(u.as_ref().map(user), code(challenge))
+            }
             Step::ResetPassword { user: u } => StoredStep::ResetPassword(user(u)),
             Step::Terminated { user: u } => StoredStep::Terminated(user(u)),
         },
@@ -95,16 +92,33 @@ pub fn decode(id: WizardId, bytes: &[u8]) -> anyhow::Result<Wizard> {
             StoredStep::TotpCode(u) => Step::TotpCode { user: user(u) },
             StoredStep::SmsCode(u, sms) => Step::SmsCode {
                 user: user(u),
-                challenge: SmsChallenge {
-                    digest: SecretDigest::new(sms.digest),
-                    sent_at: instant(sms.sent_at)?,
-                    expires_at: instant(sms.expires_at)?,
-                    resends: sms.resends,
-                },
+                challenge: challenge(sms)?,
+            },
+            StoredStep::ResetCode(u, sent) => Step::ResetCode {
+                user: u.map(user),
+                challenge: challenge(sent)?,
             },
             StoredStep::ResetPassword(u) => Step::ResetPassword { user: user(u) },
             StoredStep::Terminated(u) => Step::Terminated { user: user(u) },
         },
+    })
+}
+
+fn code(challenge: &CodeChallenge) -> StoredCode {
+    StoredCode {
+        digest: challenge.digest.to_bytes(),
+        sent_at: challenge.sent_at.timestamp_millis(),
+        expires_at: challenge.expires_at.timestamp_millis(),
+        resends: challenge.resends,
+    }
+}
+
+fn challenge(stored: StoredCode) -> anyhow::Result<CodeChallenge> {
+    Ok(CodeChallenge {
+        digest: SecretDigest::new(stored.digest),
+        sent_at: instant(stored.sent_at)?,
+        expires_at: instant(stored.expires_at)?,
+        resends: stored.resends,
     })
 }
 
@@ -138,7 +152,7 @@ mod tests {
         let fingerprint =
             base64::engine::general_purpose::STANDARD.encode(r#"{"user_agent":"test/1.0"}"#);
         wizard.fingerprint = Some(DeviceFingerprint::parse(&fingerprint).unwrap());
-        let challenge = SmsChallenge {
+        let challenge = CodeChallenge {
             digest: SecretDigest::new([7; 32]),
             sent_at: start + Duration::seconds(5),
             expires_at: start + Duration::seconds(305),
@@ -150,9 +164,17 @@ mod tests {
             Step::TotpCode { user: bound() },
             Step::SmsCode {
                 user: bound(),
-                challenge,
+                challenge: challenge.clone(),
             },
             Step::ResetPassword { user: bound() },
+            Step::ResetCode {
+                user: Some(bound()),
+                challenge: challenge.clone(),
+            },
+            Step::ResetCode {
+                user: None,
+                challenge,
+            },
             Step::Terminated { user: bound() },
         ] {
             let written = Wizard {

@@ -1,7 +1,8 @@
 use super::model::{
-    Account, Action, BoundUser, Factor, FreshSmsCode, Rejection, SecretDigest, SmsChallenge, Step,
+    Account, Action, BoundUser, CodeChallenge, Factor, FreshCode, Rejection, SecretDigest, Step,
     Wizard,
 };
+use crate::credentials::PasswordHash;
 use crate::domain::{DeviceFingerprint, OtpCode, PhoneNumber, UserId};
 use chrono::{DateTime, Duration, Utc};
 
@@ -25,6 +26,29 @@ pub enum Event {
     },
     /// The client asks for a new SMS code.
     ResendSms { account: Account },
+    /// A reset code for the email typed at the login screen, whose account
+    /// (`None`: no account has it) is not bound: nothing is proven yet.
+    ForgotPassword { account: Option<Account> },
+    /// A reset code (again) for the account the wizard names, as it is now.
+    RestorePassword { account: Option<Account> },
+    /// The keyed digest of the reset code the client typed, and what the
+    /// edges made of the new password (checked only once the code matched).
+    ResetPassword {
+        account: Option<Account>,
+        digest: SecretDigest,
+        password: NewPasswordCheck,
+    },
+}
+
+/// The new password of a reset, as the edges judged it. The code is
+/// checked first (cheaply), and only a matching code pays for argon2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NewPasswordCheck {
+    /// Not looked at: the code did not match, or no account has the email.
+    Unchecked,
+    /// It is the account's current password.
+    Reused,
+    Hashed(PasswordHash),
 }
 
 impl Event {
@@ -35,17 +59,23 @@ impl Event {
             Event::TotpCode { .. } => Action::TotpCode,
             Event::SmsCode { .. } => Action::SmsCode,
             Event::ResendSms { .. } => Action::ResendSms,
+            Event::ForgotPassword { .. } => Action::ForgotPassword,
+            Event::RestorePassword { .. } => Action::RestorePassword,
+            Event::ResetPassword { .. } => Action::ResetPassword,
         }
     }
 
     /// The bound user's current record, for the events that come after the password.
     fn current_account(&self) -> Option<&Account> {
         match self {
-            Event::Credentials { .. } => None,
+            Event::Credentials { .. } | Event::ForgotPassword { .. } => None,
             Event::ChooseFactor { account, .. }
             | Event::TotpCode { account, .. }
             | Event::SmsCode { account, .. }
             | Event::ResendSms { account } => Some(account),
+            Event::RestorePassword { account } | Event::ResetPassword { account, .. } => {
+                account.as_ref()
+            }
         }
     }
 }
@@ -55,19 +85,40 @@ impl Event {
 pub struct Context {
     pub now: DateTime<Utc>,
     pub sms_code_ttl: Duration,
-    /// Least time between two SMS codes of one wizard.
+    /// Lifetime of an emailed reset code (never beyond its wizard's).
+    pub reset_code_ttl: Duration,
+    /// Least time between two codes (SMS or email) of one wizard.
     pub resend_cooldown: Duration,
     /// Codes one wizard may have sent again.
     pub max_resends: u32,
-    /// Used only if this transition sends an SMS.
-    pub fresh_sms: FreshSmsCode,
+    /// Used only if this transition sends a code.
+    pub fresh_code: FreshCode,
 }
 
 /// A side effect for the shell, performed only after the new state is saved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    SendSms { to: PhoneNumber, code: OtpCode },
-    IssueTokens { user: UserId },
+    SendSms {
+        to: PhoneNumber,
+        code: OtpCode,
+    },
+    /// Email the reset code to the address the wizard names.
+    EmailResetCode {
+        code: OtpCode,
+        expires_at: DateTime<Utc>,
+    },
+    /// Tell the address typed that no account uses it (so that the answer,
+    /// and its cost, are those of an address that has one).
+    EmailNoAccount,
+    /// Store the new password (the account stays at `user.version` until
+    /// then, or the step is undone), clear a forced reset, end every session.
+    SetPassword {
+        user: BoundUser,
+        hash: PasswordHash,
+    },
+    IssueTokens {
+        user: UserId,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -108,27 +159,40 @@ pub fn transition(wizard: &Wizard, event: Event, ctx: &Context) -> Result<Transi
             terminate(*user)
         }
         (Step::SmsCode { user, challenge }, Event::SmsCode { digest, .. }) => {
-            if ctx.now >= challenge.expires_at {
-                return Err(Rejection::CodeExpired);
-            }
-            if !challenge.digest.matches(&digest) {
-                return Err(Rejection::InvalidCode);
-            }
+            challenge.check(&digest, ctx.now)?;
             terminate(*user)
         }
         (Step::SmsCode { user, challenge }, Event::ResendSms { account }) => {
             let phone = account.phone.ok_or(Rejection::FactorUnavailable)?;
-            let wait = challenge.sent_at + ctx.resend_cooldown - ctx.now;
-            if wait > Duration::zero() {
-                let millis = u64::try_from(wait.num_milliseconds()).unwrap_or(0);
-                return Err(Rejection::ResendTooSoon {
-                    retry_after_secs: millis.div_ceil(1000),
-                });
-            }
-            if challenge.resends >= ctx.max_resends {
-                return Err(Rejection::ResendLimit);
-            }
-            send_sms(*user, phone, ctx, challenge.resends + 1)
+            send_sms(*user, phone, ctx, resend(challenge, ctx)?)
+        }
+        (Step::Login, Event::ForgotPassword { account }) => {
+            email_reset_code(account.map(|a| a.binding()), wizard, ctx, 0)
+        }
+        (Step::ResetPassword { user }, Event::RestorePassword { .. }) => {
+            email_reset_code(Some(*user), wizard, ctx, 0)
+        }
+        (Step::ResetCode { user, challenge }, Event::RestorePassword { .. }) => {
+            email_reset_code(*user, wizard, ctx, resend(challenge, ctx)?)
+        }
+        (
+            Step::ResetCode { user, challenge },
+            Event::ResetPassword {
+                digest, password, ..
+            },
+        ) => {
+            challenge.check(&digest, ctx.now)?;
+            // No code went out for an address without an account.
+            let user = user.ok_or(Rejection::InvalidCode)?;
+            let hash = match password {
+                NewPasswordCheck::Hashed(hash) => hash,
+                NewPasswordCheck::Reused => return Err(Rejection::PasswordReused),
+                NewPasswordCheck::Unchecked => return Err(Rejection::InvalidCode),
+            };
+            // Back to the login step, for the new password: nothing of the
+            // old attempt (device, account) carries over.
+            fingerprint = None;
+            (Step::Login, vec![Effect::SetPassword { user, hash }])
         }
         // `admits` has already refused every other pairing; stay defensive.
         (
@@ -137,6 +201,7 @@ pub fn transition(wizard: &Wizard, event: Event, ctx: &Context) -> Result<Transi
             | Step::TotpCode { .. }
             | Step::SmsCode { .. }
             | Step::ResetPassword { .. }
+            | Step::ResetCode { .. }
             | Step::Terminated { .. },
             _,
         ) => return Err(Rejection::StepNotAllowed),
@@ -166,17 +231,58 @@ fn after_password(account: Account, ctx: &Context) -> (Step, Vec<Effect>) {
 
 /// A new code replaces any earlier one: only the latest is ever valid.
 fn send_sms(user: BoundUser, to: PhoneNumber, ctx: &Context, resends: u32) -> (Step, Vec<Effect>) {
-    let challenge = SmsChallenge {
-        digest: ctx.fresh_sms.digest.clone(),
+    let challenge = CodeChallenge {
+        digest: ctx.fresh_code.digest.clone(),
         sent_at: ctx.now,
         expires_at: ctx.now + ctx.sms_code_ttl,
         resends,
     };
     let effect = Effect::SendSms {
         to,
-        code: ctx.fresh_sms.code.clone(),
+        code: ctx.fresh_code.code.clone(),
     };
     (Step::SmsCode { user, challenge }, vec![effect])
+}
+
+/// How many codes will have been sent again once one more is: refused
+/// while the last is too recent, or when the wizard sent all it may.
+fn resend(challenge: &CodeChallenge, ctx: &Context) -> Result<u32, Rejection> {
+    let wait = challenge.sent_at + ctx.resend_cooldown - ctx.now;
+    if wait > Duration::zero() {
+        let millis = u64::try_from(wait.num_milliseconds()).unwrap_or(0);
+        return Err(Rejection::ResendTooSoon {
+            retry_after_secs: millis.div_ceil(1000),
+        });
+    }
+    if challenge.resends >= ctx.max_resends {
+        return Err(Rejection::ResendLimit);
+    }
+    Ok(challenge.resends + 1)
+}
+
+/// Emails a reset code (or, to an address without an account, a notice;
+/// the wizard waits for a code either way). A new code replaces any
+/// earlier one, and none outlives the wizard.
+fn email_reset_code(
+    user: Option<BoundUser>,
+    wizard: &Wizard,
+    ctx: &Context,
+    resends: u32,
+) -> (Step, Vec<Effect>) {
+    let challenge = CodeChallenge {
+        digest: ctx.fresh_code.digest.clone(),
+        sent_at: ctx.now,
+        expires_at: (ctx.now + ctx.reset_code_ttl).min(wizard.expires_at),
+        resends,
+    };
+    let effect = match user {
+        Some(_) => Effect::EmailResetCode {
+            code: ctx.fresh_code.code.clone(),
+            expires_at: challenge.expires_at,
+        },
+        None => Effect::EmailNoAccount,
+    };
+    (Step::ResetCode { user, challenge }, vec![effect])
 }
 
 fn terminate(user: BoundUser) -> (Step, Vec<Effect>) {
@@ -201,9 +307,10 @@ mod tests {
         Context {
             now,
             sms_code_ttl: Duration::minutes(5),
+            reset_code_ttl: Duration::minutes(10),
             resend_cooldown: Duration::seconds(30),
             max_resends: 2,
-            fresh_sms: FreshSmsCode {
+            fresh_code: FreshCode {
                 code: OtpCode::parse("123456").unwrap(),
                 digest: SecretDigest::new([7; 32]),
             },
@@ -453,6 +560,131 @@ mod tests {
         assert_eq!(w.still_bound_to(None), Err(Rejection::AccountChanged));
         assert_eq!(w.still_bound_to(Some(&acc)), Ok(()));
         assert_eq!(fresh().still_bound_to(None), Ok(()), "nothing bound yet");
+    }
+
+    fn reset(
+        w: &Wizard,
+        acc: &Account,
+        digest: [u8; 32],
+        password: NewPasswordCheck,
+    ) -> Result<Transition, Rejection> {
+        let event = Event::ResetPassword {
+            account: Some(acc.clone()),
+            digest: SecretDigest::new(digest),
+            password,
+        };
+        transition(w, event, &ctx_at(now()))
+    }
+
+    fn new_hash() -> NewPasswordCheck {
+        NewPasswordCheck::Hashed(serde_json::from_str(r#""$argon2id$new""#).unwrap())
+    }
+
+    #[test]
+    fn a_forced_reset_emails_a_code_and_a_reset_returns_to_login() {
+        let acc = account(true, false, true);
+        let w = login(&acc).wizard;
+        let sent = transition(
+            &w,
+            Event::RestorePassword {
+                account: Some(acc.clone()),
+            },
+            &ctx_at(now()),
+        )
+        .unwrap();
+        assert_eq!(sent.wizard.workflow(), Workflow::ResetCode);
+        assert!(matches!(
+            sent.effects.as_slice(),
+            [Effect::EmailResetCode { .. }]
+        ));
+        let w = sent.wizard;
+        for (digest, password, rejection) in [
+            ([8; 32], new_hash(), Rejection::InvalidCode),
+            ([7; 32], NewPasswordCheck::Reused, Rejection::PasswordReused),
+            ([7; 32], NewPasswordCheck::Unchecked, Rejection::InvalidCode),
+        ] {
+            assert_eq!(reset(&w, &acc, digest, password).unwrap_err(), rejection);
+        }
+        let done = reset(&w, &acc, [7; 32], new_hash()).unwrap();
+        assert_eq!(done.wizard.workflow(), Workflow::Login);
+        assert_eq!(
+            done.wizard.fingerprint, None,
+            "the next password names its device anew"
+        );
+        assert!(!done.wizard.names_account());
+        assert!(matches!(
+            done.effects.as_slice(),
+            [Effect::SetPassword { user, .. }] if *user == acc.binding()
+        ));
+    }
+
+    #[test]
+    fn an_unknown_address_gets_a_notice_and_no_code_works() {
+        let w = fresh();
+        let t = transition(&w, Event::ForgotPassword { account: None }, &ctx_at(now())).unwrap();
+        assert_eq!(t.wizard.workflow(), Workflow::ResetCode);
+        assert!(t.wizard.names_account() && t.wizard.bound().is_none());
+        assert_eq!(t.effects, vec![Effect::EmailNoAccount]);
+        let acc = account(false, false, false);
+        let event = Event::ResetPassword {
+            account: None,
+            digest: SecretDigest::new([7; 32]),
+            password: new_hash(),
+        };
+        let err = transition(&t.wizard, event, &ctx_at(now())).unwrap_err();
+        assert_eq!(err, Rejection::InvalidCode, "not even the drawn code");
+        // A known address is bound at its version, and a change stops the reset.
+        let known = transition(
+            &w,
+            Event::ForgotPassword {
+                account: Some(acc.clone()),
+            },
+            &ctx_at(now()),
+        )
+        .unwrap()
+        .wizard;
+        assert_eq!(known.bound(), Some(acc.binding()));
+        let changed = Account {
+            version: acc.version + 1,
+            ..acc
+        };
+        assert_eq!(
+            reset(&known, &changed, [7; 32], new_hash()).unwrap_err(),
+            Rejection::AccountChanged
+        );
+    }
+
+    #[test]
+    fn a_reset_code_expires_and_never_outlives_its_wizard() {
+        let acc = account(false, false, false);
+        let forgot = || Event::ForgotPassword {
+            account: Some(acc.clone()),
+        };
+        let late = transition(&fresh(), forgot(), &ctx_at(now() + Duration::minutes(4)))
+            .unwrap()
+            .wizard;
+        let Step::ResetCode { challenge, .. } = &late.step else {
+            panic!("{:?}", late.step)
+        };
+        assert_eq!(
+            challenge.expires_at, late.expires_at,
+            "capped by the wizard's end"
+        );
+        let short = Context {
+            reset_code_ttl: Duration::minutes(3),
+            ..ctx_at(now())
+        };
+        let w = transition(&fresh(), forgot(), &short).unwrap().wizard;
+        let event = Event::ResetPassword {
+            account: Some(acc.clone()),
+            digest: SecretDigest::new([7; 32]),
+            password: new_hash(),
+        };
+        let after = ctx_at(now() + Duration::minutes(3));
+        assert_eq!(
+            transition(&w, event, &after).unwrap_err(),
+            Rejection::CodeExpired
+        );
     }
 
     #[test]

@@ -10,8 +10,8 @@ mod model;
 #[cfg(test)]
 mod properties;
 
-pub use machine::{Context, Effect, Event, Transition, transition};
+pub use machine::{Context, Effect, Event, NewPasswordCheck, Transition, transition};
 pub use model::{
-    Account, Action, BoundUser, Factor, FreshSmsCode, Opener, Rejection, SecretDigest,
-    SmsChallenge, Step, Wizard, Workflow,
+    Account, Action, BoundUser, CodeChallenge, Factor, FreshCode, Opener, RESET_CODE_TTL,
+    Rejection, SecretDigest, Step, Wizard, Workflow,
 };

@@ -18,6 +18,8 @@ pub enum Workflow {
     SmsCode,
     #[serde(rename = "reset_password_email")]
     ResetPassword,
+    #[serde(rename = "reset_password_code")]
+    ResetCode,
     #[serde(rename = "Terminate")]
     Terminate,
 }
@@ -31,6 +33,7 @@ impl Workflow {
             Workflow::TotpCode => "2fa_google_auth",
             Workflow::SmsCode => "2fa_sms_auth",
             Workflow::ResetPassword => "reset_password_email",
+            Workflow::ResetCode => "reset_password_code",
             Workflow::Terminate => "Terminate",
         }
     }
@@ -53,6 +56,12 @@ pub enum Action {
     TotpCode,
     SmsCode,
     ResendSms,
+    /// From the login screen: a reset code for the email typed.
+    ForgotPassword,
+    /// A reset code for the account the wizard is about (sent again at `ResetCode`).
+    RestorePassword,
+    /// The emailed code and a new password.
+    ResetPassword,
 }
 
 /// Where one sign-in attempt stands. Everything after `Login` is bound to its user.
@@ -71,11 +80,18 @@ pub enum Step {
     SmsCode {
         #[serde(flatten)]
         user: BoundUser,
-        challenge: SmsChallenge,
+        challenge: CodeChallenge,
     },
     ResetPassword {
         #[serde(flatten)]
         user: BoundUser,
+    },
+    /// A reset code was emailed. `user` is `None` when the email typed at
+    /// the login screen has no account (a notice went out instead): the
+    /// step looks the same to the client either way.
+    ResetCode {
+        user: Option<BoundUser>,
+        challenge: CodeChallenge,
     },
     Terminated {
         #[serde(flatten)]
@@ -136,6 +152,7 @@ impl Wizard {
             Step::TotpCode { .. } => Workflow::TotpCode,
             Step::SmsCode { .. } => Workflow::SmsCode,
             Step::ResetPassword { .. } => Workflow::ResetPassword,
+            Step::ResetCode { .. } => Workflow::ResetCode,
             Step::Terminated { .. } => Workflow::Terminate,
         }
     }
@@ -154,6 +171,21 @@ impl Wizard {
             | Step::SmsCode { user, .. }
             | Step::ResetPassword { user }
             | Step::Terminated { user } => Some(*user),
+            Step::ResetCode { user, .. } => *user,
+        }
+    }
+
+    /// Whether the record names an account: a bound wizard's, or the one
+    /// a reset code was asked for (its attempts count against it).
+    pub fn names_account(&self) -> bool {
+        match self.step {
+            Step::Login => false,
+            Step::ChooseFactor { .. }
+            | Step::TotpCode { .. }
+            | Step::SmsCode { .. }
+            | Step::ResetPassword { .. }
+            | Step::ResetCode { .. }
+            | Step::Terminated { .. } => true,
         }
     }
 
@@ -172,11 +204,12 @@ impl Wizard {
     pub fn admits(&self, action: Action, now: DateTime<Utc>) -> Result<(), Rejection> {
         let allowed: &[Action] = match self.step {
             Step::Terminated { .. } => return Err(Rejection::Completed),
-            Step::Login => &[Action::Credentials],
+            Step::Login => &[Action::Credentials, Action::ForgotPassword],
             Step::ChooseFactor { .. } => &[Action::ChooseFactor],
             Step::TotpCode { .. } => &[Action::TotpCode],
             Step::SmsCode { .. } => &[Action::SmsCode, Action::ResendSms],
-            Step::ResetPassword { .. } => &[],
+            Step::ResetPassword { .. } => &[Action::RestorePassword],
+            Step::ResetCode { .. } => &[Action::ResetPassword, Action::RestorePassword],
         };
         if now >= self.expires_at {
             return Err(Rejection::Expired);
@@ -244,6 +277,8 @@ pub enum Rejection {
     ResendTooSoon { retry_after_secs: u64 },
     #[error("no more codes can be sent for this sign-in; start a new one")]
     ResendLimit,
+    #[error("the new password must differ from the current one")]
+    PasswordReused,
 }
 
 /// What the edges learnt about an account whose password was accepted.
@@ -323,9 +358,12 @@ impl std::fmt::Debug for SecretDigest {
     }
 }
 
-/// The SMS code a wizard waits for.
+/// How long an emailed password-reset code works (never beyond its wizard).
+pub const RESET_CODE_TTL: Duration = Duration::minutes(10);
+
+/// The code (SMS or email) a wizard waits for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SmsChallenge {
+pub struct CodeChallenge {
     pub digest: SecretDigest,
     pub sent_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
@@ -333,10 +371,23 @@ pub struct SmsChallenge {
     pub resends: u32,
 }
 
-/// A freshly drawn SMS code and its digest, handed to the core in case the
+impl CodeChallenge {
+    /// Whether `digest` (of the code the client typed) answers this challenge now.
+    pub fn check(&self, digest: &SecretDigest, now: DateTime<Utc>) -> Result<(), Rejection> {
+        if now >= self.expires_at {
+            return Err(Rejection::CodeExpired);
+        }
+        if !self.digest.matches(digest) {
+            return Err(Rejection::InvalidCode);
+        }
+        Ok(())
+    }
+}
+
+/// A freshly drawn code and its digest, handed to the core in case the
 /// transition needs to send one (randomness stays outside the core).
 #[derive(Debug, Clone)]
-pub struct FreshSmsCode {
+pub struct FreshCode {
     pub code: OtpCode,
     pub digest: SecretDigest,
 }

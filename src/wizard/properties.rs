@@ -1,5 +1,5 @@
 //! Model-based property test: random request sequences against a small
-//! reference model of the B2Core flow.
+//! reference model of the B2Core flow, with the password-reset branch.
 
 use super::*;
 use crate::domain::{DeviceFingerprint, OtpCode, PhoneNumber, UserId, WizardId, WizardKey};
@@ -19,6 +19,17 @@ enum Request {
         correct: bool,
     },
     Resend,
+    /// At the login screen, for the account's email (`known`) or another.
+    Forgot {
+        known: bool,
+    },
+    /// A reset code for the wizard's account (again).
+    Restore,
+    /// The reset code, and a new password that is the old one or not.
+    Reset {
+        correct: bool,
+        reused: bool,
+    },
     Wait {
         secs: i64,
     },
@@ -33,6 +44,10 @@ fn request() -> impl Strategy<Value = Request> {
         any::<bool>().prop_map(|correct| Request::Totp { correct }),
         any::<bool>().prop_map(|correct| Request::Sms { correct }),
         Just(Request::Resend),
+        any::<bool>().prop_map(|known| Request::Forgot { known }),
+        Just(Request::Restore),
+        (any::<bool>(), any::<bool>())
+            .prop_map(|(correct, reused)| Request::Reset { correct, reused }),
         (1i64..400).prop_map(|secs| Request::Wait { secs }),
         Just(Request::AdminChange),
     ]
@@ -44,13 +59,22 @@ enum Model {
     Login,
     Choose,
     Totp,
-    Sms { sent_at: i64, resends: u32 },
+    Sms {
+        sent_at: i64,
+        resends: u32,
+    },
     Reset,
+    ResetCode {
+        sent_at: i64,
+        resends: u32,
+        known: bool,
+    },
     Done,
 }
 
 const TTL: i64 = 600;
 const SMS_TTL: i64 = 300;
+const RESET_CODE_TTL: i64 = 240;
 const COOLDOWN: i64 = 30;
 const MAX_RESENDS: u32 = 3;
 const RIGHT: [u8; 32] = [1; 32];
@@ -69,7 +93,7 @@ proptest! {
     fn tokens_only_after_every_required_factor(
         totp in any::<bool>(),
         sms in any::<bool>(),
-        reset in any::<bool>(),
+        mut reset in any::<bool>(),
         requests in proptest::collection::vec(request(), 1..25),
     ) {
         let mut account = Account {
@@ -101,25 +125,54 @@ proptest! {
                     digest: SecretDigest::new(if *correct { RIGHT } else { WRONG }),
                 },
                 Request::Resend => Event::ResendSms { account: account.clone() },
+                Request::Forgot { known } => Event::ForgotPassword { account: known.then(|| account.clone()) },
+                Request::Restore => Event::RestorePassword { account: Some(account.clone()) },
+                Request::Reset { correct, reused } => Event::ResetPassword {
+                    account: Some(account.clone()),
+                    digest: SecretDigest::new(if *correct { RIGHT } else { WRONG }),
+                    password: match reused {
+                        true => NewPasswordCheck::Reused,
+                        false => NewPasswordCheck::Hashed(serde_json::from_str(r#""$argon2id$new""#).unwrap()),
+                    },
+                },
             };
             let ctx = Context {
                 now: t0() + Duration::seconds(elapsed),
                 sms_code_ttl: Duration::seconds(SMS_TTL),
+                reset_code_ttl: Duration::seconds(RESET_CODE_TTL),
                 resend_cooldown: Duration::seconds(COOLDOWN),
                 max_resends: MAX_RESENDS,
-                fresh_sms: FreshSmsCode { code: OtpCode::parse("123456").unwrap(), digest: SecretDigest::new(RIGHT) },
+                fresh_code: FreshCode { code: OtpCode::parse("123456").unwrap(), digest: SecretDigest::new(RIGHT) },
             };
             let stale = bound_version.is_some_and(|v| v != account.version);
             let expected = expect(model, &request, elapsed, stale, (totp, sms, reset));
             match (transition(&wizard, event, &ctx), expected) {
                 (Ok(t), Ok(next)) => {
                     let issued = t.effects.iter().filter(|e| matches!(e, Effect::IssueTokens { .. })).count();
-                    let sent = t.effects.iter().filter(|e| matches!(e, Effect::SendSms { .. })).count();
+                    let count = |f: fn(&Effect) -> bool| t.effects.iter().filter(|e| f(e)).count();
+                    let sent = count(|e| matches!(e, Effect::SendSms { .. }));
+                    let mailed_code = count(|e| matches!(e, Effect::EmailResetCode { .. }));
+                    let mailed_notice = count(|e| matches!(e, Effect::EmailNoAccount));
+                    let set = count(|e| matches!(e, Effect::SetPassword { .. }));
                     prop_assert_eq!(issued, usize::from(next == Model::Done));
                     prop_assert_eq!(sent, usize::from(matches!(next, Model::Sms { .. })));
+                    prop_assert_eq!(mailed_code, usize::from(matches!(next, Model::ResetCode { known: true, .. })));
+                    prop_assert_eq!(mailed_notice, usize::from(matches!(next, Model::ResetCode { known: false, .. })));
+                    prop_assert_eq!(set, usize::from(matches!((model, next), (Model::ResetCode { .. }, Model::Login))));
                     tokens_issued += issued;
-                    if model == Model::Login {
-                        bound_version = Some(account.version);
+                    match (model, next) {
+                        (Model::Login, Model::ResetCode { known, .. }) => {
+                            bound_version = known.then_some(account.version);
+                        }
+                        (Model::Login, _) => bound_version = Some(account.version),
+                        // The shell stores the new password: the account moves on, unbound.
+                        (Model::ResetCode { .. }, Model::Login) => {
+                            account.version += 1;
+                            account.must_reset_password = false;
+                            reset = false;
+                            bound_version = None;
+                        }
+                        _ => {}
                     }
                     wizard = t.wizard;
                     model = next;
@@ -152,6 +205,12 @@ fn expect(
             | (Model::Choose, Request::Choose(_))
             | (Model::Totp, Request::Totp { .. })
             | (Model::Sms { .. }, Request::Sms { .. } | Request::Resend)
+            | (Model::Login, Request::Forgot { .. })
+            | (Model::Reset, Request::Restore)
+            | (
+                Model::ResetCode { .. },
+                Request::Restore | Request::Reset { .. }
+            )
     );
     if !accepted {
         return Err(Rejection::StepNotAllowed);
@@ -182,17 +241,43 @@ fn expect(
                 Err(Rejection::InvalidCode)
             }
         }
-        (Model::Sms { sent_at, resends }, Request::Resend) => {
-            if elapsed - sent_at < COOLDOWN {
-                let retry_after_secs = u64::try_from(sent_at + COOLDOWN - elapsed).unwrap_or(0);
-                Err(Rejection::ResendTooSoon { retry_after_secs })
-            } else if resends >= MAX_RESENDS {
-                Err(Rejection::ResendLimit)
+        (Model::Sms { sent_at, resends }, Request::Resend) => resent(sent_at, resends, elapsed)
+            .map(|resends| Model::Sms {
+                sent_at: elapsed,
+                resends,
+            }),
+        (Model::Login, Request::Forgot { known }) => Ok(Model::ResetCode {
+            sent_at: elapsed,
+            resends: 0,
+            known: *known,
+        }),
+        (Model::Reset, Request::Restore) => Ok(Model::ResetCode {
+            sent_at: elapsed,
+            resends: 0,
+            known: true,
+        }),
+        (
+            Model::ResetCode {
+                sent_at,
+                resends,
+                known,
+            },
+            Request::Restore,
+        ) => resent(sent_at, resends, elapsed).map(|resends| Model::ResetCode {
+            sent_at: elapsed,
+            resends,
+            known,
+        }),
+        (Model::ResetCode { sent_at, known, .. }, Request::Reset { correct, reused }) => {
+            if elapsed - sent_at >= RESET_CODE_TTL {
+                Err(Rejection::CodeExpired)
+            } else if !*correct || !known {
+                // No code was sent to an address without an account.
+                Err(Rejection::InvalidCode)
+            } else if *reused {
+                Err(Rejection::PasswordReused)
             } else {
-                Ok(Model::Sms {
-                    sent_at: elapsed,
-                    resends: resends + 1,
-                })
+                Ok(Model::Login)
             }
         }
         (Model::Sms { sent_at, .. }, Request::Sms { correct }) => {
@@ -208,6 +293,18 @@ fn expect(
     }
 }
 
+/// Codes sent again once one more is, or why not.
+fn resent(sent_at: i64, resends: u32, elapsed: i64) -> Result<u32, Rejection> {
+    if elapsed - sent_at < COOLDOWN {
+        let retry_after_secs = u64::try_from(sent_at + COOLDOWN - elapsed).unwrap_or(0);
+        Err(Rejection::ResendTooSoon { retry_after_secs })
+    } else if resends >= MAX_RESENDS {
+        Err(Rejection::ResendLimit)
+    } else {
+        Ok(resends + 1)
+    }
+}
+
 fn workflow_of(model: Model) -> Workflow {
     match model {
         Model::Login => Workflow::Login,
@@ -215,6 +312,7 @@ fn workflow_of(model: Model) -> Workflow {
         Model::Totp => Workflow::TotpCode,
         Model::Sms { .. } => Workflow::SmsCode,
         Model::Reset => Workflow::ResetPassword,
+        Model::ResetCode { .. } => Workflow::ResetCode,
         Model::Done => Workflow::Terminate,
     }
 }

@@ -11,6 +11,7 @@ use signin_wizard::clock::Clock;
 use signin_wizard::config::Settings;
 use signin_wizard::credentials::{AccessClaims, TotpSecret};
 use signin_wizard::domain::AdminToken;
+use signin_wizard::replay::mailbox::{MailSink, MailSinkOptions, MailTls, Mailbox, Recipients};
 use signin_wizard::startup::Application;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -190,6 +191,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub clock: Clock,
     pub sms: FakeSms,
+    /// The mail server the app sends to (an SMTP server of the test's own).
+    pub mail: Mailbox,
     pub settings: Settings,
 }
 
@@ -249,7 +252,15 @@ pub async fn spawn_pair(backend: Backend) -> (TestApp, TestApp) {
     )
 }
 
-pub async fn spawn_with(settings: Settings, sms: FakeSms) -> TestApp {
+/// Starts the app; unless the settings name a mail server or turn email
+/// off, it sends email to an SMTP server of its own (`TestApp::mail`).
+pub async fn spawn_with(mut settings: Settings, sms: FakeSms) -> TestApp {
+    let sink = MailSink::start(MailSinkOptions::loopback(MailTls::Plain, Recipients::Any))
+        .await
+        .expect("the test's SMTP server starts");
+    if settings.smtp_url.is_none() && settings.email_log != Some(false) {
+        settings.smtp_url = Some(sink.smtp_url().parse().unwrap());
+    }
     let clock = Clock::default();
     let app = Application::build_with_clock(settings.clone(), clock.clone())
         .await
@@ -261,6 +272,7 @@ pub async fn spawn_with(settings: Settings, sms: FakeSms) -> TestApp {
         client: reqwest::Client::new(),
         clock,
         sms,
+        mail: sink.mailbox,
         settings,
     }
 }
@@ -352,6 +364,7 @@ impl TestApp {
                 .unwrap(),
             clock: self.clock.clone(),
             sms: self.sms.clone(),
+            mail: self.mail.clone(),
             settings: self.settings.clone(),
         }
     }
@@ -430,6 +443,26 @@ impl TestApp {
         self.sms
             .last_code_for(user.phone.as_deref().expect("a user with a phone"))
             .expect("an SMS was sent")
+    }
+
+    /// `POST /signin/password/restore`: with `email` at `login`, without later.
+    pub async fn restore(&self, uuid: &str, email: Option<&str>) -> Reply {
+        let mut body = json!({ "uuid": uuid });
+        if let Some(email) = email {
+            body["email"] = json!(email);
+        }
+        self.post("/api/v2/my/signin/password/restore", body).await
+    }
+
+    /// `POST /signin/password/reset`, the confirmation equal to the password.
+    pub async fn reset(&self, uuid: &str, code: &str, password: &str) -> Reply {
+        let body = json!({ "uuid": uuid, "code": code, "password": password, "password_confirmation": password });
+        self.post("/api/v2/my/signin/password/reset", body).await
+    }
+
+    /// The last code emailed to `email`.
+    pub fn email_code_to(&self, email: &str) -> String {
+        self.mail.last_code_for(email).expect("a code was emailed")
     }
 
     /// A started wizard at which `user` has given the right password.

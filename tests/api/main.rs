@@ -14,6 +14,7 @@ mod keys;
 mod lockout;
 mod model;
 mod openapi;
+mod password_reset;
 mod rate_limit;
 mod redis_faults;
 mod redis_servers;

@@ -17,6 +17,7 @@ use chrono::Duration;
 use serde_json::{Value, json};
 use signin_wizard::credentials::{Signer, SigningAlgorithm, TotpSecret};
 use signin_wizard::http::ErrorKind;
+use signin_wizard::replay::mailbox::FailAt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{LazyLock, Mutex};
 use strum::IntoEnumIterator;
@@ -972,6 +973,7 @@ async fn real_answers_conform_to_the_document() {
     admin_flows(s).await;
     key_flows(s).await;
     session_flows(s).await;
+    password_flows(s).await;
 
     // TOTP, with the key and the device named in the header; then the completed wizard.
     let secret = TotpSecret::generate();
@@ -1190,6 +1192,93 @@ async fn real_answers_conform_to_the_document() {
 
 /// Every session operation, the user's and the admin's: successes, the
 /// client's mistakes, and the answers an ended session gets.
+/// Restore and reset, from an operator's forced reset and from the login screen.
+async fn password_flows(s: &Checked) {
+    let (user_id, email, password) = s.user(None, None).await;
+    s.admin(
+        "PATCH",
+        &format!("/api/v2/admin/users/{user_id}"),
+        Some(json!({ "force_password_reset": true })),
+    )
+    .await
+    .expect(200, None);
+    let (uuid, key) = s.start().await;
+    let reply = s
+        .credentials(&uuid, &key, &email, &password)
+        .await
+        .expect(200, None);
+    assert_eq!(reply.str("/workflow"), "reset_password_email");
+    let restore = "/api/v2/my/signin/password/restore";
+    let reset = "/api/v2/my/signin/password/reset";
+    s.step(restore, &uuid, &key, json!({ "email": email }))
+        .await
+        .expect(409, Some("step_not_allowed"));
+    s.app.mail.fail_at(Some(FailAt::Recipient));
+    s.step(restore, &uuid, &key, json!({}))
+        .await
+        .expect(502, Some("email_delivery_failed"));
+    s.app.mail.fail_at(None);
+    s.step(restore, &uuid, &key, json!({}))
+        .await
+        .expect(200, None);
+    s.step(restore, &uuid, &key, json!({}))
+        .await
+        .expect(429, Some("resend_too_soon"));
+    let code = s.app.email_code_to(&email);
+    let new_password = "a long and fresh passphrase 9";
+    let fields = |code: &str, password: &str, again: &str| json!({ "code": code, "password": password, "password_confirmation": again });
+    for (body, status, error) in [
+        (
+            fields(&other_code(&code), new_password, new_password),
+            401,
+            "invalid_code",
+        ),
+        (
+            fields(&code, "password1", "password1"),
+            422,
+            "invalid_password",
+        ),
+        (
+            fields(&code, new_password, "something else"),
+            422,
+            "password_mismatch",
+        ),
+        (fields(&code, &password, &password), 422, "password_reused"),
+    ] {
+        s.step(reset, &uuid, &key, body)
+            .await
+            .expect(status, Some(error));
+    }
+    s.step(
+        reset,
+        &uuid,
+        &key,
+        fields(&code, new_password, new_password),
+    )
+    .await
+    .expect(200, None);
+    s.step(
+        reset,
+        &uuid,
+        &key,
+        fields(&code, new_password, new_password),
+    )
+    .await
+    .expect(409, Some("step_not_allowed"));
+    // From the login screen, for an address without an account: the same answers.
+    let (uuid, key) = s.start().await;
+    let nobody = json!({ "email": "nobody-oas@example.test" });
+    s.step(restore, &uuid, &key, nobody).await.expect(200, None);
+    s.step(
+        reset,
+        &uuid,
+        &key,
+        fields("123456", new_password, new_password),
+    )
+    .await
+    .expect(401, Some("invalid_code"));
+}
+
 async fn session_flows(s: &Checked) {
     let (user_id, email, password) = s.user(None, None).await;
     // A new session: its `Authorization` value and its refresh token.

@@ -405,6 +405,7 @@ async fn demo_accounts_survive_a_restart_on_a_shared_redis() {
         client: reqwest::Client::new(),
         clock: Default::default(),
         sms,
+        mail: Default::default(),
         settings,
     };
     let uuid = app.start().await;

@@ -10,7 +10,7 @@ use signin_wizard::domain::{UserId, WizardId, WizardKey};
 use signin_wizard::http::ErrorKind;
 use signin_wizard::spec::{self, Spec};
 use signin_wizard::wizard::{
-    Action, BoundUser, Rejection, SecretDigest, SmsChallenge, Step, Wizard, Workflow,
+    Action, BoundUser, CodeChallenge, Rejection, SecretDigest, Step, Wizard, Workflow,
 };
 use std::collections::BTreeSet;
 use strum::IntoEnumIterator;
@@ -25,20 +25,22 @@ fn step_of(workflow: Workflow) -> Step {
         id: UserId::random(),
         version: 1,
     };
+    let challenge = CodeChallenge {
+        digest: SecretDigest::new([0; 32]),
+        sent_at: Utc::now(),
+        expires_at: Utc::now(),
+        resends: 0,
+    };
     match workflow {
         Workflow::Login => Step::Login,
         Workflow::ChooseFactor => Step::ChooseFactor { user },
         Workflow::TotpCode => Step::TotpCode { user },
-        Workflow::SmsCode => Step::SmsCode {
-            user,
-            challenge: SmsChallenge {
-                digest: SecretDigest::new([0; 32]),
-                sent_at: Utc::now(),
-                expires_at: Utc::now(),
-                resends: 0,
-            },
-        },
+        Workflow::SmsCode => Step::SmsCode { user, challenge },
         Workflow::ResetPassword => Step::ResetPassword { user },
+        Workflow::ResetCode => Step::ResetCode {
+            user: Some(user),
+            challenge,
+        },
         Workflow::Terminate => Step::Terminated { user },
     }
 }
@@ -51,6 +53,9 @@ fn request_name(action: Action) -> &'static str {
         Action::TotpCode => "totp_code",
         Action::SmsCode => "sms_code",
         Action::ResendSms => "resend_sms",
+        // One route: with the email typed at login, without it later.
+        Action::ForgotPassword | Action::RestorePassword => "restore_password",
+        Action::ResetPassword => "reset_password",
     }
 }
 
@@ -233,10 +238,11 @@ async fn every_envelope_says_what_may_come_next() {
     };
 
     let started = app.get("/api/v2/my/signin/wizard").await;
-    assert_eq!(next(&started), expected(&["credentials"]));
+    let at_login = expected(&["credentials", "restore_password"]);
+    assert_eq!(next(&started), at_login);
     let uuid = started.body["uuid"].as_str().unwrap().to_owned();
     let wrong = app.signin(&uuid, &user.email, "wrong").await;
-    assert_eq!(next(&wrong), expected(&["credentials"]), "errors too");
+    assert_eq!(next(&wrong), at_login, "errors too");
     let reply = app.signin(&uuid, &user.email, &user.password).await;
     assert_eq!(next(&reply), expected(&["choose_factor"]));
     let reply = app.choose(&uuid, "sms").await;

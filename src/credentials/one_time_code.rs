@@ -1,26 +1,26 @@
 use crate::domain::{OtpCode, WizardId};
-use crate::wizard::{FreshSmsCode, SecretDigest};
+use crate::wizard::{FreshCode, SecretDigest};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 /// Makes SMS codes and their digests: HMAC-SHA256 under a pepper kept in the
 /// keyring, bound to the wizard so a digest is useless anywhere else.
 #[derive(Clone)]
-pub struct SmsCodes {
+pub struct OneTimeCodes {
     keyed: Hmac<Sha256>,
 }
 
-impl SmsCodes {
+impl OneTimeCodes {
     pub fn new(pepper: &[u8]) -> anyhow::Result<Self> {
         let keyed = Hmac::<Sha256>::new_from_slice(pepper)
             .map_err(|_| anyhow::anyhow!("SMS code pepper is unusable"))?;
         Ok(Self { keyed })
     }
 
-    pub fn fresh(&self, wizard: WizardId) -> FreshSmsCode {
+    pub fn fresh(&self, wizard: WizardId) -> FreshCode {
         let code = OtpCode::random();
         let digest = self.digest(wizard, &code);
-        FreshSmsCode { code, digest }
+        FreshCode { code, digest }
     }
 
     pub fn digest(&self, wizard: WizardId, code: &OtpCode) -> SecretDigest {
@@ -32,9 +32,9 @@ impl SmsCodes {
     }
 }
 
-impl std::fmt::Debug for SmsCodes {
+impl std::fmt::Debug for OneTimeCodes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SmsCodes(..)")
+        f.write_str("OneTimeCodes(..)")
     }
 }
 
@@ -44,7 +44,7 @@ mod tests {
 
     #[test]
     fn digest_depends_on_code_wizard_and_pepper() {
-        let codes = SmsCodes::new(&[1; 32]).unwrap();
+        let codes = OneTimeCodes::new(&[1; 32]).unwrap();
         let w = WizardId::random();
         let fresh = codes.fresh(w);
         assert!(codes.digest(w, &fresh.code).matches(&fresh.digest));
@@ -54,7 +54,7 @@ mod tests {
                 .matches(&fresh.digest)
         );
         assert!(
-            !SmsCodes::new(&[2; 32])
+            !OneTimeCodes::new(&[2; 32])
                 .unwrap()
                 .digest(w, &fresh.code)
                 .matches(&fresh.digest)
