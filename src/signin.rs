@@ -345,55 +345,33 @@ impl SignIn {
         .await
     }
 
-    /// From the login screen: emails a reset code to `email` if an account
-    /// has it, else a notice that none does. The answer is the same.
-    #[tracing::instrument(skip_all, fields(wizard_id = %id, workflow = "login"))]
-    pub async fn forgot_password(
-        &self,
-        id: WizardId,
-        email: Email,
-        presented: &Presented,
-    ) -> Result<Outcome, Failure> {
-        if let Some(refused) = self.refuse_recovery(id) {
-            return Err(refused);
-        }
-        self.step(
-            id,
-            Some(&email),
-            presented,
-            Action::ForgotPassword,
-            async |_, user, _| {
-                Ok(Event::ForgotPassword {
-                    account: user.map(User::account),
-                }
-                .into())
-            },
-        )
-        .await
-    }
-
-    /// Emails a reset code to the account the wizard names (again, at `reset_password_code`).
-    #[tracing::instrument(skip_all, fields(wizard_id = %id, workflow = "reset_password_email"))]
+    /// Emails a reset code. With `email` (at `login`): to that address if
+    /// an account has it, else a notice that none does, with the same
+    /// answer. Without: to the account the wizard names (again, at
+    /// `reset_password_code`).
+    #[tracing::instrument(skip_all, fields(wizard_id = %id, workflow = "reset_password_code"))]
     pub async fn restore_password(
         &self,
         id: WizardId,
+        email: Option<Email>,
         presented: &Presented,
     ) -> Result<Outcome, Failure> {
-        if let Some(refused) = self.refuse_recovery(id) {
-            return Err(refused);
+        if self.mailer.is_none() {
+            return Err(Failure::about(id, SignInError::RecoveryUnavailable));
         }
-        self.step(
-            id,
-            None,
-            presented,
-            Action::RestorePassword,
-            async |_, user, _| {
-                Ok(Event::RestorePassword {
-                    account: user.map(User::account),
-                }
-                .into())
-            },
-        )
+        let typed = email.is_some();
+        let action = match typed {
+            true => Action::ForgotPassword,
+            false => Action::RestorePassword,
+        };
+        self.step(id, email.as_ref(), presented, action, async |_, user, _| {
+            let account = user.map(User::account);
+            Ok(match typed {
+                true => Event::ForgotPassword { account },
+                false => Event::RestorePassword { account },
+            }
+            .into())
+        })
         .await
     }
 
@@ -444,13 +422,6 @@ impl SignIn {
             },
         )
         .await
-    }
-
-    /// Refuses a request for a reset code where no email can go out.
-    fn refuse_recovery(&self, id: WizardId) -> Option<Failure> {
-        self.mailer
-            .is_none()
-            .then(|| Failure::about(id, SignInError::RecoveryUnavailable))
     }
 
     /// What the settings ask of the login step, and whether this instance can do it.

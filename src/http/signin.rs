@@ -265,10 +265,7 @@ pub async fn restore_password(
             .map_err(ApiError::invalid)
     })
     .await?;
-    let outcome = match email {
-        Some(email) => signin.forgot_password(id, email, &presented).await?,
-        None => signin.restore_password(id, &presented).await?,
-    };
+    let outcome = signin.restore_password(id, email, &presented).await?;
     let code_expires_at = match &outcome.wizard.step {
         Step::ResetCode { challenge, .. } => challenge.expires_at,
         _ => outcome.wizard.expires_at,
