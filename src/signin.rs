@@ -867,7 +867,9 @@ impl SignIn {
                     self.sms.send_code(&to, &code).await.map_err(Into::into)
                 }
                 Effect::EmailResetCode { code, expires_at } => {
-                    let minutes = (expires_at - self.clock.now()).num_minutes().max(1);
+                    // Whole minutes, rounded up: "9 minutes" for 9:59 would undersell it.
+                    let seconds = (expires_at - self.clock.now()).num_seconds().max(60);
+                    let minutes = (seconds + 59) / 60;
                     let letter = Letter::ResetCode {
                         code: &code,
                         valid_minutes: u32::try_from(minutes).unwrap_or(u32::MAX),
