@@ -3,7 +3,7 @@
 
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::credentials::{PasswordHasher, SigningAlgorithm, TotpSecret};
+use crate::credentials::{PasswordHasher, SigningAlgorithm, TotpSecret, TotpVault};
 use crate::domain::AdminToken;
 use crate::domain::{Email, NewPassword, PhoneNumber};
 use crate::replay::mailbox::{MailSinkOptions, MailTls, Recipients};
@@ -518,15 +518,19 @@ async fn add_user(add: AddUser) -> anyhow::Result<UserView> {
     let new = NewUser {
         email: Email::parse(&add.email)?,
         password: NewPassword::parse(password)?,
-        totp_secret,
+        totp_secret: totp_secret.clone(),
         phone: add.phone.as_deref().map(PhoneNumber::parse).transpose()?,
         force_password_reset: add.force_password_reset,
     };
     if add.settings.redis_url.is_some() {
         let store = open_store(&add.settings).await?;
         let passwords = PasswordHasher::new(add.settings.password_policy(), 1, 0).await?;
-        let user = users::register(store.as_ref(), &passwords, new).await?;
-        return Ok(user.view(Some(&add.settings.jwt_issuer)));
+        let vault = TotpVault::new(add.settings.kek()?);
+        let user = users::register(store.as_ref(), &passwords, &vault, new).await?;
+        let enrolled = totp_secret
+            .as_ref()
+            .map(|s| (add.settings.jwt_issuer.as_str(), s));
+        return Ok(user.view(enrolled));
     }
     let server = match add.server {
         Some(url) => url,

@@ -1,6 +1,6 @@
 //! Ready-made accounts so a newcomer can walk every branch at once.
 
-use crate::credentials::{PasswordHasher, TotpSecret};
+use crate::credentials::{PasswordHasher, TotpSecret, TotpVault};
 use crate::domain::{Email, NewPassword, PhoneNumber};
 use crate::store::Records;
 use crate::store::Store;
@@ -19,6 +19,7 @@ pub struct DemoAccount {
 pub async fn create(
     store: &dyn Store,
     passwords: &PasswordHasher,
+    vault: &TotpVault,
 ) -> anyhow::Result<Vec<DemoAccount>> {
     let password = random_password();
     let phone = PhoneNumber::parse("+15550100100").context("demo phone")?;
@@ -47,7 +48,7 @@ pub async fn create(
             phone: sms.then(|| phone.clone()),
             force_password_reset,
         };
-        upsert(store, passwords, new)
+        upsert(store, passwords, vault, new)
             .await
             .with_context(|| format!("creating demo account {email}"))?;
         accounts.push(DemoAccount {
@@ -62,15 +63,24 @@ pub async fn create(
 
 /// Creates the account, or resets it to `new` when a previous start (on a
 /// shared store) already made it, so the printed password is always right.
-async fn upsert(store: &dyn Store, passwords: &PasswordHasher, new: NewUser) -> anyhow::Result<()> {
+async fn upsert(
+    store: &dyn Store,
+    passwords: &PasswordHasher,
+    vault: &TotpVault,
+    new: NewUser,
+) -> anyhow::Result<()> {
     let Some(existing) = store.user_by_email(&new.email).await? else {
-        users::register(store, passwords, new).await?;
+        users::register(store, passwords, vault, new).await?;
         return Ok(());
     };
     let read_at = existing.credentials_version;
+    let totp_secret = new
+        .totp_secret
+        .map(|secret| vault.seal(existing.id, secret))
+        .transpose()?;
     let reset = existing.changed(AccountChange {
         password_hash: Some(passwords.hash(&new.password).await?),
-        totp_secret: Some(new.totp_secret),
+        totp_secret: Some(totp_secret),
         phone: Some(new.phone),
         force_password_reset: Some(new.force_password_reset),
         email: None,

@@ -4,7 +4,7 @@
 use crate::allowance::Allowance;
 use crate::captcha::{CaptchaError, Recaptcha};
 use crate::clock::Clock;
-use crate::credentials::{HashError, OneTimeCodes, PasswordHasher, TokenPair};
+use crate::credentials::{HashError, OneTimeCodes, PasswordHasher, TokenPair, TotpVault};
 use crate::delivery::{DeliveryError, EmailError, Letter, Mailer, SmsGateway};
 use crate::domain::{
     DeviceFingerprint, Email, NewPassword, OtpCode, Password, WizardId, WizardKey,
@@ -131,6 +131,8 @@ pub struct SignIn {
     pub store: Arc<dyn Store>,
     pub passwords: Arc<PasswordHasher>,
     pub codes: OneTimeCodes,
+    /// Opens users' sealed TOTP secrets to check a code.
+    pub totp: TotpVault,
     pub sms: SmsGateway,
     /// Where reset codes go; without it, password recovery is off.
     pub mailer: Option<Mailer>,
@@ -283,10 +285,13 @@ impl SignIn {
             Action::TotpCode,
             async |_, user, last| {
                 let user = bound(user)?;
-                // A step at or before the last one accepted is a replay.
-                let step = user
+                let secret = user
                     .totp_secret
                     .as_ref()
+                    .map(|stored| self.totp.open(user.id, stored))
+                    .transpose()?;
+                // A step at or before the last one accepted is a replay.
+                let step = secret
                     .and_then(|s| s.verify(&code, now))
                     .filter(|step| last.is_none_or(|last| fresh_totp_step(last, *step, id)));
                 Ok(Checked {

@@ -3,7 +3,7 @@
 use crate::captcha::Recaptcha;
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::credentials::{OneTimeCodes, PasswordHasher, TokenIssuer};
+use crate::credentials::{OneTimeCodes, PasswordHasher, TokenIssuer, TotpVault};
 use crate::delivery::{Mailer, SmsGateway};
 use crate::demo::{self, DemoAccount};
 use crate::domain::AdminToken;
@@ -61,8 +61,8 @@ impl Application {
         ));
         if store.backend() != "embedded" && signing_keys.in_clear() {
             tracing::warn!(
-                "the keyring (signing keys and pepper) is stored in clear in Redis: \
-                 set WIZARD_KEK or WIZARD_KEK_FILE to seal it"
+                "the keyring (signing keys and pepper) and users' TOTP secrets are stored \
+                 in clear in Redis: set WIZARD_KEK or WIZARD_KEK_FILE to seal them"
             );
         }
         let keyring = signing_keys.load().await?;
@@ -97,10 +97,12 @@ impl Application {
             RefreshKey::new(&keyring.code_pepper()?),
             settings.session_lifetimes(),
         ));
+        let totp = TotpVault::new(settings.kek()?);
         let signin = web::Data::new(SignIn {
             store: Arc::clone(&store),
             passwords: Arc::clone(&passwords),
             codes: OneTimeCodes::new(&keyring.code_pepper()?)?,
+            totp: totp.clone(),
             sms,
             mailer: Mailer::from_settings(&settings, settings.redis_url.is_none())?,
             sessions: Arc::clone(&sessions),
@@ -133,6 +135,7 @@ impl Application {
                         policy: Arc::clone(&policy),
                         recaptcha_configured: signin.captcha.is_some(),
                         totp_issuer: settings.jwt_issuer.clone(),
+                        totp: totp.clone(),
                         sessions: Arc::clone(&sessions),
                         clock: clock.clone(),
                         signing_keys: Arc::clone(&signing_keys),
@@ -141,7 +144,7 @@ impl Application {
                 ))
             });
         let demo_accounts = if settings.demo_users() {
-            demo::create(store.as_ref(), &passwords).await?
+            demo::create(store.as_ref(), &passwords, &totp).await?
         } else {
             Vec::new()
         };

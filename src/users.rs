@@ -1,6 +1,8 @@
 //! User accounts as the sign-in wizard sees them.
 
-use crate::credentials::{HashError, PasswordHash, PasswordHasher, TotpSecret};
+use crate::credentials::{
+    HashError, PasswordHash, PasswordHasher, StoredTotp, TotpSecret, TotpVault,
+};
 use crate::domain::{Email, NewPassword, PhoneNumber, UserId};
 use crate::store::Records;
 use crate::store::{Store, UserWriteError};
@@ -13,8 +15,9 @@ pub struct User {
     pub id: UserId,
     pub email: Email,
     pub password_hash: PasswordHash,
-    /// Authenticator-app secret, when the user enrolled one.
-    pub totp_secret: Option<TotpSecret>,
+    /// Authenticator-app secret, when the user enrolled one (sealed with
+    /// the operator's key-encryption key when there is one).
+    pub totp_secret: Option<StoredTotp>,
     /// Where SMS codes go, when the user has a phone.
     pub phone: Option<PhoneNumber>,
     /// Set by an admin: the next sign-in must reset the password first.
@@ -74,7 +77,7 @@ fn set<T>(field: &mut T, value: Option<T>) -> bool {
 pub struct AccountChange {
     pub email: Option<Email>,
     pub password_hash: Option<PasswordHash>,
-    pub totp_secret: Option<Option<TotpSecret>>,
+    pub totp_secret: Option<Option<StoredTotp>>,
     pub phone: Option<Option<PhoneNumber>>,
     pub force_password_reset: Option<bool>,
 }
@@ -95,19 +98,27 @@ pub enum RegisterError {
     Hash(#[from] HashError),
     #[error(transparent)]
     Write(#[from] UserWriteError),
+    #[error(transparent)]
+    Seal(#[from] anyhow::Error),
 }
 
-/// Hashes the password and stores the account (used by the admin API, the CLI and the demo).
+/// Hashes the password, seals the TOTP secret and stores the account (used
+/// by the admin API, the CLI and the demo).
 pub async fn register(
     store: &dyn Store,
     passwords: &PasswordHasher,
+    vault: &TotpVault,
     new: NewUser,
 ) -> Result<User, RegisterError> {
+    let id = UserId::random();
     let user = User {
-        id: UserId::random(),
+        id,
         password_hash: passwords.hash(&new.password).await?,
         email: new.email,
-        totp_secret: new.totp_secret,
+        totp_secret: new
+            .totp_secret
+            .map(|secret| vault.seal(id, secret))
+            .transpose()?,
         phone: new.phone,
         force_password_reset: new.force_password_reset,
         created_at: Utc::now(),
@@ -134,8 +145,8 @@ pub struct UserView {
 }
 
 impl User {
-    /// `totp_issuer`: show the enrolment URI (only right after setting a secret).
-    pub fn view(&self, totp_issuer: Option<&str>) -> UserView {
+    /// `enrolled`: the issuer and the secret just set, to show its enrolment URI.
+    pub fn view(&self, enrolled: Option<(&str, &TotpSecret)>) -> UserView {
         UserView {
             id: self.id,
             email: self.email.clone(),
@@ -143,11 +154,8 @@ impl User {
             phone: self.phone.clone(),
             force_password_reset: self.force_password_reset,
             created_at: crate::clock::rfc3339(self.created_at),
-            otpauth_uri: totp_issuer.and_then(|issuer| {
-                self.totp_secret
-                    .as_ref()?
-                    .provisioning_uri(issuer, self.email.as_str())
-            }),
+            otpauth_uri: enrolled
+                .and_then(|(issuer, secret)| secret.provisioning_uri(issuer, self.email.as_str())),
         }
     }
 }

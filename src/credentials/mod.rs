@@ -18,4 +18,4 @@ pub use tokens::{
     AccessClaims, IssuedToken, LEEWAY, TokenIssuer, TokenPair, TokenRejection, TokenSettings,
     TokenUse,
 };
-pub use totp::TotpSecret;
+pub use totp::{StoredTotp, TotpSecret, TotpVault};

@@ -1,6 +1,6 @@
-//! The operator's key-encryption key (KEK): the keyring is sealed with it
-//! (AES-256-GCM, AWS-LC) before it is stored, so that reading the store is
-//! not enough to sign tokens.
+//! The operator's key-encryption key (KEK): the keyring and TOTP secrets
+//! are sealed with it (AES-256-GCM, AWS-LC) before they are stored, so that
+//! reading the store is not enough to sign tokens or compute codes.
 
 use anyhow::Context as _;
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 /// Binds a sealed value to its use: a sealed keyring opens only as one.
-const PURPOSE: &[u8] = b"signin-wizard keyring v1";
+const KEYRING: &[u8] = b"signin-wizard keyring v1";
 
 pub struct Kek(LessSafeKey);
 
@@ -39,7 +39,20 @@ impl Kek {
         Ok(Kek(LessSafeKey::new(key)))
     }
 
+    /// Seals the keyring.
     pub fn seal(&self, plain: &[u8]) -> anyhow::Result<Sealed> {
+        self.seal_for(KEYRING, plain)
+    }
+
+    /// The keyring, if this key sealed it and nobody changed it.
+    pub fn open(&self, sealed: &Sealed) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+        self.open_for(KEYRING, sealed)
+    }
+
+    /// Seals `plain` for `purpose` (authenticated, not secret): it opens
+    /// only for the same purpose, so a sealed value cannot be moved to
+    /// another use, or to another user when the purpose names one.
+    pub fn seal_for(&self, purpose: &[u8], plain: &[u8]) -> anyhow::Result<Sealed> {
         let mut nonce = [0u8; NONCE_LEN];
         aws_lc_rs::rand::fill(&mut nonce)
             .map_err(|_| anyhow::anyhow!("the system's randomness failed"))?;
@@ -48,7 +61,7 @@ impl Kek {
         self.0
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(PURPOSE),
+                Aad::from(purpose),
                 &mut *data,
             )
             .map_err(|_| anyhow::anyhow!("sealing failed"))?;
@@ -58,11 +71,12 @@ impl Kek {
         })
     }
 
-    /// The sealed value, if this key sealed it and nobody changed it.
-    pub fn open(&self, sealed: &Sealed) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    /// The value sealed for `purpose`, if this key sealed it and nobody changed it.
+    pub fn open_for(&self, purpose: &[u8], sealed: &Sealed) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+        let what = String::from_utf8_lossy(purpose);
         let refused = || {
             anyhow::anyhow!(
-                "the key-encryption key does not open the stored keyring (another key, or changed data)"
+                "the key-encryption key does not open the stored {what} (another key, or changed data)"
             )
         };
         let nonce: [u8; NONCE_LEN] = STANDARD
@@ -75,7 +89,7 @@ impl Kek {
             .0
             .open_in_place(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(PURPOSE),
+                Aad::from(purpose),
                 &mut data,
             )
             .map_err(|_| refused())?;

@@ -1,6 +1,9 @@
-use crate::domain::OtpCode;
+use super::sealing::{Kek, Sealed};
+use crate::domain::{OtpCode, UserId};
+use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use totp_rs::{Builder, Secret, Totp};
 
@@ -108,6 +111,61 @@ impl<'de> serde::Deserialize<'de> for TotpSecret {
     }
 }
 
+/// A TOTP secret as a user record keeps it: sealed with the operator's
+/// key-encryption key, or in clear where there is none (the embedded
+/// store, whose records never leave the process; a Redis without a KEK,
+/// which the service warns of at start). Records written before sealing
+/// hold the clear form, which still reads.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum StoredTotp {
+    Sealed(Sealed),
+    Clear(TotpSecret),
+}
+
+/// Seals TOTP secrets for the store and opens them to check a code, each
+/// bound to its user: a sealed secret copied into another user's record
+/// does not open.
+#[derive(Debug, Clone, Default)]
+pub struct TotpVault {
+    kek: Option<Arc<Kek>>,
+}
+
+impl TotpVault {
+    pub fn new(kek: Option<Kek>) -> Self {
+        Self {
+            kek: kek.map(Arc::new),
+        }
+    }
+
+    pub fn seal(&self, user: UserId, secret: TotpSecret) -> anyhow::Result<StoredTotp> {
+        match &self.kek {
+            Some(kek) => Ok(StoredTotp::Sealed(
+                kek.seal_for(&purpose(user), secret.expose_base32().as_bytes())?,
+            )),
+            None => Ok(StoredTotp::Clear(secret)),
+        }
+    }
+
+    pub fn open(&self, user: UserId, stored: &StoredTotp) -> anyhow::Result<TotpSecret> {
+        match (stored, &self.kek) {
+            (StoredTotp::Clear(secret), _) => Ok(secret.clone()),
+            (StoredTotp::Sealed(sealed), Some(kek)) => {
+                let plain = kek.open_for(&purpose(user), sealed)?;
+                let base32 = std::str::from_utf8(&plain).context("a sealed TOTP secret")?;
+                TotpSecret::parse(base32).map_err(|e| anyhow::anyhow!(e.0))
+            }
+            (StoredTotp::Sealed(_), None) => anyhow::bail!(
+                "a TOTP secret is sealed, but this instance has no key-encryption key (WIZARD_KEK)"
+            ),
+        }
+    }
+}
+
+fn purpose(user: UserId) -> Vec<u8> {
+    format!("TOTP secret of user {user} (signin-wizard v1)").into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +212,36 @@ mod tests {
             uri.starts_with("otpauth://totp/signin-wizard:ann%40example.com?secret="),
             "{uri}"
         );
+    }
+
+    #[test]
+    fn a_sealed_secret_opens_only_for_its_user_and_with_the_key() {
+        let kek = || {
+            Kek::parse(
+                &"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+                    .to_owned()
+                    .into(),
+            )
+            .unwrap()
+        };
+        let vault = TotpVault::new(Some(kek()));
+        let (alice, bob) = (UserId::random(), UserId::random());
+        let secret = TotpSecret::parse(RFC_SECRET).unwrap();
+        let sealed = vault.seal(alice, secret).unwrap();
+        let json = serde_json::to_string(&sealed).unwrap();
+        assert!(!json.contains(RFC_SECRET), "{json}");
+        let read: StoredTotp = serde_json::from_str(&json).unwrap();
+        assert!(matches!(read, StoredTotp::Sealed(_)));
+        assert_eq!(
+            vault.open(alice, &read).unwrap().expose_base32(),
+            RFC_SECRET
+        );
+        assert!(vault.open(bob, &read).is_err(), "moved to another user");
+        assert!(TotpVault::new(None).open(alice, &read).is_err(), "no key");
+        // A record from before sealing (or without a key) holds the clear form.
+        let clear: StoredTotp = serde_json::from_str(&format!("\"{RFC_SECRET}\"")).unwrap();
+        assert_eq!(vault.open(bob, &clear).unwrap().expose_base32(), RFC_SECRET);
+        let unsealed = TotpVault::new(None).seal(alice, TotpSecret::parse(RFC_SECRET).unwrap());
+        assert!(matches!(unsealed.unwrap(), StoredTotp::Clear(_)));
     }
 }

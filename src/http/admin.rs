@@ -6,7 +6,7 @@ use super::error::{ApiError, ErrorKind, store_error};
 use super::my_account::{RevokedData, SessionsData, session_data};
 use crate::clock::Clock;
 use crate::credentials::{
-    HashError, Keyring, PasswordHasher, SigningAlgorithm, TokenIssuer, TotpSecret,
+    HashError, Keyring, PasswordHasher, SigningAlgorithm, TokenIssuer, TotpSecret, TotpVault,
 };
 use crate::domain::{AdminToken, Email, NewPassword, ParseError, PhoneNumber, SessionId, UserId};
 use crate::policy::{InvalidSetting, LivePolicy, PolicyPatch, UpdateError};
@@ -29,6 +29,8 @@ pub struct AdminApi {
     recaptcha_configured: bool,
     /// Issuer shown by authenticator apps next to the account.
     totp_issuer: String,
+    /// Seals the TOTP secrets an operator sets.
+    totp: TotpVault,
     sessions: Arc<Sessions>,
     clock: Clock,
     signing_keys: Arc<SigningKeys>,
@@ -42,6 +44,7 @@ pub struct AdminParts {
     pub policy: Arc<LivePolicy>,
     pub recaptcha_configured: bool,
     pub totp_issuer: String,
+    pub totp: TotpVault,
     pub sessions: Arc<Sessions>,
     pub clock: Clock,
     pub signing_keys: Arc<SigningKeys>,
@@ -57,11 +60,17 @@ impl AdminApi {
             policy: parts.policy,
             recaptcha_configured: parts.recaptcha_configured,
             totp_issuer: parts.totp_issuer,
+            totp: parts.totp,
             sessions: parts.sessions,
             clock: parts.clock,
             signing_keys: parts.signing_keys,
             tokens: parts.tokens,
         }
+    }
+
+    /// What a user view shows of a TOTP secret just set: its enrolment URI.
+    fn enrolled<'a>(&'a self, secret: Option<&'a TotpSecret>) -> Option<(&'a str, &'a TotpSecret)> {
+        secret.map(|secret| (self.totp_issuer.as_str(), secret))
     }
 
     /// Ends every session of a user whose account changed or went away.
@@ -115,6 +124,12 @@ impl AdminError {
 
     fn field(e: ParseError) -> Self {
         Self::new(ErrorKind::InvalidField, e.0)
+    }
+
+    /// Ours, never the operator's: logged in full, answered without detail.
+    fn internal(e: anyhow::Error) -> Self {
+        tracing::error!(error = ?e, "admin request failed");
+        Self::new(ErrorKind::Internal, "something went wrong on our side")
     }
 }
 
@@ -172,10 +187,7 @@ fn hash_error(e: HashError) -> AdminError {
         HashError::Overloaded => {
             AdminError::new(ErrorKind::Overloaded, "the service is busy; retry shortly")
         }
-        HashError::Internal(e) => {
-            tracing::error!(error = ?e, "password hashing failed");
-            AdminError::new(ErrorKind::Internal, "something went wrong on our side")
-        }
+        HashError::Internal(e) => AdminError::internal(e.context("password hashing failed")),
     }
 }
 
@@ -229,10 +241,11 @@ pub async fn create_user(
 ) -> Result<HttpResponse, AdminError> {
     admin.authorize(&req)?;
     let body: CreateUser = parse(payload).await?;
+    let totp_secret = totp_from(body.totp_secret, body.generate_totp)?;
     let new = NewUser {
         email: Email::parse(&body.email).map_err(AdminError::field)?,
         password: NewPassword::parse(body.password).map_err(AdminError::field)?,
-        totp_secret: totp_from(body.totp_secret, body.generate_totp)?,
+        totp_secret: totp_secret.clone(),
         phone: body
             .phone
             .as_deref()
@@ -241,13 +254,14 @@ pub async fn create_user(
             .map_err(AdminError::field)?,
         force_password_reset: body.force_password_reset,
     };
-    let user = users::register(admin.store.as_ref(), &admin.passwords, new)
+    let user = users::register(admin.store.as_ref(), &admin.passwords, &admin.totp, new)
         .await
         .map_err(|e| match e {
             RegisterError::Hash(e) => hash_error(e),
             RegisterError::Write(e) => e.into(),
+            RegisterError::Seal(e) => AdminError::internal(e),
         })?;
-    Ok(HttpResponse::Created().json(user.view(Some(&admin.totp_issuer))))
+    Ok(HttpResponse::Created().json(user.view(admin.enrolled(totp_secret.as_ref()))))
 }
 
 pub async fn get_user(
@@ -292,6 +306,9 @@ pub async fn update_user(
     let body: UpdateUser = parse(payload).await?;
     let user = admin.existing(&id).await?;
     let totp_changed = body.totp_secret.is_some() || body.generate_totp;
+    let totp_secret = totp_changed
+        .then(|| totp_from(body.totp_secret.flatten(), body.generate_totp))
+        .transpose()?;
     let password_hash = match body.password {
         Some(raw) => {
             let password = NewPassword::parse(raw).map_err(AdminError::field)?;
@@ -306,9 +323,16 @@ pub async fn update_user(
             .transpose()
             .map_err(AdminError::field)?,
         password_hash,
-        totp_secret: totp_changed
-            .then(|| totp_from(body.totp_secret.flatten(), body.generate_totp))
-            .transpose()?,
+        totp_secret: totp_secret
+            .as_ref()
+            .map(|secret| {
+                secret
+                    .as_ref()
+                    .map(|s| admin.totp.seal(user.id, s.clone()))
+                    .transpose()
+            })
+            .transpose()
+            .map_err(AdminError::internal)?,
         phone: body
             .phone
             .map(|phone| phone.as_deref().map(PhoneNumber::parse).transpose())
@@ -326,7 +350,7 @@ pub async fn update_user(
     if user.credentials_version != read_at {
         admin.end_sessions(user.id).await?;
     }
-    Ok(HttpResponse::Ok().json(user.view(totp_changed.then_some(admin.totp_issuer.as_str()))))
+    Ok(HttpResponse::Ok().json(user.view(admin.enrolled(totp_secret.flatten().as_ref()))))
 }
 
 pub async fn delete_user(
@@ -506,10 +530,7 @@ impl AdminApi {
                 })
             })
             .collect::<anyhow::Result<_>>()
-            .map_err(|e| {
-                tracing::error!(error = ?e, "a loaded signing key does not parse");
-                AdminError::new(ErrorKind::Internal, "something went wrong on our side")
-            })?;
+            .map_err(|e| AdminError::internal(e.context("a loaded signing key does not parse")))?;
         Ok(KeysView { keys })
     }
 }
@@ -547,8 +568,7 @@ pub async fn rotate_keys(
             RotateError::Busy => AdminError::new(ErrorKind::ConcurrentRequest, e.to_string()),
             RotateError::Store(e) => AdminError(store_error(&e)),
             RotateError::Internal(e) => {
-                tracing::error!(error = ?e, "rotating the signing key failed");
-                AdminError::new(ErrorKind::Internal, "something went wrong on our side")
+                AdminError::internal(e.context("rotating the signing key failed"))
             }
         })?;
     // This instance at once; the others within seconds.

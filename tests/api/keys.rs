@@ -280,3 +280,97 @@ async fn an_operators_key_file_pins_the_key_and_rotation_says_so() {
         (StatusCode::CONFLICT, &json!("keys_pinned"))
     );
 }
+
+/// Everything Redis holds under `prefix`, as text: strings, hash fields and
+/// sorted-set members.
+async fn everything_stored(prefix: &str) -> String {
+    let client = redis::Client::open(shared_redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut all = String::new();
+    for key in keys {
+        let kind: String = redis::cmd("TYPE")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let values: Vec<Vec<u8>> = match kind.as_str() {
+            "string" => vec![
+                redis::cmd("GET")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap(),
+            ],
+            "hash" => redis::cmd("HGETALL")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap(),
+            "zset" => redis::cmd("ZRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut conn)
+                .await
+                .unwrap(),
+            other => panic!("{key}: a {other} this test cannot read"),
+        };
+        for value in values {
+            all += &String::from_utf8_lossy(&value);
+            all.push('\n');
+        }
+    }
+    all
+}
+
+#[tokio::test]
+async fn with_a_kek_totp_secrets_are_sealed_in_redis_and_still_check_codes() {
+    let sms = FakeSms::spawn().await;
+    let mut settings = test_settings(Backend::Redis, &sms);
+    settings.kek = Some(kek(4));
+    let app = spawn_with(settings.clone(), sms).await;
+    let created = app.create_user(UserSpec::totp()).await;
+    let secret = created.totp.as_ref().unwrap().expose_base32().to_owned();
+    // An operator's change sets another secret: sealed too.
+    let changed = signin_wizard::credentials::TotpSecret::generate();
+    let (status, view) = app
+        .admin(
+            reqwest::Method::PATCH,
+            &format!("/api/v2/admin/users/{}", created.id),
+            Some(serde_json::json!({ "totp_secret": changed.expose_base32() })),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{view}");
+    assert!(
+        view["otpauth_uri"]
+            .as_str()
+            .unwrap()
+            .contains(changed.expose_base32())
+    );
+    let stored = everything_stored(&settings.redis_prefix).await;
+    for clear in [secret.as_str(), changed.expose_base32()] {
+        assert!(
+            !stored.contains(clear),
+            "a TOTP secret in clear in Redis"
+        );
+    }
+    assert!(stored.contains("ciphertext"), "{stored}");
+    // The sealed secret still checks codes.
+    let user = crate::helpers::TestUser {
+        totp: Some(changed),
+        ..created
+    };
+    let uuid = app.past_password(&user).await;
+    let reply = app.totp(&uuid, &app.totp_now(&user)).await;
+    assert_eq!(
+        reply.status,
+        reqwest::StatusCode::ACCEPTED,
+        "{}",
+        reply.body
+    );
+}
