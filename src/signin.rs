@@ -14,7 +14,7 @@ use crate::policy::LivePolicy;
 use crate::sessions::{Opening, Origin, Sessions};
 use crate::store::records::{self, Records, UserWriteError, Versioned};
 use crate::store::{
-    self, AccountReads, CodeTries, Key, Op, Reply, Store, StoreError, TOTP_STEP_KEPT, Taken,
+    self, AccountReads, CodeTries, Key, Op, Rate, Reply, Store, StoreError, TOTP_STEP_KEPT, Taken,
     TotpStep,
 };
 use crate::users::{AccountChange, User};
@@ -903,11 +903,29 @@ impl SignIn {
         Ok(tokens)
     }
 
+    /// Sends a letter, if the address's allowance has room: however many
+    /// wizards a client opens, one address gets at most
+    /// [`MAIL_BURST`] emails at once, then one per [`MAIL_INTERVAL`].
     async fn email(&self, to: &Email, letter: Letter<'_>) -> Result<(), SignInError> {
         let mailer = self
             .mailer
             .as_ref()
             .ok_or(SignInError::RecoveryUnavailable)?;
+        let draw = Op::Rate {
+            key: Key::MailAllowance(to.clone()),
+            now: self.clock.now(),
+            interval: MAIL_INTERVAL,
+            burst: MAIL_BURST,
+        };
+        match self.store.run(&[&[draw]]).await?.into_iter().next() {
+            Some(Reply::Rate(Rate::Allowed { .. })) => {}
+            Some(Reply::Rate(Rate::Refused { retry_in })) => {
+                return Err(SignInError::RateLimited {
+                    retry_after: retry_in,
+                });
+            }
+            other => return Err(unexpected(other).into()),
+        }
         Ok(mailer.send(to, letter).await?)
     }
 
@@ -969,6 +987,11 @@ impl SignIn {
         }
     }
 }
+
+/// Emails one address may be sent at once (restores from several wizards
+/// included), and how often one more may go after that.
+pub const MAIL_BURST: u32 = 5;
+pub const MAIL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// reCAPTCHA at the login step.
 pub enum Captcha<'a> {

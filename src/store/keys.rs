@@ -6,7 +6,8 @@
 //! - `{e:<email>}u`: the user with that email (same hash layout); `{e:<email>}a`
 //!   its attempt counter (hash `n` count, `s` window start); `{e:<email>}b` its
 //!   block (the end, in ms); `{e:<email>}t` its last TOTP step; `{e:<email>}g<ticket>`
-//!   give-backs already applied. Unknown emails get counters exactly like known ones.
+//!   give-backs already applied; `{e:<email>}m` the allowance of emails sent to it (GCRA).
+//!   Unknown emails get counters exactly like known ones.
 //! - `{i:<uuid>}`: the email of the user with that id; `{i:<uuid>}s<sid>` one of
 //!   its sessions (a record naming the account), `{i:<uuid>}S` the index of its
 //!   sessions (a sorted set: session id, scored by when it ends)
@@ -37,6 +38,8 @@ pub enum Key {
     Block(Email),
     TotpStep(Email),
     GivenBack(Email, u64),
+    /// How many emails may still go to an address (see `signin`).
+    MailAllowance(Email),
     UserIndex(UserId),
     Session(UserId, SessionId),
     Sessions(UserId),
@@ -61,6 +64,7 @@ impl fmt::Display for Key {
             Key::Block(email) => write!(f, "{ACCOUNT}{email}{BLOCK}"),
             Key::TotpStep(email) => write!(f, "{ACCOUNT}{email}{TOTP_STEP}"),
             Key::GivenBack(email, ticket) => write!(f, "{{e:{email}}}g{ticket:x}"),
+            Key::MailAllowance(email) => write!(f, "{ACCOUNT}{email}}}m"),
             Key::UserIndex(id) => write!(f, "{{i:{id}}}"),
             Key::Session(user, id) => write!(f, "{{i:{user}}}s{id}"),
             Key::Sessions(user) => write!(f, "{{i:{user}}}S"),

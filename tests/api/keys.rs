@@ -354,10 +354,7 @@ async fn with_a_kek_totp_secrets_are_sealed_in_redis_and_still_check_codes() {
     );
     let stored = everything_stored(&settings.redis_prefix).await;
     for clear in [secret.as_str(), changed.expose_base32()] {
-        assert!(
-            !stored.contains(clear),
-            "a TOTP secret in clear in Redis"
-        );
+        assert!(!stored.contains(clear), "a TOTP secret in clear in Redis");
     }
     assert!(stored.contains("ciphertext"), "{stored}");
     // The sealed secret still checks codes.

@@ -331,9 +331,10 @@ async fn a_resend_waits_for_the_cooldown_and_replaces_the_code() {
 async fn a_failed_delivery_is_reported_alike_and_leaves_the_wizard_where_it_was() {
     for backend in BACKENDS {
         let app = spawn_app(backend).await;
-        let user = app.create_user(forced()).await;
-        let nobody = format!("nobody-{}@example.test", uuid::Uuid::new_v4().simple());
         for fail_at in [FailAt::Connect, FailAt::Recipient, FailAt::Data] {
+            // Fresh addresses: a failed hand-over still draws on an address's allowance.
+            let user = app.create_user(forced()).await;
+            let nobody = format!("nobody-{}@example.test", uuid::Uuid::new_v4().simple());
             app.mail.fail_at(Some(fail_at));
             let uuid = app.start().await;
             for email in [&user.email, &nobody] {
@@ -425,4 +426,37 @@ async fn without_email_delivery_recovery_is_off() {
         "password_recovery_unavailable",
         "login",
     );
+}
+
+#[tokio::test]
+async fn one_address_gets_a_few_emails_however_many_wizards_ask() {
+    for backend in BACKENDS {
+        let app = spawn_app(backend).await;
+        let user = app.create_user(UserSpec::default()).await;
+        let nobody = format!("nobody-{}@example.test", uuid::Uuid::new_v4().simple());
+        for email in [user.email.as_str(), nobody.as_str()] {
+            for _ in 0..5 {
+                let reply = app.restore(&app.start().await, Some(email)).await;
+                assert_at(&reply, "reset_password_code");
+            }
+            let uuid = app.start().await;
+            let refused = app.restore(&uuid, Some(email)).await;
+            assert_refused(
+                &refused,
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "login",
+            );
+            let retry_after = refused.body["data"]["error"]["retry_after"]
+                .as_u64()
+                .unwrap();
+            assert!((1..=600).contains(&retry_after), "{retry_after}");
+            assert_eq!(app.mail.messages_for(email).len(), 5, "{backend:?}");
+            // The wizard was put back (it is still at login), and once there
+            // is room again an email goes out.
+            app.advance_clock(Duration::minutes(10));
+            let again = app.restore(&app.start().await, Some(email)).await;
+            assert_at(&again, "reset_password_code");
+        }
+    }
 }
