@@ -7,7 +7,7 @@ use crate::clock::Clock;
 use crate::credentials::{HashError, OneTimeCodes, PasswordHasher, TokenPair, TotpVault};
 use crate::delivery::{DeliveryError, EmailError, Letter, Mailer, SmsGateway};
 use crate::domain::{
-    DeviceFingerprint, Email, NewPassword, OtpCode, Password, WizardId, WizardKey,
+    DeviceFingerprint, Email, NewPassword, OtpCode, Password, UserId, WizardId, WizardKey,
 };
 use crate::lockout::{self, Admission, Attempt, Gate, Limits};
 use crate::policy::LivePolicy;
@@ -61,6 +61,8 @@ pub enum SignInError {
     TooManyAttempts { retry_after: u64 },
     #[error("too many requests from this address; slow down")]
     RateLimited { retry_after: std::time::Duration },
+    #[error("too many emails to this email address; try again later")]
+    MailLimited { retry_after: std::time::Duration },
     #[error("too many wrong codes for this sign-in; start a new one")]
     WizardClosed,
     #[error(transparent)]
@@ -210,21 +212,9 @@ impl SignIn {
             client_ip,
         } = input;
         // Before anything costly, and before the attempt counts against the account.
-        match self.captcha() {
-            Captcha::Off => {}
-            Captcha::Required(recaptcha) => recaptcha
-                .verify(captcha.as_deref(), client_ip)
-                .await
-                .map_err(|e| Failure::about(id, e))?,
-            Captcha::Unverifiable => {
-                return Err(Failure::about(
-                    id,
-                    CaptchaError::Unavailable(anyhow::anyhow!(
-                        "reCAPTCHA is on, but this instance has no reCAPTCHA keys to verify with"
-                    )),
-                ));
-            }
-        }
+        self.verify_captcha(captcha.as_deref(), client_ip)
+            .await
+            .map_err(|e| Failure::about(id, e))?;
         self.step(
             id,
             Some(&email),
@@ -350,21 +340,27 @@ impl SignIn {
         .await
     }
 
-    /// Emails a reset code. With `email` (at `login`): to that address if
-    /// an account has it, else a notice that none does, with the same
-    /// answer. Without: to the account the wizard names (again, at
-    /// `reset_password_code`).
+    /// Emails a reset code. With `email` (at `login`, behind reCAPTCHA like
+    /// the password while it is on): to that address if an account has it,
+    /// else a notice that none does, with the same answer. Without: to the
+    /// account the wizard names (again, at `reset_password_code`).
     #[tracing::instrument(skip_all, fields(wizard_id = %id, workflow = "reset_password_code"))]
     pub async fn restore_password(
         &self,
         id: WizardId,
         email: Option<Email>,
+        captcha: Option<&str>,
         presented: &Presented,
     ) -> Result<Outcome, Failure> {
         if self.mailer.is_none() {
             return Err(Failure::about(id, SignInError::RecoveryUnavailable));
         }
         let typed = email.is_some();
+        if typed {
+            self.verify_captcha(captcha, presented.client_ip)
+                .await
+                .map_err(|e| Failure::about(id, e))?;
+        }
         let action = match typed {
             true => Action::ForgotPassword,
             false => Action::RestorePassword,
@@ -402,9 +398,14 @@ impl SignIn {
                     _ => false,
                 };
                 // argon2 (twice) only for the right code: a guess costs nothing.
+                // The new password is hashed before it is compared with the
+                // current one, so a "not the current password" never comes
+                // back without the new one set: a code holder cannot test
+                // candidates silently by making the hash fail afterwards.
                 let password = match user.filter(|_| code_matches) {
                     None => NewPasswordCheck::Unchecked,
                     Some(user) => {
+                        let hash = self.passwords.hash(&password).await?;
                         let current = Some(&user.password_hash);
                         match self
                             .passwords
@@ -412,9 +413,7 @@ impl SignIn {
                             .await?
                         {
                             true => NewPasswordCheck::Reused,
-                            false => {
-                                NewPasswordCheck::Hashed(self.passwords.hash(&password).await?)
-                            }
+                            false => NewPasswordCheck::Hashed(hash),
                         }
                     }
                 };
@@ -427,6 +426,22 @@ impl SignIn {
             },
         )
         .await
+    }
+
+    /// The reCAPTCHA token of a request from the login screen, while the
+    /// settings have reCAPTCHA on.
+    async fn verify_captcha(
+        &self,
+        token: Option<&str>,
+        client_ip: Option<IpAddr>,
+    ) -> Result<(), CaptchaError> {
+        match self.captcha() {
+            Captcha::Off => Ok(()),
+            Captcha::Required(recaptcha) => recaptcha.verify(token, client_ip).await,
+            Captcha::Unverifiable => Err(CaptchaError::Unavailable(anyhow::anyhow!(
+                "reCAPTCHA is on, but this instance has no reCAPTCHA keys to verify with"
+            ))),
+        }
     }
 
     /// What the settings ask of the login step, and whether this instance can do it.
@@ -652,6 +667,7 @@ impl SignIn {
                 resend_cooldown: self.resend_cooldown,
                 max_resends: self.max_resends,
                 fresh_code: self.codes.fresh(id),
+                fresh_reset_code: self.codes.fresh_reset(id),
             };
             let Transition {
                 wizard: next,
@@ -682,8 +698,16 @@ impl SignIn {
                 swap(id, version, &next, next_account, write_nonce)
                     .map_err(|e| in_context(e.into()))?,
             ];
+            // The account is read back after the wizard moved (a change that
+            // landed first voids the step), except at `reset_password_code`:
+            // the new password's own compare-and-set guards a reset, and a
+            // read there would cost an address with an account (on a
+            // Cluster, a round trip) what one without does not.
+            let read_back = next
+                .bound()
+                .filter(|_| !matches!(next.step, Step::ResetCode { .. }));
             let mut settle = Vec::new();
-            if next.bound().is_some() {
+            if read_back.is_some() {
                 settle.push(Op::Read(Key::User(account_email.clone())));
             }
             match (&next.step, attempt) {
@@ -761,7 +785,7 @@ impl SignIn {
                         .await;
                     return Err(in_context(failed(Rejection::InvalidCode).await));
                 }
-                if let Some(bound) = next.bound() {
+                if let Some(bound) = read_back {
                     let now_stored =
                         records::row(next_reply(&mut replies).map_err(|e| in_context(e.into()))?)
                             .and_then(|row| row.map(records::read_user).transpose())
@@ -871,7 +895,11 @@ impl SignIn {
                 Effect::SendSms { to, code } => {
                     self.sms.send_code(&to, &code).await.map_err(Into::into)
                 }
-                Effect::EmailResetCode { code, expires_at } => {
+                Effect::EmailResetCode {
+                    code,
+                    expires_at,
+                    from_login,
+                } => {
                     // Whole minutes, rounded up: "9 minutes" for 9:59 would undersell it.
                     let seconds = (expires_at - self.clock.now()).num_seconds().max(60);
                     let minutes = (seconds + 59) / 60;
@@ -879,9 +907,9 @@ impl SignIn {
                         code: &code,
                         valid_minutes: u32::try_from(minutes).unwrap_or(u32::MAX),
                     };
-                    self.email(account.0, letter).await
+                    self.email(account.0, letter, from_login).await
                 }
-                Effect::EmailNoAccount => self.email(account.0, Letter::NoAccount).await,
+                Effect::EmailNoAccount => self.email(account.0, Letter::NoAccount, true).await,
                 Effect::SetPassword { user, hash } => {
                     self.set_password(account.1, user, hash).await
                 }
@@ -903,14 +931,29 @@ impl SignIn {
         Ok(tokens)
     }
 
-    /// Sends a letter, if the address's allowance has room: however many
-    /// wizards a client opens, one address gets at most
-    /// [`MAIL_BURST`] emails at once, then one per [`MAIL_INTERVAL`].
-    async fn email(&self, to: &Email, letter: Letter<'_>) -> Result<(), SignInError> {
+    /// Sends a letter. One asked for from the login screen (`limited`: by
+    /// anyone who knows the address) goes only if the address's allowance
+    /// has room: however many wizards ask, one address gets at most
+    /// [`MAIL_BURST`] of those at once, then one per [`MAIL_INTERVAL`]. One
+    /// asked for by who gave the account's password draws on nothing, so
+    /// strangers cannot use the allowance up to lock a forced reset out.
+    async fn email(
+        &self,
+        to: &Email,
+        letter: Letter<'_>,
+        limited: bool,
+    ) -> Result<(), SignInError> {
         let mailer = self
             .mailer
             .as_ref()
             .ok_or(SignInError::RecoveryUnavailable)?;
+        if limited {
+            self.draw_on_mail_allowance(to).await?;
+        }
+        Ok(mailer.send(to, letter).await?)
+    }
+
+    async fn draw_on_mail_allowance(&self, to: &Email) -> Result<(), SignInError> {
         let draw = Op::Rate {
             key: Key::MailAllowance(to.clone()),
             now: self.clock.now(),
@@ -918,15 +961,12 @@ impl SignIn {
             burst: MAIL_BURST,
         };
         match self.store.run(&[&[draw]]).await?.into_iter().next() {
-            Some(Reply::Rate(Rate::Allowed { .. })) => {}
-            Some(Reply::Rate(Rate::Refused { retry_in })) => {
-                return Err(SignInError::RateLimited {
-                    retry_after: retry_in,
-                });
-            }
-            other => return Err(unexpected(other).into()),
+            Some(Reply::Rate(Rate::Allowed { .. })) => Ok(()),
+            Some(Reply::Rate(Rate::Refused { retry_in })) => Err(SignInError::MailLimited {
+                retry_after: retry_in,
+            }),
+            other => Err(unexpected(other).into()),
         }
-        Ok(mailer.send(to, letter).await?)
     }
 
     /// Stores a reset's new password if the account is still the one the
@@ -951,16 +991,33 @@ impl SignIn {
             Err(UserWriteError::Changed | UserWriteError::NotFound) => {
                 return Err(SignInError::Conflict);
             }
-            Err(UserWriteError::Store(e)) => return Err(e.into()),
+            // The write may have landed with its answer lost: look, and
+            // whatever the answer, sign the account out everywhere (the
+            // version may have moved; ending sessions is safe either way).
+            Err(UserWriteError::Store(e)) => {
+                let landed = matches!(
+                    self.store.user(user.id).await,
+                    Ok(Some(now)) if now.credentials_version == changed.credentials_version
+                        && now.password_hash == changed.password_hash
+                );
+                if !landed {
+                    self.end_sessions_after_reset(user.id).await;
+                    return Err(e.into());
+                }
+            }
             Err(e @ UserWriteError::EmailTaken) => return Err(anyhow::Error::new(e).into()),
         }
         tracing::info!(user_id = %user.id, "password reset");
-        // The version moved, so no session can refresh any more; ending them
-        // stops their access tokens too. The password stands either way.
-        if let Err(e) = self.sessions.end_all(user.id, None).await {
+        self.end_sessions_after_reset(user.id).await;
+        Ok(())
+    }
+
+    /// The version moved, so no session can refresh any more; ending them
+    /// stops their access tokens too. The password stands either way.
+    async fn end_sessions_after_reset(&self, user: UserId) {
+        if let Err(e) = self.sessions.end_all(user, None).await {
             tracing::error!(error = %e, "password reset, but its sessions could not all be ended");
         }
-        Ok(())
     }
 
     /// Undoes a saved step whose side effect failed, so the client can retry it.

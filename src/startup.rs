@@ -25,6 +25,20 @@ use std::time::Duration;
 /// How long an SMS gateway may take to accept a message.
 const SMS_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Where email goes; said loudly when reset codes land in a shared
+/// deployment's log, where whoever reads it can take accounts over.
+fn mailer(settings: &Settings) -> anyhow::Result<Option<Mailer>> {
+    let embedded = settings.redis_url.is_none();
+    let mailer = Mailer::from_settings(settings, embedded)?;
+    if !embedded && mailer.as_ref().is_some_and(Mailer::writes_to_log) {
+        tracing::warn!(
+            "WIZARD_EMAIL_LOG: password-reset codes are written to the log; \
+             set WIZARD_SMTP_URL for real use"
+        );
+    }
+    Ok(mailer)
+}
+
 pub struct Application {
     port: u16,
     server: Server,
@@ -104,7 +118,7 @@ impl Application {
             codes: OneTimeCodes::new(&keyring.code_pepper()?)?,
             totp: totp.clone(),
             sms,
-            mailer: Mailer::from_settings(&settings, settings.redis_url.is_none())?,
+            mailer: mailer(&settings)?,
             sessions: Arc::clone(&sessions),
             clock: clock.clone(),
             policy: Arc::clone(&policy),

@@ -17,8 +17,17 @@ impl OneTimeCodes {
         Ok(Self { keyed })
     }
 
+    /// A TOTP-length code (SMS).
     pub fn fresh(&self, wizard: WizardId) -> FreshCode {
-        let code = OtpCode::random();
+        self.fresh_code(wizard, OtpCode::random())
+    }
+
+    /// A password-reset code.
+    pub fn fresh_reset(&self, wizard: WizardId) -> FreshCode {
+        self.fresh_code(wizard, OtpCode::random_reset())
+    }
+
+    fn fresh_code(&self, wizard: WizardId, code: OtpCode) -> FreshCode {
         let digest = self.digest(wizard, &code);
         FreshCode { code, digest }
     }

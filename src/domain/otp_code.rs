@@ -1,25 +1,51 @@
 use super::ParseError;
 
-/// A six-digit one-time code as typed by the user (TOTP or SMS).
+/// A one-time code as typed by the user: six digits for TOTP and SMS,
+/// eight for a password reset (which alone, without a second factor, can
+/// take an account over: a hundred times harder to guess).
 #[derive(Clone, PartialEq, Eq)]
 pub struct OtpCode(String);
 
 impl OtpCode {
     pub const DIGITS: usize = 6;
+    pub const RESET_DIGITS: usize = 8;
 
+    /// A TOTP or SMS code.
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        Self::parse_digits(raw, Self::DIGITS, "code must be exactly 6 digits")
+    }
+
+    /// A password-reset code.
+    pub fn parse_reset(raw: &str) -> Result<Self, ParseError> {
+        Self::parse_digits(raw, Self::RESET_DIGITS, "code must be exactly 8 digits")
+    }
+
+    fn parse_digits(raw: &str, digits: usize, refusal: &'static str) -> Result<Self, ParseError> {
         let code = raw.trim();
-        if code.len() != Self::DIGITS || !code.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ParseError("code must be exactly 6 digits"));
+        if code.len() != digits || !code.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ParseError(refusal));
         }
         Ok(Self(code.to_owned()))
     }
 
-    /// Draws a fresh code from the operating system's CSPRNG.
+    /// Draws a fresh TOTP-length code from the operating system's CSPRNG.
     pub fn random() -> Self {
+        Self::random_digits(Self::DIGITS)
+    }
+
+    /// Draws a fresh reset code from the operating system's CSPRNG.
+    pub fn random_reset() -> Self {
+        Self::random_digits(Self::RESET_DIGITS)
+    }
+
+    fn random_digits(digits: usize) -> Self {
         use rand::Rng;
-        let n: u32 = rand::rngs::OsRng.gen_range(0..1_000_000);
-        Self(format!("{n:06}"))
+        let mut rng = rand::rngs::OsRng;
+        Self(
+            (0..digits)
+                .map(|_| char::from(b'0' + rng.gen_range(0..10u8)))
+                .collect(),
+        )
     }
 
     pub fn expose(&self) -> &str {
@@ -48,9 +74,11 @@ mod tests {
     #[test]
     fn random_codes_are_well_formed() {
         for _ in 0..100 {
-            let code = OtpCode::random();
-            assert!(OtpCode::parse(code.expose()).is_ok());
+            assert!(OtpCode::parse(OtpCode::random().expose()).is_ok());
+            assert!(OtpCode::parse_reset(OtpCode::random_reset().expose()).is_ok());
         }
+        assert!(OtpCode::parse_reset("123456").is_err());
+        assert!(OtpCode::parse("12345678").is_err());
     }
 
     #[test]

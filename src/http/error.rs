@@ -305,10 +305,12 @@ impl From<Failure> for ApiError {
                 retry_after: Some(*retry_after),
                 ..ApiError::new(ErrorKind::TooManyAttempts, message)
             },
-            SignInError::RateLimited { retry_after } => ApiError {
-                retry_after: Some(retry_after.as_millis().div_ceil(1000) as u64),
-                ..ApiError::new(ErrorKind::RateLimited, message)
-            },
+            SignInError::RateLimited { retry_after } | SignInError::MailLimited { retry_after } => {
+                ApiError {
+                    retry_after: Some(retry_after.as_millis().div_ceil(1000) as u64),
+                    ..ApiError::new(ErrorKind::RateLimited, message)
+                }
+            }
             SignInError::WizardClosed => ApiError::new(ErrorKind::WizardClosed, message),
             SignInError::Captcha(CaptchaError::Failed) => {
                 ApiError::new(ErrorKind::CaptchaFailed, message)

@@ -240,6 +240,9 @@ pub async fn resend_sms(
 struct RestoreBody {
     /// Only at `login`: the address to send a reset code to.
     email: Option<String>,
+    /// With `email`, while reCAPTCHA is on.
+    #[serde(rename = "recaptchaResponse")]
+    recaptcha_response: Option<String>,
 }
 
 /// What a wizard waiting for a reset code tells the client.
@@ -257,15 +260,15 @@ pub async fn restore_password(
     signin: web::Data<SignIn>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (id, email, presented) = read_later_step(&req, &signin, payload, |b: RestoreBody| {
-        b.email
-            .as_deref()
-            .map(Email::parse)
-            .transpose()
-            .map_err(ApiError::invalid)
-    })
-    .await?;
-    let outcome = signin.restore_password(id, email, &presented).await?;
+    let (id, (email, captcha), presented) =
+        read_later_step(&req, &signin, payload, |b: RestoreBody| {
+            let email = b.email.as_deref().map(Email::parse).transpose();
+            Ok((email.map_err(ApiError::invalid)?, b.recaptcha_response))
+        })
+        .await?;
+    let outcome = signin
+        .restore_password(id, email, captcha.as_deref(), &presented)
+        .await?;
     let code_expires_at = match &outcome.wizard.step {
         Step::ResetCode { challenge, .. } => challenge.expires_at,
         _ => outcome.wizard.expires_at,
@@ -292,7 +295,7 @@ pub async fn reset_password(
 ) -> Result<HttpResponse, ApiError> {
     let (id, (code, password), presented) =
         read_later_step(&req, &signin, payload, |b: ResetBody| {
-            let code = OtpCode::parse(&b.code).map_err(ApiError::invalid)?;
+            let code = OtpCode::parse_reset(&b.code).map_err(ApiError::invalid)?;
             let (typed, again) = (
                 b.password.expose_secret(),
                 b.password_confirmation.expose_secret(),

@@ -157,7 +157,7 @@ impl Mailbox {
             .collect()
     }
 
-    /// The six-digit code of the newest message for `to` that has one.
+    /// The code (6 or 8 digits) of the newest message for `to` that has one.
     pub fn last_code_for(&self, to: &str) -> Option<String> {
         self.messages_for(to)
             .iter()
@@ -166,7 +166,7 @@ impl Mailbox {
                 m.text
                     .as_deref()
                     .or(m.html.as_deref())
-                    .and_then(six_digit_code)
+                    .and_then(standalone_code)
             })
             .map(str::to_owned)
     }
@@ -199,12 +199,12 @@ impl Mailbox {
 }
 
 /// The first run of exactly six digits.
-/// A run of exactly six digits standing alone (not inside an address or a
-/// longer word, as in a hex id).
-fn six_digit_code(text: &str) -> Option<&str> {
+/// A code (six digits, or eight for a reset) standing alone: not inside an
+/// address or a longer word, as in a hex id.
+fn standalone_code(text: &str) -> Option<&str> {
     text.split(|c: char| c.is_whitespace() || "<>()\"'".contains(c))
         .map(|word| word.trim_matches(|c: char| c.is_ascii_punctuation()))
-        .find(|word| word.len() == 6 && word.bytes().all(|b| b.is_ascii_digit()))
+        .find(|word| matches!(word.len(), 6 | 8) && word.bytes().all(|b| b.is_ascii_digit()))
 }
 
 impl ReceivedMail {
@@ -426,13 +426,15 @@ mod tests {
     }
 
     #[test]
-    fn the_code_is_a_run_of_exactly_six_digits() {
+    fn the_code_is_six_or_eight_digits_standing_alone() {
         assert_eq!(
-            six_digit_code("code:\n    012345\nvalid 15"),
+            standalone_code("code:\n    012345\nvalid 15"),
             Some("012345")
         );
-        assert_eq!(six_digit_code("1234567 and 12345"), None);
-        assert_eq!(six_digit_code("<b>987654</b>"), Some("987654"));
+        assert_eq!(standalone_code("1234567 and 12345"), None);
+        assert_eq!(standalone_code("<b>987654</b>"), Some("987654"));
+        assert_eq!(standalone_code("is 01234567."), Some("01234567"));
+        assert_eq!(standalone_code("nobody-3f123456a@x.test 123456789"), None);
     }
 
     fn mail(to: &str, text: &str, bytes: usize) -> ReceivedMail {

@@ -30,7 +30,7 @@ enum StoredStep {
     ResetPassword(StoredUser),
     Terminated(StoredUser),
     // New variants go last: postcard numbers them in order.
-    ResetCode(Option<StoredUser>, StoredCode),
+    ResetCode(Option<StoredUser>, StoredCode, bool),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -56,9 +56,11 @@ pub fn encode(wizard: &Wizard) -> anyhow::Result<Vec<u8>> {
             Step::ChooseFactor { user: u } => StoredStep::ChooseFactor(user(u)),
             Step::TotpCode { user: u } => StoredStep::TotpCode(user(u)),
             Step::SmsCode { user: u, challenge } => StoredStep::SmsCode(user(u), code(challenge)),
-            Step::ResetCode { user: u, challenge } => {
-                StoredStep::ResetCode(u.as_ref().map(user), code(challenge))
-            }
+            Step::ResetCode {
+                user: u,
+                challenge,
+                from_login,
+            } => StoredStep::ResetCode(u.as_ref().map(user), code(challenge), *from_login),
             Step::ResetPassword { user: u } => StoredStep::ResetPassword(user(u)),
             Step::Terminated { user: u } => StoredStep::Terminated(user(u)),
         },
@@ -94,9 +96,10 @@ pub fn decode(id: WizardId, bytes: &[u8]) -> anyhow::Result<Wizard> {
                 user: user(u),
                 challenge: challenge(sms)?,
             },
-            StoredStep::ResetCode(u, sent) => Step::ResetCode {
+            StoredStep::ResetCode(u, sent, from_login) => Step::ResetCode {
                 user: u.map(user),
                 challenge: challenge(sent)?,
+                from_login,
             },
             StoredStep::ResetPassword(u) => Step::ResetPassword { user: user(u) },
             StoredStep::Terminated(u) => Step::Terminated { user: user(u) },
@@ -170,10 +173,12 @@ mod tests {
             Step::ResetCode {
                 user: Some(bound()),
                 challenge: challenge.clone(),
+                from_login: false,
             },
             Step::ResetCode {
                 user: None,
                 challenge,
+                from_login: true,
             },
             Step::Terminated { user: bound() },
         ] {

@@ -91,8 +91,10 @@ pub struct Context {
     pub resend_cooldown: Duration,
     /// Codes one wizard may have sent again.
     pub max_resends: u32,
-    /// Used only if this transition sends a code.
+    /// Used only if this transition sends an SMS code.
     pub fresh_code: FreshCode,
+    /// Used only if this transition emails a reset code.
+    pub fresh_reset_code: FreshCode,
 }
 
 /// A side effect for the shell, performed only after the new state is saved.
@@ -102,13 +104,15 @@ pub enum Effect {
         to: PhoneNumber,
         code: OtpCode,
     },
-    /// Email the reset code to the address the wizard names.
+    /// Email the reset code to the address the wizard names; `from_login`
+    /// (anyone may have typed the address): only within its allowance.
     EmailResetCode {
         code: OtpCode,
         expires_at: DateTime<Utc>,
+        from_login: bool,
     },
-    /// Tell the address typed that no account uses it (so that the answer,
-    /// and its cost, are those of an address that has one).
+    /// Tell the address typed at login that no account uses it (so that
+    /// the answer, and its cost, are those of an address that has one).
     EmailNoAccount,
     /// Store the new password (the account stays at `user.version` until
     /// then, or the step is undone), clear a forced reset, end every session.
@@ -167,16 +171,23 @@ pub fn transition(wizard: &Wizard, event: Event, ctx: &Context) -> Result<Transi
             send_sms(*user, phone, ctx, resend(challenge, ctx)?)
         }
         (Step::Login, Event::ForgotPassword { account }) => {
-            email_reset_code(account.map(|a| a.binding()), wizard, ctx, 0)
+            email_reset_code(account.map(|a| a.binding()), true, wizard, ctx, 0)
         }
         (Step::ResetPassword { user }, Event::RestorePassword { .. }) => {
-            email_reset_code(Some(*user), wizard, ctx, 0)
-        }
-        (Step::ResetCode { user, challenge }, Event::RestorePassword { .. }) => {
-            email_reset_code(*user, wizard, ctx, resend(challenge, ctx)?)
+            email_reset_code(Some(*user), false, wizard, ctx, 0)
         }
         (
-            Step::ResetCode { user, challenge },
+            Step::ResetCode {
+                user,
+                challenge,
+                from_login,
+            },
+            Event::RestorePassword { .. },
+        ) => email_reset_code(*user, *from_login, wizard, ctx, resend(challenge, ctx)?),
+        (
+            Step::ResetCode {
+                user, challenge, ..
+            },
             Event::ResetPassword {
                 digest, password, ..
             },
@@ -265,24 +276,31 @@ fn resend(challenge: &CodeChallenge, ctx: &Context) -> Result<u32, Rejection> {
 /// earlier one, and none outlives the wizard.
 fn email_reset_code(
     user: Option<BoundUser>,
+    from_login: bool,
     wizard: &Wizard,
     ctx: &Context,
     resends: u32,
 ) -> (Step, Vec<Effect>) {
     let challenge = CodeChallenge {
-        digest: ctx.fresh_code.digest.clone(),
+        digest: ctx.fresh_reset_code.digest.clone(),
         sent_at: ctx.now,
         expires_at: (ctx.now + ctx.reset_code_ttl).min(wizard.expires_at),
         resends,
     };
     let effect = match user {
         Some(_) => Effect::EmailResetCode {
-            code: ctx.fresh_code.code.clone(),
+            code: ctx.fresh_reset_code.code.clone(),
             expires_at: challenge.expires_at,
+            from_login,
         },
         None => Effect::EmailNoAccount,
     };
-    (Step::ResetCode { user, challenge }, vec![effect])
+    let step = Step::ResetCode {
+        user,
+        challenge,
+        from_login,
+    };
+    (step, vec![effect])
 }
 
 fn terminate(user: BoundUser) -> (Step, Vec<Effect>) {
@@ -312,6 +330,10 @@ mod tests {
             max_resends: 2,
             fresh_code: FreshCode {
                 code: OtpCode::parse("123456").unwrap(),
+                digest: SecretDigest::new([7; 32]),
+            },
+            fresh_reset_code: FreshCode {
+                code: OtpCode::parse_reset("12345678").unwrap(),
                 digest: SecretDigest::new([7; 32]),
             },
         }

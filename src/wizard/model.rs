@@ -88,10 +88,13 @@ pub enum Step {
     },
     /// A reset code was emailed. `user` is `None` when the email typed at
     /// the login screen has no account (a notice went out instead): the
-    /// step looks the same to the client either way.
+    /// step looks the same to the client either way. `from_login`: asked for
+    /// by whoever typed the address (not by someone who gave the password
+    /// at `ResetPassword`), so its emails draw on the address's allowance.
     ResetCode {
         user: Option<BoundUser>,
         challenge: CodeChallenge,
+        from_login: bool,
     },
     Terminated {
         #[serde(flatten)]

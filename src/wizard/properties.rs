@@ -143,6 +143,7 @@ proptest! {
                 resend_cooldown: Duration::seconds(COOLDOWN),
                 max_resends: MAX_RESENDS,
                 fresh_code: FreshCode { code: OtpCode::parse("123456").unwrap(), digest: SecretDigest::new(RIGHT) },
+                fresh_reset_code: FreshCode { code: OtpCode::parse_reset("12345678").unwrap(), digest: SecretDigest::new(RIGHT) },
             };
             let stale = bound_version.is_some_and(|v| v != account.version);
             let expected = expect(model, &request, elapsed, stale, (totp, sms, reset));

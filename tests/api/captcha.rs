@@ -198,3 +198,41 @@ async fn an_instance_without_keys_refuses_the_login_step_while_recaptcha_is_on()
         .await;
     assert_eq!(ok.status, StatusCode::ACCEPTED, "{}", ok.body);
 }
+
+#[tokio::test]
+async fn a_reset_code_asked_for_at_the_login_screen_needs_a_token_too() {
+    let verifier = FakeRecaptcha::spawn(false).await;
+    let app = app_with_verifier(&verifier.url).await;
+    let user = app
+        .create_user(UserSpec {
+            force_password_reset: true,
+            ..UserSpec::default()
+        })
+        .await;
+    let uuid = app.start().await;
+    let missing = app.restore(&uuid, Some(&user.email)).await;
+    assert_eq!(
+        (missing.status, missing.error(), missing.workflow()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "captcha_failed", "login"),
+        "{}",
+        missing.body
+    );
+    assert!(app.mail.messages_for(&user.email).is_empty());
+    let body = json!({ "uuid": uuid, "email": user.email, "recaptchaResponse": "pass-restore" });
+    let solved = app.post("/api/v2/my/signin/password/restore", body).await;
+    assert_eq!(solved.workflow(), "reset_password_code", "{}", solved.body);
+
+    // Who gave the account's password asks without one.
+    let forced = app.start().await;
+    let reply = app
+        .signin_with_captcha(&forced, &user.email, &user.password, "pass-signin")
+        .await;
+    assert_eq!(reply.workflow(), "reset_password_email", "{}", reply.body);
+    let restored = app.restore(&forced, None).await;
+    assert_eq!(
+        restored.workflow(),
+        "reset_password_code",
+        "{}",
+        restored.body
+    );
+}

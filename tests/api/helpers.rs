@@ -658,8 +658,11 @@ async fn reply(response: reqwest::Response) -> Reply {
 
 /// A six-digit code other than `code` (never valid in the same window).
 pub fn other_code(code: &str) -> String {
+    let n: u64 = code.parse().expect("digits");
+    let modulus = 10u64.pow(u32::try_from(code.len()).unwrap());
     format!(
-        "{:06}",
-        (code.parse::<u32>().expect("six digits") + 500_000) % 1_000_000
+        "{:0width$}",
+        (n + modulus / 2) % modulus,
+        width = code.len()
     )
 }

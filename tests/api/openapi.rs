@@ -1273,7 +1273,7 @@ async fn password_flows(s: &Checked) {
         reset,
         &uuid,
         &key,
-        fields("123456", new_password, new_password),
+        fields("12345678", new_password, new_password),
     )
     .await
     .expect(401, Some("invalid_code"));

@@ -458,5 +458,14 @@ async fn one_address_gets_a_few_emails_however_many_wizards_ask() {
             let again = app.restore(&app.start().await, Some(email)).await;
             assert_at(&again, "reset_password_code");
         }
+        // Strangers using an address's allowance up cannot lock out who gives
+        // the account's password at reset_password_email.
+        let forced_user = app.create_user(forced()).await;
+        for _ in 0..6 {
+            app.restore(&app.start().await, Some(&forced_user.email))
+                .await;
+        }
+        let uuid = app.past_password(&forced_user).await;
+        assert_at(&app.restore(&uuid, None).await, "reset_password_code");
     }
 }

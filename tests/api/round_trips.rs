@@ -64,3 +64,28 @@ async fn each_step_and_refresh_cost_two_round_trips_on_redis_and_what_it_says_on
         );
     }
 }
+
+#[tokio::test]
+async fn a_password_restore_and_reset_cost_what_they_say() {
+    // Restore from the login screen: load, save, the address's allowance (on
+    // a Cluster too: no read-back of the account there). Reset: load (two on
+    // a Cluster), save, the password's compare-and-set (the user's index,
+    // its record, the swap), the sessions to end. Rare requests: clarity
+    // over round trips.
+    for (backend, expected) in [(Backend::Redis, [3, 6]), (Backend::Cluster, [3, 8])] {
+        let sms = FakeSms::spawn().await;
+        let mut settings = test_settings(backend, &sms);
+        settings.ip_limit_per_minute = 1000;
+        let app = spawn_with(settings, sms).await;
+        let user = app.create_user(UserSpec::default()).await;
+        let uuid = app.start().await;
+        let (reply, restore) =
+            cost(&app, async || app.restore(&uuid, Some(&user.email)).await).await;
+        assert_eq!(reply.workflow(), "reset_password_code", "{}", reply.body);
+        let code = app.email_code_to(&user.email);
+        let password = "a long and fresh passphrase 9";
+        let (reply, reset) = cost(&app, async || app.reset(&uuid, &code, password).await).await;
+        assert_eq!(reply.workflow(), "login", "{}", reply.body);
+        assert_eq!([restore, reset], expected, "{backend:?}");
+    }
+}

@@ -40,6 +40,7 @@ fn step_of(workflow: Workflow) -> Step {
         Workflow::ResetCode => Step::ResetCode {
             user: Some(user),
             challenge,
+            from_login: true,
         },
         Workflow::Terminate => Step::Terminated { user },
     }
