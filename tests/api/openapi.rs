@@ -932,6 +932,17 @@ impl Checked {
             .await
     }
 
+    /// A new wizard (uuid, key) past the password, at `workflow`.
+    async fn past_password(&self, email: &str, password: &str, workflow: &str) -> (String, String) {
+        let (uuid, key) = self.start().await;
+        let reply = self
+            .credentials(&uuid, &key, email, password)
+            .await
+            .expect(200, None);
+        assert_eq!(reply.str("/workflow"), workflow);
+        (uuid, key)
+    }
+
     /// A later step, sent with the wizard's key.
     async fn step(&self, path: &str, uuid: &str, key: &str, fields: Value) -> Answer {
         let mut body = json!({ "uuid": uuid });
@@ -978,12 +989,7 @@ async fn real_answers_conform_to_the_document() {
     // TOTP, with the key and the device named in the header; then the completed wizard.
     let secret = TotpSecret::generate();
     let (_, email, password) = s.user(Some(&secret), None).await;
-    let (uuid, key) = s.start().await;
-    let reply = s
-        .credentials(&uuid, &key, &email, &password)
-        .await
-        .expect(200, None);
-    assert_eq!(reply.str("/workflow"), "2fa_google_auth");
+    let (uuid, key) = s.past_password(&email, &password, "2fa_google_auth").await;
     let device = fingerprint("oas/1.0");
     let code = s.totp_now(&secret);
     let body = json!({ "uuid": uuid, "code": code });
@@ -1000,12 +1006,7 @@ async fn real_answers_conform_to_the_document() {
 
     // SMS: too soon, a wrong code, a resend, the right code.
     let (_, email, password) = s.user(None, Some(PHONE_SMS)).await;
-    let (uuid, key) = s.start().await;
-    let reply = s
-        .credentials(&uuid, &key, &email, &password)
-        .await
-        .expect(200, None);
-    assert_eq!(reply.str("/workflow"), "2fa_sms_auth");
+    let (uuid, key) = s.past_password(&email, &password, "2fa_sms_auth").await;
     let resend = "/api/v2/my/2fa/sms/resend";
     s.step(resend, &uuid, &key, json!({}))
         .await
@@ -1031,12 +1032,7 @@ async fn real_answers_conform_to_the_document() {
     // Both factors: choose one; another device, a wrong key, a step out of order.
     let secret = TotpSecret::generate();
     let (user_id, email, password) = s.user(Some(&secret), Some(PHONE_BOTH)).await;
-    let (uuid, key) = s.start().await;
-    let reply = s
-        .credentials(&uuid, &key, &email, &password)
-        .await
-        .expect(200, None);
-    assert_eq!(reply.str("/workflow"), "2fa");
+    let (uuid, key) = s.past_password(&email, &password, "2fa").await;
     let choose = "/api/v2/my/signin/2fa";
     let elsewhere = json!({ "type": "google", "device_fingerprint": fingerprint("elsewhere/1.0") });
     s.step(choose, &uuid, &key, elsewhere)
@@ -1202,12 +1198,9 @@ async fn password_flows(s: &Checked) {
     )
     .await
     .expect(200, None);
-    let (uuid, key) = s.start().await;
-    let reply = s
-        .credentials(&uuid, &key, &email, &password)
-        .await
-        .expect(200, None);
-    assert_eq!(reply.str("/workflow"), "reset_password_email");
+    let (uuid, key) = s
+        .past_password(&email, &password, "reset_password_email")
+        .await;
     let restore = "/api/v2/my/signin/password/restore";
     let reset = "/api/v2/my/signin/password/reset";
     s.step(restore, &uuid, &key, json!({ "email": email }))
