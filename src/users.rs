@@ -142,11 +142,16 @@ pub struct UserView {
     pub created_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub otpauth_uri: Option<String>,
+    /// `otpauth_uri` as a QR code, a PNG `data:` URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qr_code: Option<String>,
 }
 
 impl User {
     /// `enrolled`: the issuer and the secret just set, to show its enrolment URI.
     pub fn view(&self, enrolled: Option<(&str, &TotpSecret)>) -> UserView {
+        let otpauth_uri = enrolled
+            .and_then(|(issuer, secret)| secret.provisioning_uri(issuer, self.email.as_str()));
         UserView {
             id: self.id,
             email: self.email.clone(),
@@ -154,8 +159,11 @@ impl User {
             phone: self.phone.clone(),
             force_password_reset: self.force_password_reset,
             created_at: crate::clock::rfc3339(self.created_at),
-            otpauth_uri: enrolled
-                .and_then(|(issuer, secret)| secret.provisioning_uri(issuer, self.email.as_str())),
+            // A URI always fits a QR code; should drawing fail, the URI still helps.
+            qr_code: otpauth_uri
+                .as_deref()
+                .and_then(|uri| crate::credentials::qr::png_data_url(uri).ok()),
+            otpauth_uri,
         }
     }
 }

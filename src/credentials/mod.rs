@@ -4,6 +4,7 @@
 mod keyring;
 mod one_time_code;
 mod password;
+pub mod qr;
 mod sealing;
 mod signing;
 mod tokens;

@@ -1,7 +1,8 @@
 //! The admin API and the `user add` command.
 
 use crate::helpers::{
-    ADMIN_TOKEN, BACKENDS, Backend, FakeSms, shared_redis_url, spawn_app, spawn_with, test_settings,
+    ADMIN_TOKEN, BACKENDS, Backend, FakeSms, read_qr, shared_redis_url, spawn_app, spawn_with,
+    test_settings,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -105,12 +106,10 @@ async fn users_can_be_created_read_updated_and_deleted() {
             .await;
         assert_eq!(status, StatusCode::CREATED, "{created}");
         assert_eq!(created["totp_enabled"], true);
-        assert!(
-            created["otpauth_uri"]
-                .as_str()
-                .unwrap()
-                .starts_with("otpauth://totp/")
-        );
+        let uri = created["otpauth_uri"].as_str().unwrap();
+        assert!(uri.starts_with("otpauth://totp/"), "{uri}");
+        // The QR code an authenticator app scans says the same URI.
+        assert_eq!(read_qr(created["qr_code"].as_str().unwrap()), uri);
         assert!(created.get("password_hash").is_none() && created.get("totp_secret").is_none());
         let path = format!("/api/v2/admin/users/{}", created["id"].as_str().unwrap());
 
@@ -130,7 +129,7 @@ async fn users_can_be_created_read_updated_and_deleted() {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(fetched["email"], email.as_str());
         assert!(
-            fetched.get("otpauth_uri").is_none(),
+            fetched.get("otpauth_uri").is_none() && fetched.get("qr_code").is_none(),
             "the secret is shown only when set"
         );
 

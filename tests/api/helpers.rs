@@ -666,3 +666,30 @@ pub fn other_code(code: &str) -> String {
         width = code.len()
     )
 }
+
+/// What a camera reads from a QR code in a PNG `data:` URL.
+pub fn read_qr(data_url: &str) -> String {
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(
+            data_url
+                .strip_prefix("data:image/png;base64,")
+                .expect("a PNG data URL"),
+        )
+        .unwrap();
+    let mut reader = png::Decoder::new(std::io::Cursor::new(png))
+        .read_info()
+        .unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    assert_eq!(info.color_type, png::ColorType::Grayscale);
+    let width = info.width as usize;
+    let mut image =
+        rqrr::PreparedImage::prepare_from_greyscale(width, info.height as usize, |x, y| {
+            pixels[y * width + x]
+        });
+    let grids = image.detect_grids();
+    let [grid] = grids.as_slice() else {
+        panic!("{} QR codes found", grids.len())
+    };
+    grid.decode().unwrap().1
+}
