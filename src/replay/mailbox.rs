@@ -18,8 +18,8 @@ mod session;
 use anyhow::{Context as _, ensure};
 use mail_parser::{MessageParser, PartType};
 use secrecy::SecretString;
-use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -37,6 +37,10 @@ const MAX_MESSAGES: usize = 10_000;
 const MAX_KEPT_BYTES: usize = 64 << 20;
 /// SMTP conversations at once; more are closed at once.
 const MAX_SESSIONS: usize = 64;
+/// Conversations one client address may hold at once.
+const MAX_SESSIONS_PER_PEER: usize = 8;
+/// The longest a conversation may last, however it trickles.
+const SESSION_DEADLINE: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// What the mailbox received. Shared with the server.
 #[derive(Debug, Clone, Default)]
@@ -182,13 +186,13 @@ impl Mailbox {
 
     fn keep(&self, mail: ReceivedMail) {
         let mut state = self.lock();
-        state.bytes += mail.raw.len();
+        state.bytes += mail.size();
         state.messages.push_back(mail);
         while state.messages.len() > MAX_MESSAGES || state.bytes > MAX_KEPT_BYTES {
             let Some(oldest) = state.messages.pop_front() else {
                 break;
             };
-            state.bytes -= oldest.raw.len();
+            state.bytes -= oldest.size();
         }
     }
 
@@ -208,6 +212,12 @@ fn standalone_code(text: &str) -> Option<&str> {
 }
 
 impl ReceivedMail {
+    /// What keeping it costs: the message and the parts parsed out of it.
+    fn size(&self) -> usize {
+        let part = |p: &Option<String>| p.as_ref().map_or(0, String::len);
+        self.raw.len() + part(&self.text) + part(&self.html) + part(&self.subject)
+    }
+
     fn parse(
         envelope_from: String,
         recipients: Vec<String>,
@@ -355,25 +365,71 @@ impl MailSink {
 
 async fn serve(listener: TcpListener, server: Arc<Server>) {
     let sessions = Arc::new(Semaphore::new(MAX_SESSIONS));
+    let per_peer: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     loop {
         match listener.accept().await {
             Ok((tcp, peer)) => {
-                // Over the limit the connection just closes: the client retries.
+                // Over a limit the connection just closes: the client retries.
                 let Ok(permit) = Arc::clone(&sessions).try_acquire_owned() else {
+                    continue;
+                };
+                let Some(slot) = PeerSlot::take(&per_peer, peer.ip()) else {
                     continue;
                 };
                 let server = Arc::clone(&server);
                 tokio::spawn(async move {
-                    if let Err(e) = session::run(tcp, &server).await {
+                    // However it trickles, a conversation ends: one peer cannot hold the mailbox.
+                    let ended =
+                        match tokio::time::timeout(SESSION_DEADLINE, session::run(tcp, &server))
+                            .await
+                        {
+                            Ok(ended) => ended,
+                            Err(_) => Err(anyhow::anyhow!("over {SESSION_DEADLINE:?}")),
+                        };
+                    if let Err(e) = ended {
                         tracing::debug!(target: "mailbox", %peer, "SMTP session ended: {e:#}");
                     }
-                    drop(permit);
+                    drop((slot, permit));
                 });
             }
             Err(e) => {
                 // Out of file descriptors, say: wait rather than spin.
                 tracing::warn!(target: "mailbox", "accepting a connection: {e}");
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// One peer's hold on a conversation, given back when it ends.
+struct PeerSlot {
+    peers: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl PeerSlot {
+    /// A slot for `ip`, unless it holds [`MAX_SESSIONS_PER_PEER`] already.
+    fn take(peers: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr) -> Option<PeerSlot> {
+        let mut held = peers.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = held.entry(ip).or_default();
+        if *count >= MAX_SESSIONS_PER_PEER {
+            return None;
+        }
+        *count += 1;
+        Some(PeerSlot {
+            peers: Arc::clone(peers),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut held = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = held.get_mut(&self.ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                held.remove(&self.ip);
             }
         }
     }
@@ -464,13 +520,14 @@ mod tests {
         let first = &mailbox.messages_for("b@x.test")[0];
         assert_eq!(first.subject.as_deref(), Some("s"));
         assert_eq!(first.to, ["b@x.test"]);
-        mailbox.keep(mail("big@x.test", "", MAX_KEPT_BYTES - 100));
+        // Kept twice over: as received, and as its parsed text.
+        mailbox.keep(mail("big@x.test", "", MAX_KEPT_BYTES / 2 - 100));
         let kept = mailbox.messages();
         assert_eq!(kept.last().unwrap().recipients, ["big@x.test"]);
         assert!((2..5).contains(&kept.len()), "{}", kept.len());
         let bytes = mailbox.lock().bytes;
         assert!(bytes <= MAX_KEPT_BYTES);
-        assert_eq!(kept.iter().map(|m| m.raw.len()).sum::<usize>(), bytes);
+        assert_eq!(kept.iter().map(ReceivedMail::size).sum::<usize>(), bytes);
     }
 
     #[test]

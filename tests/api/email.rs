@@ -432,3 +432,32 @@ async fn starttls_hides_auth_until_the_handshake() {
     let injected = smtp.say("STARTTLS\r\nMAIL FROM:<a@b.test>").await;
     assert!(injected.starts_with("501"), "{injected}");
 }
+
+#[tokio::test]
+async fn one_client_address_holds_at_most_eight_conversations() {
+    use tokio::io::AsyncReadExt as _;
+    let sink = sink(MailTls::Plain, Recipients::Replay).await;
+    let mut held = Vec::new();
+    for n in 0..9 {
+        let mut tcp = tokio::net::TcpStream::connect(sink.address).await.unwrap();
+        let mut greeting = [0u8; 3];
+        let read = tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read(&mut greeting))
+            .await
+            .unwrap();
+        match n {
+            0..8 => assert_eq!((read.unwrap(), &greeting), (3, b"220"), "conversation {n}"),
+            _ => assert!(
+                matches!(read, Ok(0) | Err(_)),
+                "the ninth is closed: {read:?}"
+            ),
+        }
+        held.push(tcp);
+    }
+    // Ending one makes room for another.
+    drop(held.remove(0));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut tcp = tokio::net::TcpStream::connect(sink.address).await.unwrap();
+    let mut greeting = [0u8; 3];
+    tcp.read_exact(&mut greeting).await.unwrap();
+    assert_eq!(&greeting, b"220");
+}
