@@ -478,18 +478,33 @@ async fn rotate_keys(rotate: RotateKeys) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let server = match rotate.server {
+    let body = serde_json::json!({ "algorithm": rotate.algorithm });
+    let answer =
+        post_to_admin_api(&settings, rotate.server, "api/v2/admin/keys/rotate", &body).await?;
+    println!("{answer}");
+    Ok(())
+}
+
+/// POSTs `body` to the running server's admin API (at `server`, or where
+/// `serve` would listen) with `WIZARD_ADMIN_TOKEN`; the answer's text.
+async fn post_to_admin_api(
+    settings: &Settings,
+    server: Option<reqwest::Url>,
+    path: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<String> {
+    let server = match server {
         Some(url) => url,
         None => format!("http://{}", settings.bind).parse()?,
     };
     let token = settings
         .admin_token
+        .as_ref()
         .context("set WIZARD_ADMIN_TOKEN (printed by the running server) to use its admin API")?;
-    let body = serde_json::json!({ "algorithm": rotate.algorithm });
     let response = reqwest::Client::new()
-        .post(server.join("api/v2/admin/keys/rotate")?)
+        .post(server.join(path)?)
         .bearer_auth(token.expose())
-        .json(&body)
+        .json(body)
         .send()
         .await
         .with_context(|| format!("cannot reach the admin API at {server}"))?;
@@ -498,8 +513,7 @@ async fn rotate_keys(rotate: RotateKeys) -> anyhow::Result<()> {
     if !status.is_success() {
         bail!("the admin API answered {status}: {text}");
     }
-    println!("{text}");
-    Ok(())
+    Ok(text)
 }
 
 async fn add_user(add: AddUser) -> anyhow::Result<UserView> {
@@ -532,14 +546,6 @@ async fn add_user(add: AddUser) -> anyhow::Result<UserView> {
             .map(|s| (add.settings.jwt_issuer.as_str(), s));
         return Ok(user.view(enrolled));
     }
-    let server = match add.server {
-        Some(url) => url,
-        None => format!("http://{}", add.settings.bind).parse()?,
-    };
-    let token = add
-        .settings
-        .admin_token
-        .context("set WIZARD_ADMIN_TOKEN (printed by the running server) to use its admin API")?;
     let body = serde_json::json!({
         "email": new.email,
         "password": new.password.expose(),
@@ -547,22 +553,6 @@ async fn add_user(add: AddUser) -> anyhow::Result<UserView> {
         "phone": new.phone,
         "force_password_reset": new.force_password_reset,
     });
-    let response = reqwest::Client::new()
-        .post(server.join("api/v2/admin/users")?)
-        .bearer_auth(token.expose())
-        .json(&body)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the admin API at {server}"))?;
-    let status = response.status();
-    if !status.is_success() {
-        bail!(
-            "the admin API answered {status}: {}",
-            response.text().await.unwrap_or_default()
-        );
-    }
-    response
-        .json()
-        .await
-        .context("reading the admin API's answer")
+    let answer = post_to_admin_api(&add.settings, add.server, "api/v2/admin/users", &body).await?;
+    serde_json::from_str(&answer).context("reading the admin API's answer")
 }
