@@ -986,7 +986,8 @@ impl SignIn {
             force_password_reset: Some(false),
             ..AccountChange::default()
         });
-        match self.store.update_user(bound.version, &changed).await {
+        // The user was read with the wizard and its email does not change.
+        match self.store.replace_user(bound.version, &changed).await {
             Ok(()) => {}
             Err(UserWriteError::Changed | UserWriteError::NotFound) => {
                 return Err(SignInError::Conflict);

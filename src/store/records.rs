@@ -218,6 +218,22 @@ pub trait Records: Store {
         Err(UserWriteError::EmailTaken)
     }
 
+    /// Stores `user` over its record (its email unchanged) if the record is
+    /// still at `expected_version`: one round trip, for a caller that has
+    /// just read the user.
+    async fn replace_user(&self, expected_version: u64, user: &User) -> Result<(), UserWriteError> {
+        let op = Op::Swap {
+            key: Key::User(user.email.clone()),
+            expected: expected_version,
+            row: user_row(user, 0)?,
+            nonce: nonce(),
+        };
+        match done(one(self, op).await?)? {
+            true => Ok(()),
+            false => Err(UserWriteError::Changed),
+        }
+    }
+
     /// Replaces the user if it is still at `expected_version`; its version
     /// moves on by one. A new email is claimed only after the old record is
     /// gone, so an interruption can lose the account (an operator re-adds
@@ -228,16 +244,7 @@ pub trait Records: Store {
             return Err(UserWriteError::Changed);
         }
         if current.email == user.email {
-            let op = Op::Swap {
-                key: Key::User(user.email.clone()),
-                expected: expected_version,
-                row: user_row(user, 0)?,
-                nonce: nonce(),
-            };
-            return match done(one(self, op).await?)? {
-                true => Ok(()),
-                false => Err(UserWriteError::Changed),
-            };
+            return self.replace_user(expected_version, user).await;
         }
         if self.user_by_email(&user.email).await?.is_some() {
             return Err(UserWriteError::EmailTaken);

@@ -69,10 +69,9 @@ async fn each_step_and_refresh_cost_two_round_trips_on_redis_and_what_it_says_on
 async fn a_password_restore_and_reset_cost_what_they_say() {
     // Restore from the login screen: load, save, the address's allowance (on
     // a Cluster too: no read-back of the account there). Reset: load (two on
-    // a Cluster), save, the password's compare-and-set (the user's index,
-    // its record, the swap), the sessions to end. Rare requests: clarity
-    // over round trips.
-    for (backend, expected) in [(Backend::Redis, [3, 6]), (Backend::Cluster, [3, 8])] {
+    // a Cluster), save, the password's compare-and-set on the user read with
+    // the wizard, the sessions to end.
+    for (backend, expected) in [(Backend::Redis, [3, 4]), (Backend::Cluster, [3, 6])] {
         let sms = FakeSms::spawn().await;
         let mut settings = test_settings(backend, &sms);
         settings.ip_limit_per_minute = 1000;
