@@ -38,14 +38,12 @@ impl OtpCode {
         Self::random_digits(Self::RESET_DIGITS)
     }
 
+    /// One draw (one read of the OS's randomness), uniform over every code.
     fn random_digits(digits: usize) -> Self {
         use rand::Rng;
-        let mut rng = rand::rngs::OsRng;
-        Self(
-            (0..digits)
-                .map(|_| char::from(b'0' + rng.gen_range(0..10u8)))
-                .collect(),
-        )
+        let exponent = u32::try_from(digits).unwrap_or(u32::MAX);
+        let n = rand::rngs::OsRng.gen_range(0..10u64.saturating_pow(exponent));
+        Self(format!("{n:0digits$}"))
     }
 
     pub fn expose(&self) -> &str {
