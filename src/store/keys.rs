@@ -10,7 +10,12 @@
 //!   Unknown emails get counters exactly like known ones.
 //! - `{i:<uuid>}`: the email of the user with that id; `{i:<uuid>}s<sid>` one of
 //!   its sessions (a record naming the account), `{i:<uuid>}S` the index of its
-//!   sessions (a sorted set: session id, scored by when it ends)
+//!   sessions (a sorted set: session id, scored by when it ends);
+//!   `{i:<uuid>}B<generation>` the backup codes of that generation already used
+//!   (a claim set: code -> the nonce of the claim that used it, kept until deleted);
+//!   `{i:<uuid>}p` a self-service authenticator-app setup waiting for its first
+//!   code (record, with a time to live); `{i:<uuid>}q` a self-service phone
+//!   waiting for its SMS code (record, with a time to live)
 //! - `{r:<api>:<address>}`: a client address's request allowance (GCRA)
 //! - `{policy}`: the runtime settings (record); `{keyring}k`: the shared keys
 //!   (record, sealed with the operator's KEK if one is set); `{keyring}`: the
@@ -43,6 +48,13 @@ pub enum Key {
     UserIndex(UserId),
     Session(UserId, SessionId),
     Sessions(UserId),
+    /// The backup codes of one generation (the user id, the generation)
+    /// already used: a claim set (see `Op::Claim`).
+    UsedBackupCodes(UserId, u64),
+    /// A self-service authenticator-app setup waiting for its first code.
+    PendingTotp(UserId),
+    /// A self-service phone waiting for its SMS code.
+    PendingPhone(UserId),
     /// A client address's allowance on one API (`scope`).
     Allowance(&'static str, IpAddr),
     Policy,
@@ -68,6 +80,9 @@ impl fmt::Display for Key {
             Key::UserIndex(id) => write!(f, "{{i:{id}}}"),
             Key::Session(user, id) => write!(f, "{{i:{user}}}s{id}"),
             Key::Sessions(user) => write!(f, "{{i:{user}}}S"),
+            Key::UsedBackupCodes(user, generation) => write!(f, "{{i:{user}}}B{generation:x}"),
+            Key::PendingTotp(user) => write!(f, "{{i:{user}}}p"),
+            Key::PendingPhone(user) => write!(f, "{{i:{user}}}q"),
             Key::Allowance(scope, ip) => write!(f, "{{r:{scope}:{ip}}}"),
             Key::Policy => f.write_str("{policy}"),
             Key::Keyring => f.write_str("{keyring}"),

@@ -53,6 +53,8 @@ enum Value {
     Arrival(DateTime<Utc>),
     /// A sorted set: each member and when it ends.
     Members(HashMap<String, DateTime<Utc>>),
+    /// A claim set: each member and the nonce that claimed it (kept until deleted).
+    Claims(HashMap<String, u64>),
     Text(String),
 }
 
@@ -463,6 +465,26 @@ impl Inner {
                 };
                 Reply::Done(removed)
             }
+            Op::Claim { key, member, nonce } => {
+                let mut claims = match self.entries.remove(key) {
+                    Some(Entry {
+                        value: Value::Claims(claims),
+                        ..
+                    }) => claims,
+                    _ => HashMap::new(),
+                };
+                let holder = *claims.entry(member.clone()).or_insert(*nonce);
+                let claimed = u32::try_from(claims.len()).unwrap_or(u32::MAX);
+                self.set(key.clone(), Value::Claims(claims), None);
+                Reply::Claim {
+                    held: holder == *nonce,
+                    claimed,
+                }
+            }
+            Op::Claimed(key) => Reply::Members(match self.live(key) {
+                Some(Value::Claims(claims)) => claims.keys().cloned().collect(),
+                _ => Vec::new(),
+            }),
             Op::Get(key) => Reply::Value(match self.live(key) {
                 Some(Value::Text(text)) => Some(text.clone()),
                 _ => None,

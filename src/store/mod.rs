@@ -171,6 +171,18 @@ pub enum Op {
         set: Key,
         member: String,
     },
+    /// Claims `member` of the claim set at `key` for `nonce`, unless another
+    /// nonce claimed it first; the same nonce claiming again (a retry, or
+    /// requests racing in one wizard, whose own compare-and-set then picks
+    /// one) holds it too. Answers whether `nonce` holds it and how many
+    /// members the set has claimed. The set is kept until it is deleted.
+    Claim {
+        key: Key,
+        member: String,
+        nonce: u64,
+    },
+    /// The members claimed in the claim set at `key`.
+    Claimed(Key),
     /// A plain value (the user index, the keyring).
     Get(Key),
     /// Stores a plain value unless the key holds one.
@@ -182,6 +194,7 @@ pub enum Op {
         key: Key,
         value: String,
     },
+    /// Deletes whatever the key holds (a value, a record, a set).
     Delete(Key),
 }
 
@@ -257,6 +270,13 @@ pub enum Reply {
     Value(Option<String>),
     Rate(Rate),
     Members(Vec<String>),
+    /// The answer of an [`Op::Claim`].
+    Claim {
+        /// Whether the claim's nonce holds the member.
+        held: bool,
+        /// How many members the set has claimed, this one included.
+        claimed: u32,
+    },
 }
 
 impl Reply {
@@ -271,6 +291,7 @@ impl Reply {
             Reply::Value(_) => "a value",
             Reply::Rate(_) => "a rate check",
             Reply::Members(_) => "members",
+            Reply::Claim { .. } => "a claim",
         }
     }
 }

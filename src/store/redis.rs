@@ -67,6 +67,7 @@ const BLOCK: &str = include_str!("lua/block.lua");
 const ADVANCE: &str = include_str!("lua/advance.lua");
 const RATE: &str = include_str!("lua/rate.lua");
 const ENLIST: &str = include_str!("lua/enlist.lua");
+const CLAIM: &str = include_str!("lua/claim.lua");
 
 impl RedisStore {
     pub async fn connect(config: &RedisStoreConfig) -> anyhow::Result<Self> {
@@ -304,6 +305,17 @@ impl RedisStore {
                     .arg(burst);
                 cmd
             }
+            Op::Claim { key, member, nonce } => {
+                let mut cmd = self.script(CLAIM, std::slice::from_ref(key));
+                // Decimal, compared as a string by the script (exact for any u64).
+                cmd.arg(member).arg(nonce.to_string());
+                cmd
+            }
+            Op::Claimed(key) => {
+                let mut cmd = redis::cmd("HKEYS");
+                cmd.arg(self.key(key));
+                cmd
+            }
             Op::Get(key) => {
                 let mut cmd = redis::cmd("GET");
                 cmd.arg(self.key(key));
@@ -482,7 +494,15 @@ fn reply(op: &Op, value: Value) -> Result<Reply, StoreError> {
             })
         }
         Op::Get(_) => Reply::Value(redis::from_redis_value(value).map_err(parse("a value read"))?),
-        Op::Members { .. } | Op::Enlist { .. } => {
+        Op::Claim { .. } => {
+            let (held, claimed): (u8, u32) =
+                redis::from_redis_value(value).map_err(parse("a claim"))?;
+            Reply::Claim {
+                held: held == 1,
+                claimed,
+            }
+        }
+        Op::Members { .. } | Op::Enlist { .. } | Op::Claimed(_) => {
             Reply::Members(redis::from_redis_value(value).map_err(parse("members"))?)
         }
         Op::Delist { .. } => {

@@ -9,6 +9,7 @@ use signin_wizard::store::{
     Account, AccountReads, CodeTries, Key, MemoryStore, Op, Rate, RedisStore, RedisStoreConfig,
     Reply, Row, Store, Taken, TotpStep,
 };
+use std::sync::Arc;
 
 async fn store(backend: Backend) -> Box<dyn Store> {
     let (url, cluster) = match backend {
@@ -774,5 +775,159 @@ async fn sorted_sets_keep_their_members_until_they_end() {
             );
         }
         assert_eq!(sorted(one(store, members(10)).await), Vec::<String>::new());
+    }
+}
+
+#[tokio::test]
+async fn a_claim_is_held_by_its_first_nonce_and_recognises_its_retries() {
+    for backend in BACKENDS {
+        let store = store(backend).await;
+        let store = store.as_ref();
+        let key = Key::UsedBackupCodes(UserId::random(), 1);
+        let claim = |member: &str, nonce| Op::Claim {
+            key: key.clone(),
+            member: member.to_owned(),
+            nonce,
+        };
+        let held = |held, claimed| Reply::Claim { held, claimed };
+        let claimed = || Op::Claimed(key.clone());
+        let sorted = |reply| match reply {
+            Reply::Members(mut members) => {
+                members.sort();
+                members
+            }
+            other => panic!("{other:?}"),
+        };
+        // Nonces beyond 2^53 and differing in their last bit: no rounding.
+        let (first, other) = (u64::MAX - 1, u64::MAX);
+
+        assert_eq!(sorted(one(store, claimed()).await), Vec::<String>::new());
+        assert_eq!(
+            one(store, claim("a", first)).await,
+            held(true, 1),
+            "{backend:?}"
+        );
+        assert_eq!(
+            one(store, claim("a", other)).await,
+            held(false, 1),
+            "{backend:?}: claimed by another"
+        );
+        assert_eq!(
+            one(store, claim("a", first)).await,
+            held(true, 1),
+            "{backend:?}: a retry"
+        );
+        assert_eq!(
+            one(store, claim("b", other)).await,
+            held(true, 2),
+            "{backend:?}"
+        );
+        assert_eq!(
+            sorted(one(store, claimed()).await),
+            ["a", "b"],
+            "{backend:?}"
+        );
+
+        assert_eq!(
+            one(store, Op::Delete(key.clone())).await,
+            Reply::Done(true),
+            "{backend:?}"
+        );
+        assert_eq!(
+            sorted(one(store, claimed()).await),
+            Vec::<String>::new(),
+            "{backend:?}"
+        );
+        assert_eq!(
+            one(store, claim("a", other)).await,
+            held(true, 1),
+            "{backend:?}: a new set"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn of_claims_racing_for_one_member_exactly_one_holds() {
+    const RACERS: u64 = 16;
+    for backend in BACKENDS {
+        let store: Arc<dyn Store> = Arc::from(store(backend).await);
+        let key = Key::UsedBackupCodes(UserId::random(), 0x2a);
+        let start = Arc::new(tokio::sync::Barrier::new(RACERS as usize));
+        let racers = (0..RACERS).map(|i| {
+            let (store, key, start) = (store.clone(), key.clone(), start.clone());
+            tokio::spawn(async move {
+                let op = Op::Claim {
+                    key,
+                    member: "code".to_owned(),
+                    nonce: u64::MAX - i,
+                };
+                start.wait().await;
+                store.run(&[&[op]]).await.unwrap().pop().unwrap()
+            })
+        });
+        let mut held = 0;
+        for reply in futures::future::join_all(racers).await {
+            match reply.unwrap() {
+                Reply::Claim { held: h, claimed } => {
+                    assert_eq!(claimed, 1, "{backend:?}");
+                    held += usize::from(h);
+                }
+                other => panic!("{backend:?}: {other:?}"),
+            }
+        }
+        assert_eq!(held, 1, "{backend:?}: exactly one of {RACERS} holds");
+    }
+}
+
+#[tokio::test]
+async fn pending_setups_are_records_like_any_other() {
+    for backend in BACKENDS {
+        let store = store(backend).await;
+        let store = store.as_ref();
+        let user = UserId::random();
+        for key in [Key::PendingTotp(user), Key::PendingPhone(user)] {
+            let insert = Op::Insert {
+                key: key.clone(),
+                row: row(1, "pending"),
+                nonce: 1,
+                ttl: Some(Duration::minutes(10)),
+            };
+            assert_eq!(
+                one(store, insert).await,
+                Reply::Done(true),
+                "{backend:?} {key}"
+            );
+            let swap = Op::Swap {
+                key: key.clone(),
+                expected: 1,
+                row: row(0, "confirmed"),
+                nonce: 2,
+            };
+            assert_eq!(
+                one(store, swap).await,
+                Reply::Done(true),
+                "{backend:?} {key}"
+            );
+            assert_eq!(
+                one(store, Op::Read(key.clone())).await,
+                Reply::Row(Some(row(2, "confirmed"))),
+                "{backend:?} {key}"
+            );
+            let remove = Op::Remove {
+                key: key.clone(),
+                expected: 2,
+                nonce: 3,
+            };
+            assert_eq!(
+                one(store, remove).await,
+                Reply::Done(true),
+                "{backend:?} {key}"
+            );
+            assert_eq!(
+                one(store, Op::Read(key.clone())).await,
+                Reply::Row(None),
+                "{backend:?} {key}"
+            );
+        }
     }
 }
