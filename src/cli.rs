@@ -220,6 +220,10 @@ pub struct AddUser {
     /// The user must reset the password at the next sign-in.
     #[arg(long)]
     pub force_password_reset: bool,
+    /// This user must have a second factor: without one, the next sign-in
+    /// enrols an authenticator app (`--require-second-factor` is everyone's).
+    #[arg(long)]
+    pub second_factor_required: bool,
     /// The running server whose admin API to use (default: http://WIZARD_BIND).
     #[arg(long)]
     pub server: Option<reqwest::Url>,
@@ -535,6 +539,7 @@ async fn add_user(add: AddUser) -> anyhow::Result<UserView> {
         totp_secret: totp_secret.clone(),
         phone: add.phone.as_deref().map(PhoneNumber::parse).transpose()?,
         force_password_reset: add.force_password_reset,
+        second_factor_required: add.second_factor_required,
     };
     if add.settings.redis_url.is_some() {
         let store = open_store(&add.settings).await?;
@@ -552,6 +557,7 @@ async fn add_user(add: AddUser) -> anyhow::Result<UserView> {
         "totp_secret": new.totp_secret.map(String::from),
         "phone": new.phone,
         "force_password_reset": new.force_password_reset,
+        "second_factor_required": new.second_factor_required,
     });
     let answer = post_to_admin_api(&add.settings, add.server, "api/v2/admin/users", &body).await?;
     serde_json::from_str(&answer).context("reading the admin API's answer")

@@ -23,22 +23,59 @@ pub async fn create(
 ) -> anyhow::Result<Vec<DemoAccount>> {
     let password = random_password();
     let phone = PhoneNumber::parse("+15550100100").context("demo phone")?;
-    // (email, what it shows, TOTP, SMS, must reset)
+    // (email, what it shows, TOTP, SMS, must reset, must have a second factor)
     let specs = [
-        ("totp@demo.test", "authenticator app", true, false, false),
+        (
+            "totp@demo.test",
+            "authenticator app",
+            true,
+            false,
+            false,
+            false,
+        ),
         (
             "sms@demo.test",
             "SMS (code in this log)",
             false,
             true,
             false,
+            false,
         ),
-        ("both@demo.test", "choice of app or SMS", true, true, false),
-        ("plain@demo.test", "password only", false, false, false),
-        ("reset@demo.test", "must reset password", false, false, true),
+        (
+            "both@demo.test",
+            "choice of app or SMS",
+            true,
+            true,
+            false,
+            false,
+        ),
+        (
+            "plain@demo.test",
+            "password only",
+            false,
+            false,
+            false,
+            false,
+        ),
+        (
+            "reset@demo.test",
+            "must reset password",
+            false,
+            false,
+            true,
+            false,
+        ),
+        (
+            "enrol@demo.test",
+            "must enrol an authenticator app",
+            false,
+            false,
+            false,
+            true,
+        ),
     ];
     let mut accounts = Vec::with_capacity(specs.len());
-    for (email, what, totp, sms, force_password_reset) in specs {
+    for (email, what, totp, sms, force_password_reset, second_factor_required) in specs {
         let email = Email::parse(email).context("demo email")?;
         let totp_secret = totp.then(TotpSecret::generate);
         let new = NewUser {
@@ -47,6 +84,7 @@ pub async fn create(
             totp_secret: totp_secret.clone(),
             phone: sms.then(|| phone.clone()),
             force_password_reset,
+            second_factor_required,
         };
         upsert(store, passwords, vault, new)
             .await
@@ -82,7 +120,9 @@ async fn upsert(
         password_hash: Some(passwords.hash(&new.password).await?),
         totp_secret: Some(totp_secret),
         phone: Some(new.phone),
+        backup_codes: Some(None),
         force_password_reset: Some(new.force_password_reset),
+        second_factor_required: Some(new.second_factor_required),
         email: None,
     });
     store.update_user(read_at, &reset).await?;

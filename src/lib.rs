@@ -18,6 +18,7 @@ pub mod lockout;
 pub mod openapi;
 pub mod policy;
 pub mod replay;
+pub mod second_factors;
 pub mod sessions;
 pub mod signin;
 pub mod signing_keys;

@@ -92,6 +92,12 @@ pub fn admit(taken: Taken, codes_tried: u32, gate: &Gate) -> Admission {
     }
 }
 
+/// Whole seconds until `until`, rounded up: how long a blocked client waits.
+pub fn retry_after(until: DateTime<Utc>, now: DateTime<Utc>) -> u64 {
+    let millis = u64::try_from((until - now).num_milliseconds()).unwrap_or(0);
+    millis.div_ceil(1000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,6 +24,11 @@ pub struct Policy {
     /// Requests per minute per client IP on `/api/v2/my/*`; 0 turns the limit off.
     pub ip_limit_per_minute: u32,
     pub recaptcha_enabled: bool,
+    /// Every account must have a second factor: one without any enrols an
+    /// authenticator app right after its password (settings stored before
+    /// this existed read as off).
+    #[serde(default)]
+    pub second_factor_required: bool,
 }
 
 impl Policy {
@@ -70,6 +75,9 @@ impl Policy {
             }
             self.recaptcha_enabled = enabled;
         }
+        if let Some(required) = patch.second_factor_required {
+            self.second_factor_required = required;
+        }
         Ok(self)
     }
 }
@@ -93,6 +101,7 @@ pub struct PolicyPatch {
     pub wizard_ttl_secs: Option<u32>,
     pub ip_limit_per_minute: Option<u32>,
     pub recaptcha_enabled: Option<bool>,
+    pub second_factor_required: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -106,11 +115,13 @@ impl InvalidSetting {
     /// `field` got a value it does not accept (out of range, or of the wrong
     /// type: the answer is the same); `None` when there is no such setting.
     pub fn for_field(field: &str) -> Option<Self> {
-        if field == "recaptcha_enabled" {
-            return Some(Self {
-                field: "recaptcha_enabled",
-                message: "recaptcha_enabled must be true or false".into(),
-            });
+        for flag in ["recaptcha_enabled", "second_factor_required"] {
+            if field == flag {
+                return Some(Self {
+                    field: flag,
+                    message: format!("{flag} must be true or false"),
+                });
+            }
         }
         LIMITS
             .iter()
@@ -231,6 +242,7 @@ mod tests {
             wizard_ttl_secs: 600,
             ip_limit_per_minute: 120,
             recaptcha_enabled: false,
+            second_factor_required: false,
         }
     }
 

@@ -4,10 +4,13 @@
 use crate::allowance::Allowance;
 use crate::captcha::{CaptchaError, Recaptcha};
 use crate::clock::Clock;
-use crate::credentials::{HashError, OneTimeCodes, PasswordHasher, TokenPair, TotpVault};
+use crate::credentials::{
+    BACKUP_CODES, HashError, OneTimeCodes, PasswordHasher, TokenPair, TotpSecret, TotpVault,
+};
 use crate::delivery::{DeliveryError, EmailError, Letter, Mailer, SmsGateway};
 use crate::domain::{
-    DeviceFingerprint, Email, NewPassword, OtpCode, Password, UserId, WizardId, WizardKey,
+    BackupCode, DeviceFingerprint, Email, NewPassword, OtpCode, Password, UserId, WizardId,
+    WizardKey,
 };
 use crate::lockout::{self, Admission, Attempt, Gate, Limits};
 use crate::policy::LivePolicy;
@@ -45,6 +48,12 @@ pub struct Outcome {
     pub tokens: Option<TokenPair>,
     /// The second factors the account offers (empty before the password).
     pub factors: Vec<Factor>,
+    /// At `2fa_google_auth_enroll`: the secret to enrol, and the account it is for.
+    pub enrolment: Option<(TotpSecret, Email)>,
+    /// Backup codes issued by this step, shown this once.
+    pub backup_codes: Vec<BackupCode>,
+    /// After a backup code was used: how many the account has left.
+    pub backup_codes_left: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +144,8 @@ pub struct SignIn {
     pub codes: OneTimeCodes,
     /// Opens users' sealed TOTP secrets to check a code.
     pub totp: TotpVault,
+    /// The issuer an enrolled authenticator app shows.
+    pub totp_issuer: String,
     pub sms: SmsGateway,
     /// Where reset codes go; without it, password recovery is off.
     pub mailer: Option<Mailer>,
@@ -280,16 +291,88 @@ impl SignIn {
                     .as_ref()
                     .map(|stored| self.totp.open(user.id, stored))
                     .transpose()?;
-                // A step at or before the last one accepted is a replay.
-                let step = secret
-                    .and_then(|s| s.verify(&code, now))
-                    .filter(|step| last.is_none_or(|last| fresh_totp_step(last, *step, id)));
+                let step = accepted_step(secret, &code, now, last, id);
                 Ok(Checked {
                     event: Event::TotpCode {
                         account: user.account(),
                         accepted: step.is_some(),
                     },
-                    totp_step: step,
+                    claim: step.map(Claim::TotpStep),
+                    issued: Vec::new(),
+                })
+            },
+        )
+        .await
+    }
+
+    /// One of the account's backup codes, claimed so that it never works again.
+    #[tracing::instrument(skip_all, fields(wizard_id = %id, workflow = "2fa_backup_code"))]
+    pub async fn backup_code(
+        &self,
+        id: WizardId,
+        code: BackupCode,
+        presented: &Presented,
+    ) -> Result<Outcome, Failure> {
+        self.step(
+            id,
+            None,
+            presented,
+            Action::BackupCode,
+            async |_, user, _| {
+                let user = bound(user)?;
+                let found = user.backup_codes.as_ref().and_then(|stored| {
+                    let index = self.codes.find_backup_code(user.id, stored, &code)?;
+                    Some(Claim::BackupCode {
+                        user: user.id,
+                        generation: stored.generation,
+                        index,
+                    })
+                });
+                Ok(Checked {
+                    event: Event::BackupCode {
+                        account: user.account(),
+                        accepted: found.is_some(),
+                    },
+                    claim: found,
+                    issued: Vec::new(),
+                })
+            },
+        )
+        .await
+    }
+
+    /// The first code from the authenticator app being enrolled: the factor
+    /// is enabled, with new backup codes (shown once), and tokens issued.
+    #[tracing::instrument(skip_all, fields(wizard_id = %id, workflow = "2fa_google_auth_enroll"))]
+    pub async fn enroll_totp(
+        &self,
+        id: WizardId,
+        code: OtpCode,
+        presented: &Presented,
+    ) -> Result<Outcome, Failure> {
+        let now = self.clock.now();
+        self.step(
+            id,
+            None,
+            presented,
+            Action::EnrollTotp,
+            async |wizard, user, last| {
+                let user = bound(user)?;
+                let secret = match &wizard.step {
+                    Step::EnrollTotp { secret, .. } => Some(self.totp.open(user.id, secret)?),
+                    _ => None,
+                };
+                // One-time like every TOTP code: it cannot sign in again.
+                let step = accepted_step(secret, &code, now, last, id);
+                let (issued, backup_codes) = self.codes.issue_backup_codes(user.id);
+                Ok(Checked {
+                    event: Event::EnrollTotp {
+                        account: user.account(),
+                        accepted: step.is_some(),
+                        backup_codes,
+                    },
+                    claim: step.map(Claim::TotpStep),
+                    issued: step.map(|_| issued).unwrap_or_default(),
                 })
             },
         )
@@ -459,7 +542,11 @@ impl SignIn {
         let (take, code) = match action {
             Action::Credentials => (true, false),
             Action::ChooseFactor | Action::ForgotPassword => (false, false),
-            Action::TotpCode | Action::SmsCode | Action::ResetPassword => (true, true),
+            Action::TotpCode
+            | Action::SmsCode
+            | Action::BackupCode
+            | Action::EnrollTotp
+            | Action::ResetPassword => (true, true),
             Action::ResendSms | Action::RestorePassword => (false, true),
         };
         let limits = Limits {
@@ -489,7 +576,7 @@ impl SignIn {
             now: gate.limits.now,
             window: gate.limits.window,
             count: gate.take,
-            totp: action == Action::TotpCode,
+            totp: matches!(action, Action::TotpCode | Action::EnrollTotp),
         };
         // A code step's try is counted in the wizard before the code is checked (see `lockout`).
         let counts_code = gate.code && gate.take;
@@ -525,7 +612,7 @@ impl SignIn {
                 let row = records::row(next_reply(&mut replies)?)?;
                 match next_reply(&mut replies)? {
                     Reply::Account(account) => (row, None, Some((email.clone(), account))),
-                    other => return Err(unexpected(Some(other))),
+                    other => return Err(records::unexpected(Some(other))),
                 }
             }
             None => match replies.next() {
@@ -542,7 +629,7 @@ impl SignIn {
                         .map_err(records::corrupt)?;
                     (wizard, code_tries, email.zip(account))
                 }
-                other => return Err(unexpected(other)),
+                other => return Err(records::unexpected(other)),
             },
         };
         Ok(Loaded {
@@ -657,9 +744,23 @@ impl SignIn {
                 rejection.into()
             };
 
-            let Checked { event, totp_step } = verify(&wizard, user.as_ref(), *last_totp_step)
+            let Checked {
+                event,
+                claim,
+                issued,
+            } = verify(&wizard, user.as_ref(), *last_totp_step)
                 .await
                 .map_err(in_context)?;
+            // A secret to enrol is drawn (and sealed to its account) only for
+            // a password that found an account.
+            let fresh_totp = match (action, &user) {
+                (Action::Credentials, Some(user)) => Some(
+                    self.totp
+                        .seal(user.id, TotpSecret::generate())
+                        .map_err(|e| in_context(e.into()))?,
+                ),
+                _ => None,
+            };
             let ctx = Context {
                 now,
                 sms_code_ttl: self.sms_code_ttl,
@@ -668,6 +769,8 @@ impl SignIn {
                 max_resends: self.max_resends,
                 fresh_code: self.codes.fresh(id),
                 fresh_reset_code: self.codes.fresh_reset(id),
+                second_factor_required: self.policy.get().second_factor_required,
+                fresh_totp,
             };
             let Transition {
                 wizard: next,
@@ -677,22 +780,30 @@ impl SignIn {
                 Err(rejection) => return Err(in_context(failed(rejection).await)),
             };
 
-            // In order: the TOTP step is burnt before the wizard moves (a
-            // crash between them loses the code, never reuses it); the
-            // account is read back after the wizard moved (a change that
-            // landed first voids the step); the attempt is settled last.
+            // In order: the code is claimed (a TOTP step, a backup code) and
+            // a factor enrolled before the wizard moves (a crash between them
+            // loses the code, never reuses it; leaves the factor on, never
+            // tokens without it); the account is read back after the wizard
+            // moved (a change that landed first voids the step); the attempt
+            // is settled last.
             let next_account = next.names_account().then_some(account_email);
-            let burn: Vec<Op> = totp_step
-                .map(|step| Op::Advance {
-                    account: account_email.clone(),
-                    step,
-                    // Requests racing on this wizard all record the same step:
-                    // its compare-and-set alone decides which of them wins.
-                    nonce: id.as_u64(),
-                    ttl: TOTP_STEP_KEPT,
+            let mut burn: Vec<Op> = claim.iter().map(|c| c.op(account_email, id)).collect();
+            let enrol = effects
+                .iter()
+                .find_map(|effect| match effect {
+                    Effect::EnableTotp {
+                        user: bound,
+                        secret,
+                        backup_codes,
+                    } => Some(enrolled(user.as_ref(), *bound, secret, backup_codes)),
+                    _ => None,
                 })
-                .into_iter()
-                .collect();
+                .transpose()
+                .map_err(in_context)?;
+            let enrol_at = burn.len();
+            if let Some(op) = enrol {
+                burn.push(op);
+            }
             let write_nonce = records::nonce();
             let mut write = vec![
                 swap(id, version, &next, next_account, write_nonce)
@@ -710,19 +821,33 @@ impl SignIn {
             if read_back.is_some() {
                 settle.push(Op::Read(Key::User(account_email.clone())));
             }
-            match (&next.step, attempt) {
-                // A completed sign-in forgives the account's earlier failures,
-                // unless the account changed or another wizard took this TOTP
-                // step meanwhile (then this step is undone below).
-                (Step::Terminated { user }, _) => settle.push(Op::ForgiveIf {
+            // A completed sign-in forgives the account's earlier failures,
+            // unless the account changed or another wizard took this TOTP
+            // step meanwhile (then this step is undone below). A backup
+            // code's claim lives outside the account's slot, where the
+            // forgiving could check it: that sign-in forgives only once its
+            // claim is known to hold, or a used code would clear a lockout.
+            let forgive = match &next.step {
+                Step::Terminated { user } => Some(Op::ForgiveIf {
                     account: account_email.clone(),
                     user_version: user.version,
-                    step: totp_step.map(|step| (step, id.as_u64())),
+                    step: match claim {
+                        Some(Claim::TotpStep(step)) => Some((step, id.as_u64())),
+                        _ => None,
+                    },
                     wizard: Some((id, version + 1, write_nonce)),
                 }),
+                _ => None,
+            };
+            let mut forgive_once_held = None;
+            match (forgive, attempt) {
+                (Some(forgive), _) if matches!(claim, Some(Claim::BackupCode { .. })) => {
+                    forgive_once_held = Some(forgive);
+                }
+                (Some(forgive), _) => settle.push(forgive),
                 // A success short of the end (the password before a code) was no failure.
-                (_, Some(attempt)) => settle.push(give_back(account_email, &attempt, &gate)),
-                _ => {}
+                (None, Some(attempt)) => settle.push(give_back(account_email, &attempt, &gate)),
+                (None, None) => {}
             }
             // A completed sign-in's session is written with the wizard, before
             // the account is read back (so that an admin change that lands
@@ -753,13 +878,20 @@ impl SignIn {
                 .into_iter();
             let mut beyond = None;
             let finished: Result<Outcome, Failure> = async {
-                let fresh = match burn.is_empty() {
-                    true => true,
-                    false => {
-                        records::done(next_reply(&mut replies).map_err(|e| in_context(e.into()))?)
-                            .map_err(|e| in_context(e.into()))?
+                // Whether this step holds its code, whether the account took the
+                // new factor, and how many backup codes are used.
+                let (mut held, mut written, mut used) = (true, true, None);
+                for at in 0..burn.len() {
+                    match next_reply(&mut replies).map_err(|e| in_context(e.into()))? {
+                        Reply::Claim { held: h, claimed } => {
+                            held &= h;
+                            used = Some(claimed);
+                        }
+                        Reply::Done(done) if at == enrol_at => written = done,
+                        Reply::Done(done) => held &= done,
+                        other => return Err(in_context(records::unexpected(Some(other)).into())),
                     }
-                };
+                }
                 let moved =
                     records::done(next_reply(&mut replies).map_err(|e| in_context(e.into()))?)
                         .map_err(|e| in_context(e.into()))?;
@@ -779,11 +911,16 @@ impl SignIn {
                     });
                 }
                 settled = true;
-                if !fresh {
-                    // Another request used this TOTP step first, between our read and our write.
+                if !held || !written {
+                    // Another request used this code first, between our read
+                    // and our write; or the account changed before it took
+                    // the new factor.
                     self.roll_back(version + 1, &wizard, bound_to.as_ref())
                         .await;
-                    return Err(in_context(failed(Rejection::InvalidCode).await));
+                    return Err(in_context(match held {
+                        false => failed(Rejection::InvalidCode).await,
+                        true => SignInError::Conflict,
+                    }));
                 }
                 if let Some(bound) = read_back {
                     let now_stored =
@@ -801,6 +938,11 @@ impl SignIn {
                     }
                 }
 
+                if let Some(forgive) = forgive_once_held
+                    && let Err(e) = self.store.run(&[&[forgive]]).await
+                {
+                    tracing::warn!(error = %e, "could not forgive an account's failures");
+                }
                 let tokens = self
                     .perform(
                         effects,
@@ -810,17 +952,39 @@ impl SignIn {
                     )
                     .await
                     .map_err(in_context)?;
-                let factors = match (&next.step, user) {
+                let factors = match (&next.step, &user) {
                     (
-                        Step::ChooseFactor { .. } | Step::TotpCode { .. } | Step::SmsCode { .. },
+                        Step::ChooseFactor { .. }
+                        | Step::TotpCode { .. }
+                        | Step::SmsCode { .. }
+                        | Step::BackupCode { .. },
                         Some(user),
                     ) => user.account().factors(),
                     _ => Vec::new(),
+                };
+                let enrolment = match (&next.step, &user) {
+                    (Step::EnrollTotp { secret, .. }, Some(user)) => Some((
+                        self.totp
+                            .open(user.id, secret)
+                            .map_err(|e| in_context(e.into()))?,
+                        account_email.clone(),
+                    )),
+                    _ => None,
+                };
+                let total = match claim {
+                    Some(Claim::BackupCode { .. }) => user
+                        .as_ref()
+                        .and_then(|u| u.backup_codes.as_ref())
+                        .map_or(BACKUP_CODES, |codes| codes.digests.len()),
+                    _ => 0,
                 };
                 Ok(Outcome {
                     wizard: next,
                     tokens,
                     factors,
+                    enrolment,
+                    backup_codes: issued,
+                    backup_codes_left: used.map(|used| total.saturating_sub(used as usize)),
                 })
             }
             .await;
@@ -913,6 +1077,16 @@ impl SignIn {
                 Effect::SetPassword { user, hash } => {
                     self.set_password(account.1, user, hash).await
                 }
+                // Written before the wizard moved; what is left is to sign
+                // out the sessions from before the account had the factor.
+                Effect::EnableTotp { user, .. } => {
+                    tracing::info!(user_id = %user.id, "authenticator app enrolled at sign-in");
+                    let keep = opening.map(Opening::id);
+                    if let Err(e) = self.sessions.end_all(user.id, keep).await {
+                        tracing::error!(error = %e, "a factor was enrolled, but older sessions could not all be ended");
+                    }
+                    Ok(())
+                }
                 Effect::IssueTokens { user } => {
                     let opening = opening.filter(|o| o.user() == user).ok_or_else(|| {
                         anyhow::anyhow!("tokens are due, but no session was opened")
@@ -965,7 +1139,7 @@ impl SignIn {
             Some(Reply::Rate(Rate::Refused { retry_in })) => Err(SignInError::MailLimited {
                 retry_after: retry_in,
             }),
-            other => Err(unexpected(other).into()),
+            other => Err(records::unexpected(other).into()),
         }
     }
 
@@ -1073,27 +1247,86 @@ pub struct Presented {
     pub client_ip: Option<IpAddr>,
 }
 
-/// A verdict from the edges, plus the TOTP step to record if it succeeds.
+/// A verdict from the edges, plus the code to claim if it succeeds and
+/// the backup codes it issued (to show once).
 struct Checked {
     event: Event,
-    totp_step: Option<u64>,
+    claim: Option<Claim>,
+    issued: Vec<BackupCode>,
 }
 
 impl From<Event> for Checked {
     fn from(event: Event) -> Self {
         Checked {
             event,
-            totp_step: None,
+            claim: None,
+            issued: Vec::new(),
         }
     }
+}
+
+/// A single-use code a step must win before its wizard moves.
+#[derive(Debug, Clone, Copy)]
+enum Claim {
+    /// The TOTP step accepted: no later code of the same step (or an
+    /// earlier one) works for the account again.
+    TotpStep(u64),
+    /// The account's backup code `index` of issue `generation`.
+    BackupCode {
+        user: UserId,
+        generation: u64,
+        index: usize,
+    },
+}
+
+impl Claim {
+    /// Requests racing in one wizard all claim with the wizard's id: its
+    /// compare-and-set alone decides which of them wins.
+    fn op(&self, account: &Email, wizard: WizardId) -> Op {
+        match *self {
+            Claim::TotpStep(step) => Op::Advance {
+                account: account.clone(),
+                step,
+                nonce: wizard.as_u64(),
+                ttl: TOTP_STEP_KEPT,
+            },
+            Claim::BackupCode {
+                user,
+                generation,
+                index,
+            } => Op::Claim {
+                key: Key::UsedBackupCodes(user, generation),
+                member: index.to_string(),
+                nonce: wizard.as_u64(),
+            },
+        }
+    }
+}
+
+/// The write that enrols an authenticator app on the account the wizard
+/// is bound to, as loaded with the step (still at `bound.version`).
+fn enrolled(
+    loaded: Option<&User>,
+    bound: BoundUser,
+    secret: &crate::credentials::StoredTotp,
+    backup_codes: &crate::credentials::StoredBackupCodes,
+) -> Result<Op, SignInError> {
+    let user = loaded
+        .filter(|u| u.id == bound.id && u.credentials_version == bound.version)
+        .ok_or(SignInError::Conflict)?;
+    let changed = user.clone().changed(AccountChange {
+        totp_secret: Some(Some(secret.clone())),
+        backup_codes: Some(Some(backup_codes.clone())),
+        ..AccountChange::default()
+    });
+    Ok(records::replace_user(bound.version, &changed)?)
 }
 
 /// The answer for a blocked account: how long until a retry can succeed,
 /// in whole seconds rounded up.
 fn blocked(until: DateTime<Utc>, now: DateTime<Utc>) -> SignInError {
-    let millis = u64::try_from((until - now).num_milliseconds()).unwrap_or(0);
     SignInError::TooManyAttempts {
-        retry_after: millis.div_ceil(1000),
+        retry_after: lockout::retry_after(until, now),
     }
 }
 
@@ -1124,6 +1357,20 @@ struct AccountRead {
     totp_step: Option<TotpStep>,
 }
 
+/// The TOTP step `code` proves with `secret` at `now`, unless it is a
+/// replay: a step at or before the last one the account accepted.
+fn accepted_step(
+    secret: Option<TotpSecret>,
+    code: &OtpCode,
+    now: DateTime<Utc>,
+    last: Option<TotpStep>,
+    id: WizardId,
+) -> Option<u64> {
+    secret
+        .and_then(|s| s.verify(code, now))
+        .filter(|step| last.is_none_or(|last| fresh_totp_step(last, *step, id)))
+}
+
 /// Whether TOTP `step` may be accepted in wizard `id` after `last`: only a
 /// later step (RFC 6238 §5.2), or this step again in the wizard that
 /// recorded it (requests racing on one wizard: its compare-and-set picks one).
@@ -1149,15 +1396,8 @@ fn settle_allowance(
 ) -> Result<Option<std::time::Duration>, StoreError> {
     match reply {
         Reply::Rate(rate) => Ok(allowance.settle(rate)),
-        other => Err(unexpected(Some(other))),
+        other => Err(records::unexpected(Some(other))),
     }
-}
-
-fn unexpected(reply: Option<Reply>) -> StoreError {
-    records::corrupt(anyhow::anyhow!(
-        "unexpected reply: {}",
-        reply.map_or("nothing", |r| r.kind())
-    ))
 }
 
 fn next_reply(replies: &mut impl Iterator<Item = Reply>) -> Result<Reply, StoreError> {

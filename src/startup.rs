@@ -9,6 +9,7 @@ use crate::demo::{self, DemoAccount};
 use crate::domain::AdminToken;
 use crate::http::{self, AdminApi, AdminParts, IpLimiter, MyAccount, TrustedProxies};
 use crate::policy::LivePolicy;
+use crate::second_factors::SecondFactors;
 use crate::sessions::{RefreshKey, Sessions};
 use crate::signin::SignIn;
 use crate::signing_keys::SigningKeys;
@@ -112,11 +113,26 @@ impl Application {
             settings.session_lifetimes(),
         ));
         let totp = TotpVault::new(settings.kek()?);
+        let codes = OneTimeCodes::new(&keyring.code_pepper()?)?;
+        let factors = Arc::new(SecondFactors {
+            store: Arc::clone(&store),
+            passwords: Arc::clone(&passwords),
+            codes: codes.clone(),
+            totp: totp.clone(),
+            sessions: Arc::clone(&sessions),
+            policy: Arc::clone(&policy),
+            clock: clock.clone(),
+            sms: sms.clone(),
+            sms_code_ttl: settings.sms_code_ttl(),
+            resend_cooldown: chrono::Duration::seconds(settings.sms_resend_cooldown_secs.into()),
+            max_resends: settings.sms_max_resends,
+        });
         let signin = web::Data::new(SignIn {
             store: Arc::clone(&store),
             passwords: Arc::clone(&passwords),
-            codes: OneTimeCodes::new(&keyring.code_pepper()?)?,
+            codes,
             totp: totp.clone(),
+            totp_issuer: settings.jwt_issuer.clone(),
             sms,
             mailer: mailer(&settings)?,
             sessions: Arc::clone(&sessions),
@@ -189,6 +205,8 @@ impl Application {
         let tokens = web::Data::new(tokens);
         let my_account = web::Data::new(MyAccount {
             sessions,
+            factors,
+            totp_issuer: settings.jwt_issuer.clone(),
             clock: clock.clone(),
         });
         let clock = web::Data::new(clock);

@@ -1,7 +1,7 @@
 //! User accounts as the sign-in wizard sees them.
 
 use crate::credentials::{
-    HashError, PasswordHash, PasswordHasher, StoredTotp, TotpSecret, TotpVault,
+    HashError, PasswordHash, PasswordHasher, StoredBackupCodes, StoredTotp, TotpSecret, TotpVault,
 };
 use crate::domain::{Email, NewPassword, PhoneNumber, UserId};
 use crate::store::Records;
@@ -20,8 +20,16 @@ pub struct User {
     pub totp_secret: Option<StoredTotp>,
     /// Where SMS codes go, when the user has a phone.
     pub phone: Option<PhoneNumber>,
+    /// Single-use codes that stand in for the other factors (see
+    /// `credentials::StoredBackupCodes`).
+    #[serde(default)]
+    pub backup_codes: Option<StoredBackupCodes>,
     /// Set by an admin: the next sign-in must reset the password first.
     pub force_password_reset: bool,
+    /// Set by an admin: this account must have a second factor, whatever
+    /// the settings say.
+    #[serde(default)]
+    pub second_factor_required: bool,
     pub created_at: DateTime<Utc>,
     /// Bumped by every change to the account, so that sign-ins begun before
     /// it start over (see `wizard::BoundUser`); writes compare-and-set on it.
@@ -37,7 +45,9 @@ impl User {
             version: self.credentials_version,
             totp: self.totp_secret.is_some(),
             phone: self.phone.clone(),
+            backup_codes: self.backup_codes.is_some(),
             must_reset_password: self.force_password_reset,
+            second_factor_required: self.second_factor_required,
         }
     }
 
@@ -50,15 +60,23 @@ impl User {
             password_hash,
             totp_secret,
             phone,
+            backup_codes,
             force_password_reset,
+            second_factor_required,
         } = change;
         let named = [
             set(&mut self.email, email),
             set(&mut self.password_hash, password_hash),
             set(&mut self.totp_secret, totp_secret),
             set(&mut self.phone, phone),
+            set(&mut self.backup_codes, backup_codes),
             set(&mut self.force_password_reset, force_password_reset),
+            set(&mut self.second_factor_required, second_factor_required),
         ];
+        // Backup codes stand in for another factor: without one, they go too.
+        if self.totp_secret.is_none() && self.phone.is_none() {
+            self.backup_codes = None;
+        }
         if named.contains(&true) {
             self.credentials_version += 1;
         }
@@ -79,7 +97,9 @@ pub struct AccountChange {
     pub password_hash: Option<PasswordHash>,
     pub totp_secret: Option<Option<StoredTotp>>,
     pub phone: Option<Option<PhoneNumber>>,
+    pub backup_codes: Option<Option<StoredBackupCodes>>,
     pub force_password_reset: Option<bool>,
+    pub second_factor_required: Option<bool>,
 }
 
 /// What an operator supplies to create an account, already parsed.
@@ -90,6 +110,7 @@ pub struct NewUser {
     pub totp_secret: Option<TotpSecret>,
     pub phone: Option<PhoneNumber>,
     pub force_password_reset: bool,
+    pub second_factor_required: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +141,9 @@ pub async fn register(
             .map(|secret| vault.seal(id, secret))
             .transpose()?,
         phone: new.phone,
+        backup_codes: None,
         force_password_reset: new.force_password_reset,
+        second_factor_required: new.second_factor_required,
         created_at: Utc::now(),
         credentials_version: 1,
     };
@@ -138,6 +161,12 @@ pub struct UserView {
     pub totp_enabled: bool,
     pub phone: Option<PhoneNumber>,
     pub force_password_reset: bool,
+    #[serde(default)]
+    pub second_factor_required: bool,
+    /// Whether the account holds backup codes (how many are left, its
+    /// owner sees in self-service).
+    #[serde(default)]
+    pub backup_codes: bool,
     /// RFC 3339, whole seconds.
     pub created_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -158,6 +187,8 @@ impl User {
             totp_enabled: self.totp_secret.is_some(),
             phone: self.phone.clone(),
             force_password_reset: self.force_password_reset,
+            second_factor_required: self.second_factor_required,
+            backup_codes: self.backup_codes.is_some(),
             created_at: crate::clock::rfc3339(self.created_at),
             // A URI always fits a QR code; should drawing fail, the URI still helps.
             qr_code: otpauth_uri

@@ -66,6 +66,11 @@ pub struct Settings {
     #[arg(long, env = "WIZARD_IP_LIMIT_PER_MINUTE", default_value_t = 120, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub ip_limit_per_minute: u32,
 
+    /// Every account must have a second factor: one without any enrols an
+    /// authenticator app during sign-in (start-up value; see the settings API).
+    #[arg(long, env = "WIZARD_REQUIRE_SECOND_FACTOR", default_value_t = false)]
+    pub require_second_factor: bool,
+
     /// reCAPTCHA site key, shown to clients by GET /signin/wizard.
     #[arg(long, env = "WIZARD_RECAPTCHA_SITE_KEY", value_parser = quiet(values::text))]
     pub recaptcha_site_key: Option<String>,
@@ -233,6 +238,7 @@ impl Settings {
             wizard_ttl_secs: self.wizard_ttl_secs,
             ip_limit_per_minute: self.ip_limit_per_minute,
             recaptcha_enabled: self.recaptcha_site_key.is_some() && self.recaptcha_secret.is_some(),
+            second_factor_required: self.require_second_factor,
         }
     }
 

@@ -11,7 +11,7 @@ mod tokens;
 mod totp;
 
 pub use keyring::{KeyState, Keyring, SigningKey};
-pub use one_time_code::OneTimeCodes;
+pub use one_time_code::{BACKUP_CODES, OneTimeCodes, StoredBackupCodes};
 pub use password::{HashError, PasswordHash, PasswordHasher, PasswordPolicy};
 pub use sealing::{Kek, Sealed};
 pub use signing::{Signer, SigningAlgorithm};

@@ -98,6 +98,18 @@ impl std::fmt::Debug for TotpSecret {
     }
 }
 
+/// In constant time: a secret is compared only with another secret.
+impl PartialEq for TotpSecret {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose_base32()
+            .as_bytes()
+            .ct_eq(other.expose_base32().as_bytes())
+            .into()
+    }
+}
+
+impl Eq for TotpSecret {}
+
 impl serde::Serialize for TotpSecret {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.0.expose_secret())
@@ -116,7 +128,7 @@ impl<'de> serde::Deserialize<'de> for TotpSecret {
 /// store, whose records never leave the process; a Redis without a KEK,
 /// which the service warns of at start). Records written before sealing
 /// hold the clear form, which still reads.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(untagged)]
 pub enum StoredTotp {
     Sealed(Sealed),

@@ -1,6 +1,7 @@
 //! Parsed input: once a value has one of these types it is known to be well formed.
 
 mod admin_token;
+mod backup_code;
 mod email;
 mod fingerprint;
 mod otp_code;
@@ -10,6 +11,7 @@ mod wizard_id;
 mod wizard_key;
 
 pub use admin_token::AdminToken;
+pub use backup_code::BackupCode;
 pub use email::Email;
 pub use fingerprint::DeviceFingerprint;
 pub use otp_code::OtpCode;

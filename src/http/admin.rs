@@ -202,6 +202,8 @@ struct CreateUser {
     phone: Option<String>,
     #[serde(default)]
     force_password_reset: bool,
+    #[serde(default)]
+    second_factor_required: bool,
 }
 
 async fn parse<T: serde::de::DeserializeOwned>(payload: web::Payload) -> Result<T, AdminError> {
@@ -253,6 +255,7 @@ pub async fn create_user(
             .transpose()
             .map_err(AdminError::field)?,
         force_password_reset: body.force_password_reset,
+        second_factor_required: body.second_factor_required,
     };
     let user = users::register(admin.store.as_ref(), &admin.passwords, &admin.totp, new)
         .await
@@ -287,6 +290,7 @@ struct UpdateUser {
     #[serde(default, deserialize_with = "present")]
     phone: Option<Option<String>>,
     force_password_reset: Option<bool>,
+    second_factor_required: Option<bool>,
 }
 
 /// Tells a field sent as `null` (`Some(None)`) from one left out (`None`).
@@ -339,6 +343,8 @@ pub async fn update_user(
             .transpose()
             .map_err(AdminError::field)?,
         force_password_reset: body.force_password_reset,
+        second_factor_required: body.second_factor_required,
+        ..AccountChange::default()
     };
     let read_at = user.credentials_version;
     let user = user.changed(change);

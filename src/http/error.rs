@@ -23,6 +23,9 @@ pub enum ErrorKind {
     WizardCompleted,
     StepNotAllowed,
     FactorUnavailable,
+    FactorAlreadyEnabled,
+    FactorRequired,
+    NoPendingSetup,
     ConcurrentRequest,
     SmsDeliveryFailed,
     EmailDeliveryFailed,
@@ -69,6 +72,9 @@ impl ErrorKind {
             ErrorKind::WizardCompleted => "wizard_completed",
             ErrorKind::StepNotAllowed => "step_not_allowed",
             ErrorKind::FactorUnavailable => "factor_unavailable",
+            ErrorKind::FactorAlreadyEnabled => "factor_already_enabled",
+            ErrorKind::FactorRequired => "factor_required",
+            ErrorKind::NoPendingSetup => "no_pending_setup",
             ErrorKind::ConcurrentRequest => "concurrent_request",
             ErrorKind::SmsDeliveryFailed => "sms_delivery_failed",
             ErrorKind::EmailDeliveryFailed => "email_delivery_failed",
@@ -132,6 +138,9 @@ impl ErrorKind {
             ErrorKind::WizardCompleted
             | ErrorKind::StepNotAllowed
             | ErrorKind::FactorUnavailable
+            | ErrorKind::FactorAlreadyEnabled
+            | ErrorKind::FactorRequired
+            | ErrorKind::NoPendingSetup
             | ErrorKind::ConcurrentRequest
             | ErrorKind::EmailTaken
             | ErrorKind::KeysPinned

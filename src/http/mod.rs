@@ -6,6 +6,7 @@ mod client_ip;
 mod envelope;
 mod error;
 mod my_account;
+mod my_factors;
 mod rate_limit;
 mod signin;
 mod well_known;
@@ -32,6 +33,8 @@ pub fn routes(cfg: &mut web::ServiceConfig, admin_limiter: Option<web::Data<IpLi
             .route("/signin", web::post().to(signin::credentials))
             .route("/signin/2fa", web::post().to(signin::choose_factor))
             .route("/2fa/google", web::post().to(signin::totp_code))
+            .route("/2fa/google/enroll", web::post().to(signin::enroll_totp))
+            .route("/2fa/backup_code", web::post().to(signin::backup_code))
             .route("/2fa/sms", web::post().to(signin::sms_code))
             .route("/2fa/sms/resend", web::post().to(signin::resend_sms))
             .route(
@@ -50,7 +53,33 @@ pub fn routes(cfg: &mut web::ServiceConfig, admin_limiter: Option<web::Data<IpLi
                 web::post().to(my_account::end_all_sessions),
             )
             .route("/sessions/{id}", web::delete().to(my_account::end_session))
-            .route("/signout", web::post().to(my_account::sign_out)),
+            .route("/signout", web::post().to(my_account::sign_out))
+            .route("/account/2fa", web::get().to(my_factors::status))
+            .route(
+                "/account/2fa/google/setup",
+                web::post().to(my_factors::set_up_totp),
+            )
+            .route(
+                "/account/2fa/google/enable",
+                web::post().to(my_factors::enable_totp),
+            )
+            .route(
+                "/account/2fa/google/disable",
+                web::post().to(my_factors::disable_totp),
+            )
+            .route("/account/2fa/sms", web::post().to(my_factors::add_phone))
+            .route(
+                "/account/2fa/sms/confirm",
+                web::post().to(my_factors::confirm_phone),
+            )
+            .route(
+                "/account/2fa/sms/disable",
+                web::post().to(my_factors::remove_phone),
+            )
+            .route(
+                "/account/2fa/backup-codes",
+                web::post().to(my_factors::renew_backup_codes),
+            ),
     )
     .route("/.well-known/jwks.json", web::get().to(well_known::jwks))
     .route("/healthz", web::get().to(well_known::health))

@@ -10,6 +10,7 @@ use super::signin::{TfaProvider, TokenData, allowance, tfa_providers};
 use crate::clock::Clock;
 use crate::credentials::TokenPair;
 use crate::domain::SessionId;
+use crate::second_factors::SecondFactors;
 use crate::sessions::{
     AuthError, Authenticated, Device, RefreshError, Session, Sessions, WithAccount,
 };
@@ -22,6 +23,9 @@ use std::sync::Arc;
 /// What these endpoints are built from (see `startup`).
 pub struct MyAccount {
     pub sessions: Arc<Sessions>,
+    pub factors: Arc<SecondFactors>,
+    /// The issuer an enrolled authenticator app shows.
+    pub totp_issuer: String,
     pub clock: Clock,
 }
 
@@ -97,7 +101,7 @@ pub(super) fn session_data(session: &Session, current: Option<SessionId>) -> Ses
 
 impl MyAccount {
     /// The request's access token and its live session.
-    async fn authenticate(
+    pub(super) async fn authenticate(
         &self,
         req: &HttpRequest,
         with: WithAccount,
@@ -135,7 +139,7 @@ impl MyAccount {
     }
 }
 
-fn rate_limited(retry_after: std::time::Duration) -> ApiError {
+pub(super) fn rate_limited(retry_after: std::time::Duration) -> ApiError {
     ApiError {
         retry_after: Some(retry_after.as_millis().div_ceil(1000) as u64),
         ..ApiError::new(

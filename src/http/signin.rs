@@ -3,9 +3,10 @@ use super::envelope::{Envelope, rfc3339};
 use super::error::{ApiError, ErrorKind};
 use super::rate_limit::IpLimiter;
 use crate::allowance::Allowance;
+use crate::credentials::TotpSecret;
 use crate::credentials::{IssuedToken, TokenPair};
 use crate::domain::{
-    DeviceFingerprint, Email, NewPassword, OtpCode, Password, WizardId, WizardKey,
+    BackupCode, DeviceFingerprint, Email, NewPassword, OtpCode, Password, WizardId, WizardKey,
 };
 use crate::signin::{Captcha, Credentials, Failure, Outcome, Presented, SignIn, SignInError};
 use crate::wizard::{Factor, Step};
@@ -31,15 +32,57 @@ struct Recaptcha<'a> {
     site_key: Option<&'a str>,
 }
 
-/// B2Core's step data: both tokens once done, else the factors on offer.
+/// B2Core's step data: both tokens once done, else the factors on offer;
+/// what enrolling an authenticator app needs; backup codes.
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct StepData {
-    #[serde(rename = "accessToken")]
     access_token: Option<TokenData>,
-    #[serde(rename = "refreshToken")]
     refresh_token: Option<TokenData>,
-    #[serde(rename = "tfaProviders")]
     tfa_providers: Vec<TfaProvider>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    enrolment: Option<TotpSetup>,
+    /// Issued by this step, shown this once.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    backup_codes: Vec<String>,
+    /// After a backup code was used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backup_codes_left: Option<usize>,
+}
+
+/// An authenticator app to enrol (in the wizard and in self-service):
+/// the secret to type, the `otpauth://` URI, and that URI as a QR code.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct TotpSetup {
+    secret: String,
+    otpauth_url: String,
+    /// A PNG `data:` URL.
+    qr_code: String,
+}
+
+impl TotpSetup {
+    pub(super) fn new(
+        secret: &TotpSecret,
+        issuer: &str,
+        account: &Email,
+    ) -> Result<TotpSetup, ApiError> {
+        let internal = |what: &str| {
+            tracing::error!(what, "cannot draw an enrolment");
+            ApiError::new(ErrorKind::Internal, "something went wrong on our side")
+        };
+        let otpauth_url = secret
+            .provisioning_uri(issuer, account.as_str())
+            .ok_or_else(|| internal("otpauth URI"))?;
+        let qr_code =
+            crate::credentials::qr::png_data_url(&otpauth_url).map_err(|_| internal("QR code"))?;
+        Ok(TotpSetup {
+            // Into the answer, the one place a secret is shown.
+            secret: secret.expose_base32().to_owned(),
+            otpauth_url,
+            qr_code,
+        })
+    }
 }
 
 #[derive(Serialize)]
@@ -70,21 +113,30 @@ impl From<IssuedToken> for TokenData {
     }
 }
 
-impl From<Outcome> for Envelope<StepData> {
-    fn from(outcome: Outcome) -> Self {
-        let (access_token, refresh_token) = match outcome.tokens {
-            Some(TokenPair { access, refresh }) => (Some(access.into()), Some(refresh.into())),
-            None => (None, None),
-        };
-        Envelope::for_wizard(
-            &outcome.wizard,
-            StepData {
-                access_token,
-                refresh_token,
-                tfa_providers: tfa_providers(outcome.factors),
-            },
-        )
-    }
+/// A step's answer.
+fn step_answer(outcome: Outcome, issuer: &str) -> Result<HttpResponse, ApiError> {
+    let (access_token, refresh_token) = match outcome.tokens {
+        Some(TokenPair { access, refresh }) => (Some(access.into()), Some(refresh.into())),
+        None => (None, None),
+    };
+    let enrolment = outcome
+        .enrolment
+        .as_ref()
+        .map(|(secret, account)| TotpSetup::new(secret, issuer, account))
+        .transpose()?;
+    let data = StepData {
+        access_token,
+        refresh_token,
+        tfa_providers: tfa_providers(outcome.factors),
+        enrolment,
+        backup_codes: outcome
+            .backup_codes
+            .iter()
+            .map(BackupCode::display)
+            .collect(),
+        backup_codes_left: outcome.backup_codes_left,
+    };
+    Ok(Envelope::for_wizard(&outcome.wizard, data).respond())
 }
 
 /// The factors as B2Core's `tfaProviders` list them.
@@ -96,6 +148,7 @@ pub(super) fn tfa_providers(factors: Vec<Factor>) -> Vec<TfaProvider> {
             localized_caption: match name {
                 Factor::Totp => "Authenticator app",
                 Factor::Sms => "SMS",
+                Factor::BackupCode => "Backup codes",
             },
             enabled: true,
         })
@@ -166,7 +219,7 @@ pub async fn credentials(
         client_ip,
     };
     let outcome = signin.credentials(body.id, input, &presented).await?;
-    Ok(Envelope::from(outcome).respond())
+    step_answer(outcome, &signin.totp_issuer)
 }
 
 fn parse_credentials(
@@ -214,7 +267,39 @@ pub async fn totp_code(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (id, code, presented) = read_later_step(&req, &signin, payload, parse_code).await?;
-    Ok(Envelope::from(signin.totp_code(id, code, &presented).await?).respond())
+    step_answer(
+        signin.totp_code(id, code, &presented).await?,
+        &signin.totp_issuer,
+    )
+}
+
+/// `POST /2fa/backup_code`: one of the account's backup codes.
+pub async fn backup_code(
+    req: HttpRequest,
+    signin: web::Data<SignIn>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (id, code, presented) = read_later_step(&req, &signin, payload, |b: CodeBody| {
+        BackupCode::parse(&b.code).map_err(ApiError::invalid)
+    })
+    .await?;
+    step_answer(
+        signin.backup_code(id, code, &presented).await?,
+        &signin.totp_issuer,
+    )
+}
+
+/// `POST /2fa/google/enroll`: the first code of the app being enrolled.
+pub async fn enroll_totp(
+    req: HttpRequest,
+    signin: web::Data<SignIn>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (id, code, presented) = read_later_step(&req, &signin, payload, parse_code).await?;
+    step_answer(
+        signin.enroll_totp(id, code, &presented).await?,
+        &signin.totp_issuer,
+    )
 }
 
 pub async fn sms_code(
@@ -223,7 +308,10 @@ pub async fn sms_code(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (id, code, presented) = read_later_step(&req, &signin, payload, parse_code).await?;
-    Ok(Envelope::from(signin.sms_code(id, code, &presented).await?).respond())
+    step_answer(
+        signin.sms_code(id, code, &presented).await?,
+        &signin.totp_issuer,
+    )
 }
 
 pub async fn resend_sms(

@@ -52,6 +52,10 @@ impl Opening {
     pub fn user(&self) -> UserId {
         self.session.user
     }
+
+    pub fn id(&self) -> SessionId {
+        self.session.id
+    }
 }
 
 /// Why a refresh was refused.
@@ -212,7 +216,7 @@ impl Sessions {
                 ..
             }) => (row, account),
             Some(Reply::Bound { record: None, .. }) => return Err(RefreshError::Invalid),
-            other => return Err(unexpected(other).into()),
+            other => return Err(records::unexpected(other).into()),
         };
         let (session, email) = read_session(row.clone())?;
         match session.judge(&presented, now) {
@@ -238,9 +242,8 @@ impl Sessions {
             return Err(RefreshError::Invalid);
         }
         if let Taken::Blocked { until } = account.taken {
-            let millis = u64::try_from((until - now).num_milliseconds()).unwrap_or(0);
             return Err(RefreshError::Blocked {
-                retry_after: millis.div_ceil(1000),
+                retry_after: crate::lockout::retry_after(until, now),
             });
         }
 
@@ -324,7 +327,7 @@ impl Sessions {
             Some(Reply::Bound {
                 record, account, ..
             }) => (record, account),
-            other => return Err(unexpected(other).into()),
+            other => return Err(records::unexpected(other).into()),
         };
         let session = row
             .map(read_session)
@@ -363,6 +366,52 @@ impl Sessions {
         }
         sessions.sort_by_key(|s| std::cmp::Reverse((s.created_at, s.id.to_string())));
         Ok(sessions)
+    }
+
+    /// Moves `session` from its account's credentials version `from` to
+    /// `version`, after a change its own user made through it (the others
+    /// end); whether it did. A session still at an older version stays
+    /// behind (it is refused at its next refresh). A refresh racing with
+    /// it wins the record, and this tries again on what it wrote.
+    pub async fn follow(
+        &self,
+        session: &Session,
+        from: u64,
+        version: u64,
+    ) -> Result<bool, StoreError> {
+        let key = Key::Session(session.user, session.id);
+        for _ in 0..3 {
+            let Some(row) = records::row(self.next(Op::Read(key.clone())).await?)? else {
+                return Ok(false);
+            };
+            let (mut current, email) = read_session(row.clone())?;
+            if current.user_version != from {
+                return Ok(false);
+            }
+            current.user_version = version;
+            let swap = Op::Swap {
+                key: key.clone(),
+                expected: row.version,
+                row: session_row(&current, &email, 0)?,
+                nonce: records::nonce(),
+            };
+            if records::done(self.next(swap).await?)? {
+                return Ok(true);
+            }
+        }
+        // The change is written; this session is refused at its next
+        // refresh, and its client signs in again.
+        tracing::warn!(session = %session.id, "a session kept changing while its account changed");
+        Ok(false)
+    }
+
+    async fn next(&self, op: Op) -> Result<Reply, StoreError> {
+        self.store
+            .run(&[&[op]])
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(missing)
     }
 
     /// Ends one of the user's sessions; whether it was there.
@@ -419,7 +468,7 @@ impl Sessions {
                 .iter()
                 .filter_map(|id| SessionId::parse(id).ok())
                 .collect()),
-            other => Err(unexpected(other)),
+            other => Err(records::unexpected(other)),
         }
     }
 
@@ -447,7 +496,7 @@ impl Sessions {
                         return Err(First::Refused(wait));
                     }
                 }
-                other => return Err(First::Store(unexpected(other))),
+                other => return Err(First::Store(records::unexpected(other))),
             }
         }
         Ok(replies)
@@ -485,6 +534,16 @@ impl Sessions {
 enum First {
     Refused(std::time::Duration),
     Store(StoreError),
+}
+
+impl Authenticated {
+    /// Whether the session's account (read with it) is still the one it
+    /// signed in: a session an account change left behind changes nothing.
+    pub fn is_current(&self) -> bool {
+        self.user
+            .as_ref()
+            .is_some_and(|user| still_current(user, &self.session))
+    }
 }
 
 /// Whether the account is still the one the session signed in: same id,
@@ -544,11 +603,4 @@ fn whole_seconds(now: DateTime<Utc>) -> DateTime<Utc> {
 
 fn missing() -> StoreError {
     records::corrupt(anyhow::anyhow!("a reply is missing"))
-}
-
-fn unexpected(reply: Option<Reply>) -> StoreError {
-    records::corrupt(anyhow::anyhow!(
-        "unexpected reply: {}",
-        reply.map_or("nothing", |r| r.kind())
-    ))
 }

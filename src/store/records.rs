@@ -119,6 +119,26 @@ fn user_row(user: &User, version: u64) -> Result<Row, StoreError> {
     })
 }
 
+/// The compare-and-set that replaces a user (under the same email) still
+/// at `expected_version`; its version moves on by one.
+pub fn replace_user(expected_version: u64, user: &User) -> Result<Op, StoreError> {
+    Ok(Op::Swap {
+        key: Key::User(user.email.clone()),
+        expected: expected_version,
+        row: user_row(user, 0)?,
+        nonce: nonce(),
+    })
+}
+
+/// A reply of the wrong kind (or none) where one was due: never its
+/// contents, which may hold a user record.
+pub fn unexpected(reply: Option<Reply>) -> StoreError {
+    corrupt(anyhow::anyhow!(
+        "unexpected reply: {}",
+        reply.map_or("nothing", |r| r.kind())
+    ))
+}
+
 /// The reply of a read, as a row.
 pub fn row(reply: Reply) -> Result<Option<Row>, StoreError> {
     match reply {
@@ -222,12 +242,7 @@ pub trait Records: Store {
     /// still at `expected_version`: one round trip, for a caller that has
     /// just read the user.
     async fn replace_user(&self, expected_version: u64, user: &User) -> Result<(), UserWriteError> {
-        let op = Op::Swap {
-            key: Key::User(user.email.clone()),
-            expected: expected_version,
-            row: user_row(user, 0)?,
-            nonce: nonce(),
-        };
+        let op = replace_user(expected_version, user)?;
         match done(one(self, op).await?)? {
             true => Ok(()),
             false => Err(UserWriteError::Changed),

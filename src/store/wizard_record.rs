@@ -31,6 +31,9 @@ enum StoredStep {
     Terminated(StoredUser),
     // New variants go last: postcard numbers them in order.
     ResetCode(Option<StoredUser>, StoredCode, bool),
+    BackupCode(StoredUser),
+    /// The secret as an account keeps it, in JSON (sealed where there is a KEK).
+    EnrollTotp(StoredUser, String),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -61,6 +64,10 @@ pub fn encode(wizard: &Wizard) -> anyhow::Result<Vec<u8>> {
                 challenge,
                 from_login,
             } => StoredStep::ResetCode(u.as_ref().map(user), code(challenge), *from_login),
+            Step::BackupCode { user: u } => StoredStep::BackupCode(user(u)),
+            Step::EnrollTotp { user: u, secret } => {
+                StoredStep::EnrollTotp(user(u), serde_json::to_string(secret)?)
+            }
             Step::ResetPassword { user: u } => StoredStep::ResetPassword(user(u)),
             Step::Terminated { user: u } => StoredStep::Terminated(user(u)),
         },
@@ -100,6 +107,11 @@ pub fn decode(id: WizardId, bytes: &[u8]) -> anyhow::Result<Wizard> {
                 user: u.map(user),
                 challenge: challenge(sent)?,
                 from_login,
+            },
+            StoredStep::BackupCode(u) => Step::BackupCode { user: user(u) },
+            StoredStep::EnrollTotp(u, secret) => Step::EnrollTotp {
+                user: user(u),
+                secret: serde_json::from_str(&secret)?,
             },
             StoredStep::ResetPassword(u) => Step::ResetPassword { user: user(u) },
             StoredStep::Terminated(u) => Step::Terminated { user: user(u) },

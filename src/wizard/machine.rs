@@ -2,7 +2,7 @@ use super::model::{
     Account, Action, BoundUser, CodeChallenge, Factor, FreshCode, Rejection, SecretDigest, Step,
     Wizard,
 };
-use crate::credentials::PasswordHash;
+use crate::credentials::{PasswordHash, StoredBackupCodes, StoredTotp};
 use crate::domain::{DeviceFingerprint, OtpCode, PhoneNumber, UserId};
 use chrono::{DateTime, Duration, Utc};
 
@@ -26,6 +26,16 @@ pub enum Event {
     },
     /// The client asks for a new SMS code.
     ResendSms { account: Account },
+    /// The check of a backup code: `accepted` when it is one of the
+    /// account's and was not used before (the shell claims it).
+    BackupCode { account: Account, accepted: bool },
+    /// The first code of the app being enrolled, checked against the
+    /// step's secret, and the backup codes drawn to go with the factor.
+    EnrollTotp {
+        account: Account,
+        accepted: bool,
+        backup_codes: StoredBackupCodes,
+    },
     /// A reset code for the email typed at the login screen, whose account
     /// (`None`: no account has it) is not bound: nothing is proven yet.
     ForgotPassword { account: Option<Account> },
@@ -59,6 +69,8 @@ impl Event {
             Event::TotpCode { .. } => Action::TotpCode,
             Event::SmsCode { .. } => Action::SmsCode,
             Event::ResendSms { .. } => Action::ResendSms,
+            Event::BackupCode { .. } => Action::BackupCode,
+            Event::EnrollTotp { .. } => Action::EnrollTotp,
             Event::ForgotPassword { .. } => Action::ForgotPassword,
             Event::RestorePassword { .. } => Action::RestorePassword,
             Event::ResetPassword { .. } => Action::ResetPassword,
@@ -72,7 +84,9 @@ impl Event {
             Event::ChooseFactor { account, .. }
             | Event::TotpCode { account, .. }
             | Event::SmsCode { account, .. }
-            | Event::ResendSms { account } => Some(account),
+            | Event::ResendSms { account }
+            | Event::BackupCode { account, .. }
+            | Event::EnrollTotp { account, .. } => Some(account),
             Event::RestorePassword { account } | Event::ResetPassword { account, .. } => {
                 account.as_ref()
             }
@@ -95,6 +109,11 @@ pub struct Context {
     pub fresh_code: FreshCode,
     /// Used only if this transition emails a reset code.
     pub fresh_reset_code: FreshCode,
+    /// The settings ask every account to have a second factor.
+    pub second_factor_required: bool,
+    /// A new authenticator-app secret, sealed to the account the password
+    /// step is about, in case it must enrol one (drawn for that step only).
+    pub fresh_totp: Option<StoredTotp>,
 }
 
 /// A side effect for the shell, performed only after the new state is saved.
@@ -119,6 +138,15 @@ pub enum Effect {
     SetPassword {
         user: BoundUser,
         hash: PasswordHash,
+    },
+    /// Store the enrolled secret and the backup codes on the account
+    /// (at `user.version`, which moves on). Written before the wizard
+    /// moves: a crash between them leaves the factor on and the wizard
+    /// stale, never tokens without the factor.
+    EnableTotp {
+        user: BoundUser,
+        secret: StoredTotp,
+        backup_codes: StoredBackupCodes,
     },
     IssueTokens {
         user: UserId,
@@ -147,20 +175,41 @@ pub fn transition(wizard: &Wizard, event: Event, ctx: &Context) -> Result<Transi
         ) => {
             let account = account.ok_or(Rejection::InvalidCredentials)?;
             fingerprint = Some(presented);
-            after_password(account, ctx)
+            after_password(account, ctx)?
         }
         (Step::ChooseFactor { user }, Event::ChooseFactor { factor, account }) => {
-            match (factor, account.phone) {
-                (Factor::Totp, _) if account.totp => (Step::TotpCode { user: *user }, vec![]),
-                (Factor::Sms, Some(phone)) => send_sms(*user, phone, ctx, 0),
-                (Factor::Totp | Factor::Sms, _) => return Err(Rejection::FactorUnavailable),
-            }
+            enter(factor, *user, account, ctx)?
         }
-        (Step::TotpCode { user }, Event::TotpCode { accepted, .. }) => {
+        (Step::TotpCode { user }, Event::TotpCode { accepted, .. })
+        | (Step::BackupCode { user }, Event::BackupCode { accepted, .. }) => {
             if !accepted {
                 return Err(Rejection::InvalidCode);
             }
             terminate(*user)
+        }
+        (
+            Step::EnrollTotp { user, secret },
+            Event::EnrollTotp {
+                accepted,
+                backup_codes,
+                ..
+            },
+        ) => {
+            if !accepted {
+                return Err(Rejection::InvalidCode);
+            }
+            // The tokens are for the account with its new factor.
+            let enrolled = BoundUser {
+                id: user.id,
+                version: user.version + 1,
+            };
+            let enable = Effect::EnableTotp {
+                user: *user,
+                secret: secret.clone(),
+                backup_codes,
+            };
+            let (step, issue) = terminate(enrolled);
+            (step, [vec![enable], issue].concat())
         }
         (Step::SmsCode { user, challenge }, Event::SmsCode { digest, .. }) => {
             challenge.check(&digest, ctx.now)?;
@@ -168,7 +217,12 @@ pub fn transition(wizard: &Wizard, event: Event, ctx: &Context) -> Result<Transi
         }
         (Step::SmsCode { user, challenge }, Event::ResendSms { account }) => {
             let phone = account.phone.ok_or(Rejection::FactorUnavailable)?;
-            send_sms(*user, phone, ctx, resend(challenge, ctx)?)
+            send_sms(
+                *user,
+                phone,
+                ctx,
+                challenge.resend(ctx.now, ctx.resend_cooldown, ctx.max_resends)?,
+            )
         }
         (Step::Login, Event::ForgotPassword { account }) => {
             email_reset_code(account.map(|a| a.binding()), true, wizard, ctx, 0)
@@ -183,7 +237,13 @@ pub fn transition(wizard: &Wizard, event: Event, ctx: &Context) -> Result<Transi
                 from_login,
             },
             Event::RestorePassword { .. },
-        ) => email_reset_code(*user, *from_login, wizard, ctx, resend(challenge, ctx)?),
+        ) => email_reset_code(
+            *user,
+            *from_login,
+            wizard,
+            ctx,
+            challenge.resend(ctx.now, ctx.resend_cooldown, ctx.max_resends)?,
+        ),
         (
             Step::ResetCode {
                 user, challenge, ..
@@ -211,6 +271,8 @@ pub fn transition(wizard: &Wizard, event: Event, ctx: &Context) -> Result<Transi
             | Step::ChooseFactor { .. }
             | Step::TotpCode { .. }
             | Step::SmsCode { .. }
+            | Step::BackupCode { .. }
+            | Step::EnrollTotp { .. }
             | Step::ResetPassword { .. }
             | Step::ResetCode { .. }
             | Step::Terminated { .. },
@@ -227,16 +289,38 @@ pub fn transition(wizard: &Wizard, event: Event, ctx: &Context) -> Result<Transi
     })
 }
 
-fn after_password(account: Account, ctx: &Context) -> (Step, Vec<Effect>) {
+fn after_password(account: Account, ctx: &Context) -> Result<(Step, Vec<Effect>), Rejection> {
     let user = account.binding();
     if account.must_reset_password {
-        return (Step::ResetPassword { user }, vec![]);
+        return Ok((Step::ResetPassword { user }, vec![]));
     }
-    match (account.totp, account.phone) {
-        (true, Some(_)) => (Step::ChooseFactor { user }, vec![]),
-        (true, None) => (Step::TotpCode { user }, vec![]),
-        (false, Some(phone)) => send_sms(user, phone, ctx, 0),
-        (false, None) => terminate(user),
+    match account.factors().as_slice() {
+        [] if ctx.second_factor_required || account.second_factor_required => {
+            // Drawn for every password step that finds an account.
+            let secret = ctx.fresh_totp.clone().ok_or(Rejection::FactorUnavailable)?;
+            Ok((Step::EnrollTotp { user, secret }, vec![]))
+        }
+        [] => Ok(terminate(user)),
+        [only] => enter(*only, user, account, ctx),
+        [_, _, ..] => Ok((Step::ChooseFactor { user }, vec![])),
+    }
+}
+
+/// The step that asks for `factor`'s code, if the account has that factor.
+fn enter(
+    factor: Factor,
+    user: BoundUser,
+    account: Account,
+    ctx: &Context,
+) -> Result<(Step, Vec<Effect>), Rejection> {
+    if !account.factors().contains(&factor) {
+        return Err(Rejection::FactorUnavailable);
+    }
+    match (factor, account.phone) {
+        (Factor::Totp, _) => Ok((Step::TotpCode { user }, vec![])),
+        (Factor::Sms, Some(phone)) => Ok(send_sms(user, phone, ctx, 0)),
+        (Factor::BackupCode, _) => Ok((Step::BackupCode { user }, vec![])),
+        (Factor::Sms, None) => Err(Rejection::FactorUnavailable),
     }
 }
 
@@ -253,22 +337,6 @@ fn send_sms(user: BoundUser, to: PhoneNumber, ctx: &Context, resends: u32) -> (S
         code: ctx.fresh_code.code.clone(),
     };
     (Step::SmsCode { user, challenge }, vec![effect])
-}
-
-/// How many codes will have been sent again once one more is: refused
-/// while the last is too recent, or when the wizard sent all it may.
-fn resend(challenge: &CodeChallenge, ctx: &Context) -> Result<u32, Rejection> {
-    let wait = challenge.sent_at + ctx.resend_cooldown - ctx.now;
-    if wait > Duration::zero() {
-        let millis = u64::try_from(wait.num_milliseconds()).unwrap_or(0);
-        return Err(Rejection::ResendTooSoon {
-            retry_after_secs: millis.div_ceil(1000),
-        });
-    }
-    if challenge.resends >= ctx.max_resends {
-        return Err(Rejection::ResendLimit);
-    }
-    Ok(challenge.resends + 1)
 }
 
 /// Emails a reset code (or, to an address without an account, a notice;
@@ -336,7 +404,13 @@ mod tests {
                 code: OtpCode::parse_reset("12345678").unwrap(),
                 digest: SecretDigest::new([7; 32]),
             },
+            second_factor_required: false,
+            fresh_totp: Some(secret()),
         }
+    }
+
+    fn secret() -> StoredTotp {
+        serde_json::from_str(r#""GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ""#).unwrap()
     }
 
     fn account(totp: bool, sms: bool, reset: bool) -> Account {
@@ -345,7 +419,9 @@ mod tests {
             version: 1,
             totp,
             phone: sms.then(|| PhoneNumber::parse("+15550001111").unwrap()),
+            backup_codes: false,
             must_reset_password: reset,
+            second_factor_required: false,
         }
     }
 
@@ -412,6 +488,106 @@ mod tests {
         let sms = login(&account(false, true, false));
         assert!(matches!(sms.effects.as_slice(), [Effect::SendSms { .. }]));
         assert!(login(&account(true, true, false)).effects.is_empty());
+    }
+
+    #[test]
+    fn backup_codes_are_a_factor_of_their_own_beside_another() {
+        let with_codes = |totp, sms| Account {
+            backup_codes: true,
+            ..account(totp, sms, false)
+        };
+        let acc = with_codes(true, false);
+        assert_eq!(acc.factors(), [Factor::Totp, Factor::BackupCode]);
+        let w = login(&acc).wizard;
+        assert_eq!(w.workflow(), Workflow::ChooseFactor, "app or backup code");
+        let chosen = transition(
+            &w,
+            Event::ChooseFactor {
+                factor: Factor::BackupCode,
+                account: acc.clone(),
+            },
+            &ctx_at(now()),
+        )
+        .unwrap()
+        .wizard;
+        assert_eq!(chosen.workflow(), Workflow::BackupCode);
+        let code = |accepted| Event::BackupCode {
+            account: acc.clone(),
+            accepted,
+        };
+        assert_eq!(
+            transition(&chosen, code(false), &ctx_at(now())).unwrap_err(),
+            Rejection::InvalidCode
+        );
+        let done = transition(&chosen, code(true), &ctx_at(now())).unwrap();
+        assert_eq!(done.effects, vec![Effect::IssueTokens { user: acc.id }]);
+        // Without another factor, backup codes are no way in.
+        let alone = with_codes(false, false);
+        assert!(alone.factors().is_empty());
+        assert_eq!(login(&alone).wizard.workflow(), Workflow::Terminate);
+    }
+
+    #[test]
+    fn a_required_second_factor_is_enrolled_before_any_token() {
+        let by_admin = Account {
+            second_factor_required: true,
+            ..account(false, false, false)
+        };
+        let by_policy = Context {
+            second_factor_required: true,
+            ..ctx_at(now())
+        };
+        let plain = account(false, false, false);
+        let admin_w = login(&by_admin).wizard;
+        let policy_t = transition(&fresh(), creds(Some(plain.clone())), &by_policy).unwrap();
+        for w in [&admin_w, &policy_t.wizard] {
+            assert_eq!(w.workflow(), Workflow::EnrollTotp);
+            assert!(matches!(&w.step, Step::EnrollTotp { secret: s, .. } if *s == secret()));
+        }
+        assert!(policy_t.effects.is_empty(), "no token yet");
+        // An account that has a factor signs in with it, required or not.
+        let has_one = transition(
+            &fresh(),
+            creds(Some(account(true, false, false))),
+            &by_policy,
+        );
+        assert_eq!(has_one.unwrap().wizard.workflow(), Workflow::TotpCode);
+        let enrol = |accepted| Event::EnrollTotp {
+            account: by_admin.clone(),
+            accepted,
+            backup_codes: StoredBackupCodes {
+                generation: 9,
+                digests: vec![SecretDigest::new([1; 32])],
+            },
+        };
+        assert_eq!(
+            transition(&admin_w, enrol(false), &ctx_at(now())).unwrap_err(),
+            Rejection::InvalidCode
+        );
+        let done = transition(&admin_w, enrol(true), &ctx_at(now())).unwrap();
+        let moved_on = BoundUser {
+            id: by_admin.id,
+            version: by_admin.version + 1,
+        };
+        assert_eq!(
+            done.wizard.bound(),
+            Some(moved_on),
+            "tokens for the account as enrolled"
+        );
+        assert!(matches!(
+            done.effects.as_slice(),
+            [Effect::EnableTotp { user, secret: s, backup_codes }, Effect::IssueTokens { user: issued }]
+                if *user == by_admin.binding() && *s == secret() && backup_codes.generation == 9 && *issued == by_admin.id
+        ));
+        // No secret drawn (never so for a found account): refused, not skipped.
+        let no_secret = Context {
+            fresh_totp: None,
+            ..by_policy
+        };
+        assert_eq!(
+            transition(&fresh(), creds(Some(plain)), &no_secret).unwrap_err(),
+            Rejection::FactorUnavailable
+        );
     }
 
     #[test]

@@ -1,3 +1,4 @@
+use crate::credentials::StoredTotp;
 use crate::domain::{DeviceFingerprint, OtpCode, PhoneNumber, UserId, WizardId, WizardKey};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
@@ -16,6 +17,10 @@ pub enum Workflow {
     TotpCode,
     #[serde(rename = "2fa_sms_auth")]
     SmsCode,
+    #[serde(rename = "2fa_backup_code")]
+    BackupCode,
+    #[serde(rename = "2fa_google_auth_enroll")]
+    EnrollTotp,
     #[serde(rename = "reset_password_email")]
     ResetPassword,
     #[serde(rename = "reset_password_code")]
@@ -32,6 +37,8 @@ impl Workflow {
             Workflow::ChooseFactor => "2fa",
             Workflow::TotpCode => "2fa_google_auth",
             Workflow::SmsCode => "2fa_sms_auth",
+            Workflow::BackupCode => "2fa_backup_code",
+            Workflow::EnrollTotp => "2fa_google_auth_enroll",
             Workflow::ResetPassword => "reset_password_email",
             Workflow::ResetCode => "reset_password_code",
             Workflow::Terminate => "Terminate",
@@ -46,6 +53,8 @@ pub enum Factor {
     #[serde(rename = "google")]
     Totp,
     Sms,
+    /// One of the account's single-use backup codes.
+    BackupCode,
 }
 
 /// One kind of client request that moves a wizard.
@@ -56,6 +65,9 @@ pub enum Action {
     TotpCode,
     SmsCode,
     ResendSms,
+    BackupCode,
+    /// The first code from the authenticator app being enrolled.
+    EnrollTotp,
     /// From the login screen: a reset code for the email typed.
     ForgotPassword,
     /// A reset code for the account the wizard is about (sent again at `ResetCode`).
@@ -81,6 +93,18 @@ pub enum Step {
         #[serde(flatten)]
         user: BoundUser,
         challenge: CodeChallenge,
+    },
+    BackupCode {
+        #[serde(flatten)]
+        user: BoundUser,
+    },
+    /// The account must have a second factor and has none: it enrols an
+    /// authenticator app with `secret` (drawn for this wizard, sealed like
+    /// an account's) before any token is issued.
+    EnrollTotp {
+        #[serde(flatten)]
+        user: BoundUser,
+        secret: StoredTotp,
     },
     ResetPassword {
         #[serde(flatten)]
@@ -154,6 +178,8 @@ impl Wizard {
             Step::ChooseFactor { .. } => Workflow::ChooseFactor,
             Step::TotpCode { .. } => Workflow::TotpCode,
             Step::SmsCode { .. } => Workflow::SmsCode,
+            Step::BackupCode { .. } => Workflow::BackupCode,
+            Step::EnrollTotp { .. } => Workflow::EnrollTotp,
             Step::ResetPassword { .. } => Workflow::ResetPassword,
             Step::ResetCode { .. } => Workflow::ResetCode,
             Step::Terminated { .. } => Workflow::Terminate,
@@ -172,6 +198,8 @@ impl Wizard {
             Step::ChooseFactor { user }
             | Step::TotpCode { user }
             | Step::SmsCode { user, .. }
+            | Step::BackupCode { user }
+            | Step::EnrollTotp { user, .. }
             | Step::ResetPassword { user }
             | Step::Terminated { user } => Some(*user),
             Step::ResetCode { user, .. } => *user,
@@ -186,6 +214,8 @@ impl Wizard {
             Step::ChooseFactor { .. }
             | Step::TotpCode { .. }
             | Step::SmsCode { .. }
+            | Step::BackupCode { .. }
+            | Step::EnrollTotp { .. }
             | Step::ResetPassword { .. }
             | Step::ResetCode { .. }
             | Step::Terminated { .. } => true,
@@ -211,6 +241,8 @@ impl Wizard {
             Step::ChooseFactor { .. } => &[Action::ChooseFactor],
             Step::TotpCode { .. } => &[Action::TotpCode],
             Step::SmsCode { .. } => &[Action::SmsCode, Action::ResendSms],
+            Step::BackupCode { .. } => &[Action::BackupCode],
+            Step::EnrollTotp { .. } => &[Action::EnrollTotp],
             Step::ResetPassword { .. } => &[Action::RestorePassword],
             Step::ResetCode { .. } => &[Action::ResetPassword, Action::RestorePassword],
         };
@@ -292,7 +324,11 @@ pub struct Account {
     pub version: u64,
     pub totp: bool,
     pub phone: Option<PhoneNumber>,
+    /// Whether the account has backup codes (used up or not).
+    pub backup_codes: bool,
     pub must_reset_password: bool,
+    /// Set by an admin for this account: it must have a second factor.
+    pub second_factor_required: bool,
 }
 
 impl Account {
@@ -304,14 +340,18 @@ impl Account {
         }
     }
 
-    /// The second factors the account can use, in the order clients show them.
+    /// The second factors the account can use, in the order clients show
+    /// them. Backup codes stand in for another factor, never alone.
     pub fn factors(&self) -> Vec<Factor> {
-        let mut factors = Vec::with_capacity(2);
+        let mut factors = Vec::with_capacity(3);
         if self.totp {
             factors.push(Factor::Totp);
         }
         if self.phone.is_some() {
             factors.push(Factor::Sms);
+        }
+        if self.backup_codes && !factors.is_empty() {
+            factors.push(Factor::BackupCode);
         }
         factors
     }
@@ -384,6 +424,27 @@ impl CodeChallenge {
             return Err(Rejection::InvalidCode);
         }
         Ok(())
+    }
+
+    /// How many codes will have been sent again once one more is: refused
+    /// while the last is more recent than `cooldown`, or once `max` were.
+    pub fn resend(
+        &self,
+        now: DateTime<Utc>,
+        cooldown: Duration,
+        max: u32,
+    ) -> Result<u32, Rejection> {
+        let wait = self.sent_at + cooldown - now;
+        if wait > Duration::zero() {
+            let millis = u64::try_from(wait.num_milliseconds()).unwrap_or(0);
+            return Err(Rejection::ResendTooSoon {
+                retry_after_secs: millis.div_ceil(1000),
+            });
+        }
+        if self.resends >= max {
+            return Err(Rejection::ResendLimit);
+        }
+        Ok(self.resends + 1)
     }
 }
 

@@ -1,5 +1,6 @@
 //! Model-based property test: random request sequences against a small
-//! reference model of the B2Core flow, with the password-reset branch.
+//! reference model of the B2Core flow, with the password-reset branch,
+//! backup codes and forced enrolment.
 
 use super::*;
 use crate::domain::{DeviceFingerprint, OtpCode, PhoneNumber, UserId, WizardId, WizardKey};
@@ -16,6 +17,12 @@ enum Request {
         correct: bool,
     },
     Sms {
+        correct: bool,
+    },
+    Backup {
+        correct: bool,
+    },
+    Enroll {
         correct: bool,
     },
     Resend,
@@ -40,9 +47,16 @@ enum Request {
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         any::<bool>().prop_map(|correct| Request::Password { correct }),
-        prop_oneof![Just(Factor::Totp), Just(Factor::Sms)].prop_map(Request::Choose),
+        prop_oneof![
+            Just(Factor::Totp),
+            Just(Factor::Sms),
+            Just(Factor::BackupCode)
+        ]
+        .prop_map(Request::Choose),
         any::<bool>().prop_map(|correct| Request::Totp { correct }),
         any::<bool>().prop_map(|correct| Request::Sms { correct }),
+        any::<bool>().prop_map(|correct| Request::Backup { correct }),
+        any::<bool>().prop_map(|correct| Request::Enroll { correct }),
         Just(Request::Resend),
         any::<bool>().prop_map(|known| Request::Forgot { known }),
         Just(Request::Restore),
@@ -63,6 +77,8 @@ enum Model {
         sent_at: i64,
         resends: u32,
     },
+    Backup,
+    Enroll,
     Reset,
     ResetCode {
         sent_at: i64,
@@ -70,6 +86,32 @@ enum Model {
         known: bool,
     },
     Done,
+}
+
+/// What the account has and must have, as the model tracks it.
+#[derive(Debug, Clone, Copy)]
+struct Has {
+    totp: bool,
+    sms: bool,
+    backup: bool,
+    reset: bool,
+    required: bool,
+}
+
+impl Has {
+    fn factors(self) -> Vec<Factor> {
+        let mut factors = Vec::new();
+        if self.totp {
+            factors.push(Factor::Totp);
+        }
+        if self.sms {
+            factors.push(Factor::Sms);
+        }
+        if self.backup && (self.totp || self.sms) {
+            factors.push(Factor::BackupCode);
+        }
+        factors
+    }
 }
 
 const TTL: i64 = 600;
@@ -93,16 +135,23 @@ proptest! {
     fn tokens_only_after_every_required_factor(
         totp in any::<bool>(),
         sms in any::<bool>(),
-        mut reset in any::<bool>(),
+        backup in any::<bool>(),
+        reset in any::<bool>(),
+        (by_policy, by_admin) in (any::<bool>(), any::<bool>()),
         requests in proptest::collection::vec(request(), 1..25),
     ) {
+        let mut has = Has { totp, sms, backup, reset, required: by_policy || by_admin };
         let mut account = Account {
             id: UserId::random(),
             version: 1,
             totp,
             phone: sms.then(|| PhoneNumber::parse("+15550001111").unwrap()),
+            backup_codes: backup,
             must_reset_password: reset,
+            second_factor_required: by_admin,
         };
+        let secret: crate::credentials::StoredTotp =
+            serde_json::from_str(r#""GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ""#).unwrap();
         let fingerprint = DeviceFingerprint::parse("eyJ1c2VyX2FnZW50IjoicCJ9").unwrap();
         let mut wizard = Wizard::start(WizardId::random(), &WizardKey::generate(), t0(), Duration::seconds(TTL));
         let mut model = Model::Login;
@@ -124,6 +173,12 @@ proptest! {
                     account: account.clone(),
                     digest: SecretDigest::new(if *correct { RIGHT } else { WRONG }),
                 },
+                Request::Backup { correct } => Event::BackupCode { account: account.clone(), accepted: *correct },
+                Request::Enroll { correct } => Event::EnrollTotp {
+                    account: account.clone(),
+                    accepted: *correct,
+                    backup_codes: crate::credentials::StoredBackupCodes { generation: 1, digests: vec![SecretDigest::new(RIGHT)] },
+                },
                 Request::Resend => Event::ResendSms { account: account.clone() },
                 Request::Forgot { known } => Event::ForgotPassword { account: known.then(|| account.clone()) },
                 Request::Restore => Event::RestorePassword { account: Some(account.clone()) },
@@ -144,9 +199,11 @@ proptest! {
                 max_resends: MAX_RESENDS,
                 fresh_code: FreshCode { code: OtpCode::parse("123456").unwrap(), digest: SecretDigest::new(RIGHT) },
                 fresh_reset_code: FreshCode { code: OtpCode::parse_reset("12345678").unwrap(), digest: SecretDigest::new(RIGHT) },
+                second_factor_required: by_policy,
+                fresh_totp: Some(secret.clone()),
             };
             let stale = bound_version.is_some_and(|v| v != account.version);
-            let expected = expect(model, &request, elapsed, stale, (totp, sms, reset));
+            let expected = expect(model, &request, elapsed, stale, has);
             match (transition(&wizard, event, &ctx), expected) {
                 (Ok(t), Ok(next)) => {
                     let issued = t.effects.iter().filter(|e| matches!(e, Effect::IssueTokens { .. })).count();
@@ -155,6 +212,8 @@ proptest! {
                     let mailed_code = count(|e| matches!(e, Effect::EmailResetCode { .. }));
                     let mailed_notice = count(|e| matches!(e, Effect::EmailNoAccount));
                     let set = count(|e| matches!(e, Effect::SetPassword { .. }));
+                    let enabled = count(|e| matches!(e, Effect::EnableTotp { .. }));
+                    prop_assert_eq!(enabled, usize::from(model == Model::Enroll));
                     prop_assert_eq!(issued, usize::from(next == Model::Done));
                     prop_assert_eq!(sent, usize::from(matches!(next, Model::Sms { .. })));
                     prop_assert_eq!(mailed_code, usize::from(matches!(next, Model::ResetCode { known: true, .. })));
@@ -170,8 +229,18 @@ proptest! {
                         (Model::ResetCode { .. }, Model::Login) => {
                             account.version += 1;
                             account.must_reset_password = false;
-                            reset = false;
+                            has.reset = false;
                             bound_version = None;
+                        }
+                        // The shell enrols the factor: the account moves on, and
+                        // the tokens are bound to it as it now is.
+                        (Model::Enroll, Model::Done) => {
+                            account.version += 1;
+                            account.totp = true;
+                            account.backup_codes = true;
+                            has.totp = true;
+                            has.backup = true;
+                            prop_assert_eq!(wizard_bound_after(&t.wizard), Some(account.version));
                         }
                         _ => {}
                     }
@@ -187,12 +256,16 @@ proptest! {
     }
 }
 
+fn wizard_bound_after(wizard: &Wizard) -> Option<u64> {
+    wizard.bound().map(|b| b.version)
+}
+
 fn expect(
     model: Model,
     request: &Request,
     elapsed: i64,
     stale: bool,
-    (totp, sms, reset): (bool, bool, bool),
+    has: Has,
 ) -> Result<Model, Rejection> {
     if model == Model::Done {
         return Err(Rejection::Completed);
@@ -205,6 +278,8 @@ fn expect(
         (Model::Login, Request::Password { .. })
             | (Model::Choose, Request::Choose(_))
             | (Model::Totp, Request::Totp { .. })
+            | (Model::Backup, Request::Backup { .. })
+            | (Model::Enroll, Request::Enroll { .. })
             | (Model::Sms { .. }, Request::Sms { .. } | Request::Resend)
             | (Model::Login, Request::Forgot { .. })
             | (Model::Reset, Request::Restore)
@@ -226,16 +301,25 @@ fn expect(
     };
     match (model, request) {
         (Model::Login, Request::Password { correct: false }) => Err(Rejection::InvalidCredentials),
-        (Model::Login, Request::Password { correct: true }) => Ok(match (reset, totp, sms) {
-            (true, _, _) => Model::Reset,
-            (false, true, true) => Model::Choose,
-            (false, true, false) => Model::Totp,
-            (false, false, true) => sms_step,
-            (false, false, false) => Model::Done,
-        }),
+        (Model::Login, Request::Password { correct: true }) => {
+            Ok(match (has.reset, has.factors().as_slice()) {
+                (true, _) => Model::Reset,
+                (false, []) if has.required => Model::Enroll,
+                (false, []) => Model::Done,
+                (false, [Factor::Totp]) => Model::Totp,
+                (false, [Factor::Sms]) => sms_step,
+                (false, _) => Model::Choose,
+            })
+        }
+        (Model::Choose, Request::Choose(factor)) if !has.factors().contains(factor) => {
+            Err(Rejection::FactorUnavailable)
+        }
         (Model::Choose, Request::Choose(Factor::Totp)) => Ok(Model::Totp),
         (Model::Choose, Request::Choose(Factor::Sms)) => Ok(sms_step),
-        (Model::Totp, Request::Totp { correct }) => {
+        (Model::Choose, Request::Choose(Factor::BackupCode)) => Ok(Model::Backup),
+        (Model::Totp, Request::Totp { correct })
+        | (Model::Backup, Request::Backup { correct })
+        | (Model::Enroll, Request::Enroll { correct }) => {
             if *correct {
                 Ok(Model::Done)
             } else {
@@ -312,6 +396,8 @@ fn workflow_of(model: Model) -> Workflow {
         Model::Choose => Workflow::ChooseFactor,
         Model::Totp => Workflow::TotpCode,
         Model::Sms { .. } => Workflow::SmsCode,
+        Model::Backup => Workflow::BackupCode,
+        Model::Enroll => Workflow::EnrollTotp,
         Model::Reset => Workflow::ResetPassword,
         Model::ResetCode { .. } => Workflow::ResetCode,
         Model::Done => Workflow::Terminate,

@@ -291,6 +291,7 @@ pub struct UserSpec {
     pub totp: bool,
     pub phone: Option<&'static str>,
     pub force_password_reset: bool,
+    pub second_factor_required: bool,
 }
 
 impl UserSpec {
@@ -537,6 +538,7 @@ impl TestApp {
             "totp_secret": totp.as_ref().map(|s| s.expose_base32()),
             "phone": spec.phone,
             "force_password_reset": spec.force_password_reset,
+            "second_factor_required": spec.second_factor_required,
         });
         let (status, created) = self
             .admin(reqwest::Method::POST, "/api/v2/admin/users", Some(body))

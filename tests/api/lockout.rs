@@ -319,7 +319,7 @@ async fn settings_are_validated_and_reach_every_instance() {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(
             current,
-            json!({ "max_attempts": 5, "attempts_window_secs": 60, "block_secs": 600, "wizard_ttl_secs": 600, "ip_limit_per_minute": 0, "recaptcha_enabled": false })
+            json!({ "max_attempts": 5, "attempts_window_secs": 60, "block_secs": 600, "wizard_ttl_secs": 600, "ip_limit_per_minute": 0, "recaptcha_enabled": false, "second_factor_required": false })
         );
         for (body, field) in [
             (json!({ "max_attempts": 0 }), "max_attempts"),
@@ -578,7 +578,7 @@ async fn no_settings_change_is_lost_to_another() {
             let (_, settings) = app.admin(Method::GET, "/api/v2/admin/settings", None).await;
             assert_eq!(
                 settings,
-                json!({ "max_attempts": 7, "attempts_window_secs": 120, "block_secs": 900, "wizard_ttl_secs": 300, "ip_limit_per_minute": 77, "recaptcha_enabled": false }),
+                json!({ "max_attempts": 7, "attempts_window_secs": 120, "block_secs": 900, "wizard_ttl_secs": 300, "ip_limit_per_minute": 77, "recaptcha_enabled": false, "second_factor_required": false }),
                 "{backend:?}"
             );
         }

@@ -302,6 +302,7 @@ fn run_model(
                         totp,
                         phone,
                         force_password_reset: reset,
+                        ..UserSpec::default()
                     })
                     .await;
                 let expires_at = app.clock.now() + Duration::seconds(WIZARD_TTL_SECS.into());

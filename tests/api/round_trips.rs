@@ -88,3 +88,55 @@ async fn a_password_restore_and_reset_cost_what_they_say() {
         assert_eq!([restore, reset], expected, "{backend:?}");
     }
 }
+
+#[tokio::test]
+async fn enrolment_and_a_backup_code_cost_what_they_say() {
+    // Enrolment's code: load, the TOTP step's claim with the account's new
+    // factor and the save with the session, the sessions begun before to
+    // end. A backup code: load, its claim in the stages of the save, then
+    // the account's failures forgiven (only once the claim held). A
+    // Cluster pays for its slots.
+    for (backend, expected) in [(Backend::Redis, [2, 3, 3]), (Backend::Cluster, [3, 7, 7])] {
+        let sms = FakeSms::spawn().await;
+        let mut settings = test_settings(backend, &sms);
+        settings.ip_limit_per_minute = 1000;
+        let app = spawn_with(settings, sms).await;
+        let user = app
+            .create_user(UserSpec {
+                second_factor_required: true,
+                ..Default::default()
+            })
+            .await;
+        let uuid = app.start().await;
+        let (reply, login) = cost(&app, async || {
+            app.signin(&uuid, &user.email, &user.password).await
+        })
+        .await;
+        assert_eq!(reply.workflow(), "2fa_google_auth_enroll", "{}", reply.body);
+        let secret = signin_wizard::credentials::TotpSecret::parse(
+            reply.body["data"]["secret"].as_str().unwrap(),
+        )
+        .unwrap();
+        let code = secret.code_at(app.clock.now()).unwrap();
+        let body = serde_json::json!({ "uuid": uuid, "code": code });
+        let (reply, enrol) = cost(&app, async || {
+            app.post("/api/v2/my/2fa/google/enroll", body).await
+        })
+        .await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+        let backup = reply.body["data"]["backupCodes"][0]
+            .as_str()
+            .unwrap()
+            .to_owned();
+
+        let uuid = app.past_password(&user).await;
+        app.choose(&uuid, "backup_code").await;
+        let body = serde_json::json!({ "uuid": uuid, "code": backup });
+        let (reply, used) = cost(&app, async || {
+            app.post("/api/v2/my/2fa/backup_code", body).await
+        })
+        .await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+        assert_eq!([login, enrol, used], expected, "{backend:?}");
+    }
+}

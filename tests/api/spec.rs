@@ -6,6 +6,7 @@
 use crate::helpers::{Backend, spawn_app};
 use chrono::{Duration, Utc};
 use reqwest::StatusCode;
+use signin_wizard::credentials::{StoredTotp, TotpSecret};
 use signin_wizard::domain::{UserId, WizardId, WizardKey};
 use signin_wizard::http::ErrorKind;
 use signin_wizard::spec::{self, Spec};
@@ -42,6 +43,11 @@ fn step_of(workflow: Workflow) -> Step {
             challenge,
             from_login: true,
         },
+        Workflow::BackupCode => Step::BackupCode { user },
+        Workflow::EnrollTotp => Step::EnrollTotp {
+            user,
+            secret: StoredTotp::Clear(TotpSecret::generate()),
+        },
         Workflow::Terminate => Step::Terminated { user },
     }
 }
@@ -54,6 +60,8 @@ fn request_name(action: Action) -> &'static str {
         Action::TotpCode => "totp_code",
         Action::SmsCode => "sms_code",
         Action::ResendSms => "resend_sms",
+        Action::BackupCode => "backup_code",
+        Action::EnrollTotp => "enroll_totp",
         // One route: with the email typed at login, without it later.
         Action::ForgotPassword | Action::RestorePassword => "restore_password",
         Action::ResetPassword => "reset_password",
