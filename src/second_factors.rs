@@ -77,6 +77,8 @@ pub enum FactorError {
     ResendLimit,
     #[error(transparent)]
     Delivery(#[from] DeliveryError),
+    #[error("too many password checks are waiting; retry shortly")]
+    Overloaded,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -85,7 +87,10 @@ pub enum FactorError {
 
 impl From<HashError> for FactorError {
     fn from(e: HashError) -> Self {
-        FactorError::Internal(e.into())
+        match e {
+            HashError::Overloaded => FactorError::Overloaded,
+            HashError::Internal(e) => FactorError::Internal(e),
+        }
     }
 }
 

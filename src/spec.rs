@@ -104,6 +104,7 @@ impl Spec {
                     "email_reset_code" => Some("EmailCode"),
                     "email_no_account" => Some("EmailNotice"),
                     "set_password" => Some("SetPassword"),
+                    "enable_totp" => Some("EnableTotp"),
                     _ => None,
                 })
                 .collect();

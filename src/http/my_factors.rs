@@ -159,6 +159,7 @@ fn factor_error(e: FactorError, proof_was_password: bool) -> ApiError {
                 "the code could not be sent; try again",
             )
         }
+        FactorError::Overloaded => ApiError::new(ErrorKind::Overloaded, message),
         FactorError::Store(e) => store_error(&e),
         FactorError::Internal(e) => {
             tracing::error!(error = ?e, "internal error");

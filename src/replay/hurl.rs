@@ -1,8 +1,9 @@
 //! `replay export --format hurl`: each scenario as a `.hurl` file that the
 //! stock `hurl` CLI runs, for QA teams that keep their own tool. What Hurl
 //! cannot work out itself comes in as variables (`base_url`, `admin_token`,
-//! `run`, `sms_sink`, one `totp_<user>` per TOTP fixture); phone numbers and
-//! SMS codes come from `signin-wizard replay sink`.
+//! `run`, `sms_sink`, one `totp_<user>` per TOTP fixture, one `totp_<name>`
+//! per secret captured as `name` and used through `totp_of`); phone numbers
+//! and SMS codes come from `signin-wizard replay sink`.
 
 use super::scenario::{Auth, Body, Call, Check, Scenario, Step, WRONG_ADMIN_TOKEN, Want};
 use super::template::{Expr, Piece, Template, UserField, fingerprint, map_json, wrong_code};
@@ -149,7 +150,25 @@ impl Export<'_> {
                 )?;
             }
         }
-        writeln!(self.text, "#   {}.hurl\n", s.name)?;
+        writeln!(self.text, "#   {}.hurl", s.name)?;
+        let captured_secrets = totp_of_names(s);
+        if !captured_secrets.is_empty() {
+            writeln!(
+                self.text,
+                "# Codes of secrets the service hands out during the run are variables too: Hurl cannot"
+            )?;
+            writeln!(
+                self.text,
+                "# compute them, so a run stops at the step that sends one unless it is given:"
+            )?;
+            for name in captured_secrets {
+                writeln!(
+                    self.text,
+                    "#   totp_{name}: the code of the secret captured as {name}"
+                )?;
+            }
+        }
+        writeln!(self.text)?;
         Ok(())
     }
 
@@ -298,6 +317,13 @@ impl Export<'_> {
             Expr::OtherFingerprint => fingerprint("replay-other/hurl"),
             Expr::Filler(bytes) => "x".repeat(*bytes),
             Expr::Captured(name) => var(name.clone()),
+            // Hurl cannot compute a code: left to a variable, like a
+            // fixture's; a wrong one fixed, like a fixture's.
+            Expr::TotpOf {
+                capture,
+                wrong: false,
+            } => var(format!("totp_{capture}")),
+            Expr::TotpOf { wrong: true, .. } => wrong_code(&[]),
             Expr::User { name, field } => match field {
                 UserField::Id => var(format!("{name}_id")),
                 UserField::Email => format!(
@@ -323,6 +349,28 @@ impl Export<'_> {
     }
 }
 
+/// The captures whose TOTP codes the scenario sends (`totp_of:NAME`), in
+/// the order first used.
+fn totp_of_names(scenario: &Scenario) -> Vec<String> {
+    let mut names = Vec::new();
+    for step in &scenario.steps {
+        let Step::Call(call) = step else { continue };
+        for template in call.templates() {
+            for piece in template.pieces() {
+                if let Piece::Expr(Expr::TotpOf {
+                    capture,
+                    wrong: false,
+                }) = piece
+                    && !names.contains(capture)
+                {
+                    names.push(capture.clone());
+                }
+            }
+        }
+    }
+    names
+}
+
 /// `a.0.b` as the JSONPath `$.a[0].b`.
 fn json_path(dotted: &str) -> String {
     dotted.split('.').fold("$".to_owned(), |mut acc, key| {
@@ -337,4 +385,28 @@ fn json_path(dotted: &str) -> String {
 
 fn quoted(text: &str) -> String {
     format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Spec;
+    use std::path::Path;
+
+    #[test]
+    fn a_captured_secrets_code_is_a_variable_the_header_names() {
+        let scenario = super::super::scenario::parse(
+            "name: enrol\nusers:\n  dora: { second_factor_required: true }\nsteps:\n  - request: credentials\n    body: { uuid: x }\n    expect: { status: 200 }\n    capture: { secret: data.secret }\n  - request: enroll_totp\n    body: { uuid: x, code: '{{totp_of:secret}}' }\n    expect: { status: 202 }\n",
+            Path::new("enrol.yaml"),
+            &Spec::load().unwrap(),
+        )
+        .unwrap();
+        let text = export(&scenario).unwrap();
+        assert!(text.contains("\"code\": \"{{totp_secret}}\""), "{text}");
+        assert!(
+            text.contains("#   totp_secret: the code of the secret captured as secret\n"),
+            "{text}"
+        );
+        assert!(text.contains("\"second_factor_required\": true"), "{text}");
+    }
 }

@@ -201,8 +201,10 @@ struct Exchange {
 /// Request and answer fields whose values a report never shows: they
 /// would put passwords, codes and live tokens in CI logs (a refresh
 /// request's body is `{"refreshToken": "..."}`; answers hold tokens under
-/// `token`). Request headers are never shown, so neither is a bearer token.
-const SECRET_FIELDS: [&str; 9] = [
+/// `token`; an enrolment's `secret`, `otpauthUrl` and `qrCode` hold a TOTP
+/// secret, `backupCodes` a list). Request headers are never shown, so
+/// neither is a bearer token.
+const SECRET_FIELDS: [&str; 13] = [
     "password",
     "code",
     "totp_secret",
@@ -212,6 +214,10 @@ const SECRET_FIELDS: [&str; 9] = [
     "refresh_token",
     "refreshToken",
     "accessToken",
+    "secret",
+    "otpauthUrl",
+    "qrCode",
+    "backupCodes",
 ];
 
 /// `value` with the values of secret fields (string values only, so the
@@ -223,7 +229,7 @@ fn redacted(value: &Value) -> Value {
                 .iter()
                 .map(|(k, v)| {
                     let hide = SECRET_FIELDS.contains(&k.as_str())
-                        && v.is_string()
+                        && (v.is_string() || is_list_of_strings(v))
                         && !is_error_code(k, v);
                     (
                         k.clone(),
@@ -239,6 +245,12 @@ fn redacted(value: &Value) -> Value {
         Value::Array(items) => Value::Array(items.iter().map(redacted).collect()),
         other => other.clone(),
     }
+}
+
+fn is_list_of_strings(value: &Value) -> bool {
+    value
+        .as_array()
+        .is_some_and(|items| items.iter().all(Value::is_string))
 }
 
 /// An error's code (`invalid_code`) is what a report is for; a six-digit
@@ -603,8 +615,10 @@ impl ScenarioRun<'_> {
             let value = at_path(answer, path)
                 .filter(|v| !v.is_null())
                 .with_context(|| format!("nothing at `{path}` to capture as {name}"))?;
-            let field = path.rsplit('.').next().unwrap_or(path);
-            let is_secret = SECRET_FIELDS.contains(&field) && !is_error_code(field, value);
+            // `data.backupCodes.0` is as secret as the list it is in.
+            let is_secret = path
+                .split('.')
+                .any(|field| SECRET_FIELDS.contains(&field) && !is_error_code(field, value));
             if let Some(secret) = value.as_str().filter(|_| is_secret) {
                 self.secrets.push(secret.to_owned());
             }
@@ -704,6 +718,17 @@ mod tests {
         );
         assert_eq!(shown["data"]["error"]["code"], "invalid_refresh_token");
         assert_eq!(shown["code"], 401);
+        let enrolment = redacted(&serde_json::json!({
+            "data": {
+                "secret": "JBSWY3DPEHPK3PXP", "otpauthUrl": "otpauth://totp/x", "qrCode": "data:image/png;base64,x",
+                "backupCodes": ["12345-67890"], "backupCodesLeft": 9, "tfaProviders": []
+            }
+        }));
+        for field in ["secret", "otpauthUrl", "qrCode", "backupCodes"] {
+            assert_eq!(enrolment["data"][field], "<redacted>", "{field}");
+        }
+        assert_eq!(enrolment["data"]["backupCodesLeft"], 9);
+        assert_eq!(enrolment["data"]["tfaProviders"], serde_json::json!([]));
     }
 
     #[test]

@@ -45,6 +45,10 @@ pub struct UserFixture {
     pub phone_unreachable: bool,
     #[serde(default)]
     pub force_password_reset: bool,
+    /// The account must have a second factor: without one, its sign-in
+    /// enrols an authenticator app.
+    #[serde(default)]
+    pub second_factor_required: bool,
 }
 
 impl UserFixture {
@@ -60,6 +64,7 @@ impl UserFixture {
             "totp_secret": self.totp_secret,
             "phone": phone,
             "force_password_reset": self.force_password_reset,
+            "second_factor_required": self.second_factor_required,
         })
     }
 
@@ -167,7 +172,7 @@ impl Call {
 
     /// Every template the request sends (path, headers, body); those of a
     /// JSON body were checked when the scenario was loaded.
-    fn templates(&self) -> Vec<Template> {
+    pub(super) fn templates(&self) -> Vec<Template> {
         let mut templates = vec![self.path.clone()];
         templates.extend(self.bearer.clone());
         templates.extend(self.headers.values().cloned());
@@ -523,6 +528,19 @@ impl Known<'_> {
                             "`{{{{{name}}}}}`: no earlier step captures {name:?}"
                         )
                     }
+                    Expr::TotpOf { capture, .. } => {
+                        ensure!(
+                            self.captured.contains(capture),
+                            "`totp_of:{capture}`: no earlier step captures {capture:?}"
+                        );
+                        // Both would be the Hurl variable `totp_<name>`.
+                        ensure!(
+                            self.users
+                                .get(capture)
+                                .is_none_or(|u| u.totp_secret.is_none()),
+                            "`totp_of:{capture}`: {capture} is also a fixture with a totp_secret; capture the secret under another name"
+                        );
+                    }
                     Expr::User { name, field } => {
                         let user = self
                             .users
@@ -583,6 +601,30 @@ mod tests {
             panic!("a request")
         };
         assert_eq!(me.bearer, Some(Template::parse("{{access}}").unwrap()));
+        let s = parsed(
+            "  - request: credentials\n    body: { uuid: x }\n    expect: { status: 200 }\n    capture: { secret: data.secret }\n  - request: enroll_totp\n    body: { uuid: x, code: '{{totp_of:secret}}' }\n    expect: { status: 202 }\n",
+        )
+        .unwrap();
+        let Step::Call(enrol) = &s.steps[1] else {
+            panic!("a request")
+        };
+        let Body::Json(body) = &enrol.body else {
+            panic!("a JSON body")
+        };
+        assert_eq!(body["code"], "{{totp_of:secret}}");
+    }
+
+    #[test]
+    fn a_fixture_may_be_required_to_have_a_second_factor() {
+        let s = parse(
+            "name: t\nusers:\n  dora: { second_factor_required: true }\n  eve: {}\nsteps:\n  - request: start\n    expect: { status: 200 }\n",
+            Path::new("t.yaml"),
+            &Spec::load().unwrap(),
+        )
+        .unwrap();
+        let body = |name: &str| s.users[name].create_body(name, "r1", None);
+        assert_eq!(body("dora")["second_factor_required"], true);
+        assert_eq!(body("eve")["second_factor_required"], false);
     }
 
     #[test]
@@ -663,6 +705,14 @@ mod tests {
             (
                 "  - request: start\n    expect: { status: 200, json: { a: '{{uuid}}' } }\n",
                 "captures",
+            ),
+            (
+                "  - request: start\n    body: { code: '{{totp_of:secret}}' }\n    expect: { status: 200 }\n    capture: { secret: data.secret }\n",
+                "no earlier step captures",
+            ),
+            (
+                "  - request: start\n    expect: { status: 200 }\n    capture: { alice: data.secret }\n  - request: start\n    body: { code: '{{totp_of:alice}}' }\n    expect: { status: 200 }\n",
+                "also a fixture",
             ),
             ("  - request: start\n", "expect"),
             (

@@ -26,6 +26,11 @@ pub enum Expr {
     User { name: String, field: UserField },
     /// What an earlier step captured.
     Captured(String),
+    /// `totp_of:NAME`: the authenticator code, at the moment of the step,
+    /// of the base32 secret an earlier step captured as NAME (one the
+    /// service handed out, such as an enrolment's `data.secret`);
+    /// `totp_wrong_of:NAME` (`wrong`), a code that is not valid for it.
+    TotpOf { capture: String, wrong: bool },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,24 +77,38 @@ impl Expr {
                 "run" => Expr::Run,
                 "fingerprint" => Expr::Fingerprint,
                 "other_fingerprint" => Expr::OtherFingerprint,
-                _ => match text.strip_prefix("filler:") {
-                    Some(n) => {
+                _ => {
+                    let totp_of = [("totp_of:", false), ("totp_wrong_of:", true)]
+                        .into_iter()
+                        .find_map(|(prefix, wrong)| Some((text.strip_prefix(prefix)?, wrong)));
+                    if let Some(n) = text.strip_prefix("filler:") {
                         let bytes = n.parse().context("filler:N takes a number of bytes")?;
                         if bytes > MAX_FILLER {
                             bail!("filler: at most {MAX_FILLER} bytes");
                         }
                         Expr::Filler(bytes)
-                    }
-                    None if text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                        && !text.is_empty() =>
-                    {
+                    } else if let Some((capture, wrong)) = totp_of {
+                        if !is_name(capture) {
+                            bail!("`{{{{{text}}}}}`: totp_of:NAME names a capture");
+                        }
+                        Expr::TotpOf {
+                            capture: capture.to_owned(),
+                            wrong,
+                        }
+                    } else if is_name(text) {
                         Expr::Captured(text.to_owned())
+                    } else {
+                        bail!("`{{{{{text}}}}}` is no name")
                     }
-                    None => bail!("`{{{{{text}}}}}` is no name"),
-                },
+                }
             },
         })
     }
+}
+
+/// A capture's name: letters, digits and `_`.
+fn is_name(text: &str) -> bool {
+    !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// A piece of a templated string.
@@ -235,6 +254,17 @@ impl Scope<'_> {
             Expr::OtherFingerprint => fingerprint(&format!("replay-other/{}", self.run)),
             Expr::Filler(bytes) => "x".repeat(*bytes),
             Expr::Captured(name) => return self.captured(name),
+            Expr::TotpOf { capture, wrong } => {
+                let captured = self.captured(capture)?;
+                let secret = captured
+                    .as_str()
+                    .and_then(|base32| TotpSecret::parse(base32).ok())
+                    .with_context(|| format!("{capture:?} holds no base32 TOTP secret"))?;
+                match wrong {
+                    false => totp_at(&secret, self.now)?,
+                    true => wrong_totp(&secret, self.now)?,
+                }
+            }
             Expr::User { name, field } => {
                 let user = self
                     .users
@@ -276,14 +306,7 @@ impl Scope<'_> {
                 .and_then(Value::as_str)
                 .context("no TOTP code was sent for this user yet")?
                 .to_owned(),
-            UserField::TotpWrong => {
-                let secret = totp()?;
-                let near = [-30, 0, 30]
-                    .map(|s| totp_at(secret, self.now + Duration::seconds(s)))
-                    .into_iter()
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                wrong_code(&near)
-            }
+            UserField::TotpWrong => wrong_totp(totp()?, self.now)?,
             UserField::Sms => sms()?,
             UserField::SmsWrong => wrong_code(&[sms()?]),
             UserField::EmailCode => self
@@ -301,6 +324,16 @@ pub fn last_totp_key(user: &str) -> String {
 
 fn totp_at(secret: &TotpSecret, at: DateTime<Utc>) -> anyhow::Result<String> {
     secret.code_at(at).context("the clock is out of range")
+}
+
+/// A six-digit code that `secret` does not accept at `at` (nor one step
+/// either side).
+fn wrong_totp(secret: &TotpSecret, at: DateTime<Utc>) -> anyhow::Result<String> {
+    let near = [-30, 0, 30]
+        .map(|s| totp_at(secret, at + Duration::seconds(s)))
+        .into_iter()
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(wrong_code(&near))
 }
 
 /// A six-digit code that is none of `valid`.
@@ -387,6 +420,67 @@ mod tests {
             "{{a b}}",
             "{{filler:99999999}}",
             "{{}}",
+        ] {
+            assert!(Template::parse(malformed).is_err(), "{malformed}");
+        }
+    }
+
+    #[test]
+    fn totp_of_is_the_code_of_a_captured_secret_now() {
+        let secret = TotpSecret::generate();
+        let captured = BTreeMap::from([
+            ("secret".to_owned(), Value::from(secret.expose_base32())),
+            ("n".to_owned(), Value::from(7)),
+            ("word".to_owned(), Value::from("not base32!")),
+        ]);
+        let (users, inbox, mailbox) = (BTreeMap::new(), Inbox::default(), Mailbox::default());
+        let scope = Scope {
+            run: "r1",
+            users: &users,
+            captured: &captured,
+            inbox: &inbox,
+            mailbox: &mailbox,
+            now: Utc::now(),
+        };
+        let template = Template::parse("{{ totp_of:secret }}").unwrap();
+        assert_eq!(
+            template.pieces(),
+            [Piece::Expr(Expr::TotpOf {
+                capture: "secret".into(),
+                wrong: false
+            })]
+        );
+        let mut used = Vec::new();
+        let filled = scope
+            .fill_json(
+                &serde_json::json!({ "code": "{{totp_of:secret}}", "wrong": "{{totp_wrong_of:secret}}" }),
+                &mut used,
+            )
+            .unwrap();
+        assert_eq!(filled["code"], secret.code_at(scope.now).unwrap());
+        let near: Vec<String> = [-30, 0, 30]
+            .map(|s| secret.code_at(scope.now + Duration::seconds(s)).unwrap())
+            .into();
+        let wrong = filled["wrong"].as_str().unwrap();
+        assert!(
+            wrong.len() == 6 && !near.iter().any(|c| c == wrong),
+            "{wrong}"
+        );
+        assert!(used.is_empty(), "no fixture's code was sent");
+        for unusable in [
+            "{{totp_of:missing}}",
+            "{{totp_of:n}}",
+            "{{totp_of:word}}",
+            "{{totp_wrong_of:word}}",
+        ] {
+            let template = Template::parse(unusable).unwrap();
+            assert!(scope.fill(&template, &mut used).is_err(), "{unusable}");
+        }
+        for malformed in [
+            "{{totp_of:}}",
+            "{{totp_of:a b}}",
+            "{{totp_of:a.b}}",
+            "{{totp_wrong_of:}}",
         ] {
             assert!(Template::parse(malformed).is_err(), "{malformed}");
         }

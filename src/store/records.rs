@@ -381,7 +381,17 @@ pub trait Records: Store {
             .await?,
         )?;
         if removed {
-            one(self, Op::Delete(Key::UserIndex(id))).await?;
+            // With the index go the account's used backup codes and any
+            // self-service setup waiting for its code.
+            let mut ops = vec![
+                Op::Delete(Key::UserIndex(id)),
+                Op::Delete(Key::PendingTotp(id)),
+                Op::Delete(Key::PendingPhone(id)),
+            ];
+            if let Some(codes) = &user.backup_codes {
+                ops.push(Op::Delete(Key::UsedBackupCodes(id, codes.generation)));
+            }
+            self.run(&[&ops]).await?;
         }
         Ok(removed)
     }

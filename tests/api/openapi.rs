@@ -962,6 +962,8 @@ const PHONE_BOTH: &str = "+15550100202";
 const PHONE_LIMIT: &str = "+15550100203";
 const PHONE_CHANGED: &str = "+15550100204";
 const PHONE_EXPIRED: &str = "+15550100205";
+const PHONE_SELF: &str = "+15550100206";
+const PHONE_REQUIRED: &str = "+15550100207";
 
 #[tokio::test]
 async fn real_answers_conform_to_the_document() {
@@ -1003,6 +1005,50 @@ async fn real_answers_conform_to_the_document() {
     s.post("/api/v2/my/2fa/google", body, &headers)
         .await
         .expect(409, Some("wizard_completed"));
+
+    // An account that must have a second factor enrols an app (a wrong code
+    // first), then signs in with a backup code (a wrong one first).
+    let (user_id, email, password) = s.user(None, None).await;
+    s.admin(
+        "PATCH",
+        &format!("/api/v2/admin/users/{user_id}"),
+        Some(json!({ "second_factor_required": true })),
+    )
+    .await
+    .expect(200, None);
+    let (uuid, key) = s.start().await;
+    let enrolment = s
+        .credentials(&uuid, &key, &email, &password)
+        .await
+        .expect(200, None);
+    assert_eq!(enrolment.str("/workflow"), "2fa_google_auth_enroll");
+    let secret = TotpSecret::parse(&enrolment.str("/data/secret")).unwrap();
+    let enroll = "/api/v2/my/2fa/google/enroll";
+    let wrong = other_code(&s.totp_now(&secret));
+    s.step(enroll, &uuid, &key, json!({ "code": wrong }))
+        .await
+        .expect(401, Some("invalid_code"));
+    let enrolled = s
+        .step(enroll, &uuid, &key, json!({ "code": s.totp_now(&secret) }))
+        .await
+        .expect(202, None);
+    let backup = enrolled.str("/data/backupCodes/0");
+    let (uuid, key) = s.past_password(&email, &password, "2fa").await;
+    s.step(
+        "/api/v2/my/signin/2fa",
+        &uuid,
+        &key,
+        json!({ "type": "backup_code" }),
+    )
+    .await
+    .expect(200, None);
+    let backup_code = "/api/v2/my/2fa/backup_code";
+    s.step(backup_code, &uuid, &key, json!({ "code": "00000-00000" }))
+        .await
+        .expect(401, Some("invalid_code"));
+    s.step(backup_code, &uuid, &key, json!({ "code": backup }))
+        .await
+        .expect(202, None);
 
     // SMS: too soon, a wrong code, a resend, the right code.
     let (_, email, password) = s.user(None, Some(PHONE_SMS)).await;
@@ -1177,6 +1223,9 @@ async fn real_answers_conform_to_the_document() {
         .await
         .expect(410, Some("wizard_expired"));
 
+    // Last: it moves the clock on by minutes.
+    factor_flows(s).await;
+
     let answered = server.answered.lock().unwrap().clone();
     for (method, path, _) in operations() {
         assert!(
@@ -1184,6 +1233,194 @@ async fn real_answers_conform_to_the_document() {
             "{method} {path}: no real answer was checked"
         );
     }
+}
+
+/// A signed-in user's own second factors (`/api/v2/my/account/2fa`): every
+/// operation, its successes, the client's mistakes and wrong proofs, a
+/// failed SMS, an expired code, resends and, last, a blocked account.
+async fn factor_flows(s: &Checked) {
+    let path = |tail: &str| format!("/api/v2/my/account/2fa{tail}");
+    let (status, setup, enable, disable) = (
+        path(""),
+        path("/google/setup"),
+        path("/google/enable"),
+        path("/google/disable"),
+    );
+    let (renew, add, confirm, remove) = (
+        path("/backup-codes"),
+        path("/sms"),
+        path("/sms/confirm"),
+        path("/sms/disable"),
+    );
+    let sign_in = |email: String, password: String| async move {
+        let (uuid, key) = s.start().await;
+        let signed_in = s
+            .credentials(&uuid, &key, &email, &password)
+            .await
+            .expect(202, None);
+        format!("Bearer {}", signed_in.str("/data/accessToken/token"))
+    };
+    let body = |value: Value| value.to_string();
+    let padded = format!("{{\"pad\": \"{}\"}}", "x".repeat(17 * 1024));
+
+    // An authenticator app: set up, enabled, backup codes renewed, disabled.
+    let (_, email, password) = s.user(None, None).await;
+    let me = &sign_in(email, password.clone()).await;
+    let with_password = body(json!({ "password": password }));
+    s.bearer("GET", &status, me, None).await.expect(200, None);
+    s.get(&status).await.expect(401, Some("invalid_token"));
+    let wrong = body(json!({ "password": "not it" }));
+    s.bearer("POST", &setup, me, Some(&wrong))
+        .await
+        .expect(401, Some("invalid_credentials"));
+    s.bearer("POST", &setup, me, Some("{}"))
+        .await
+        .expect(400, Some("invalid_request"));
+    s.bearer("POST", &setup, me, Some(&padded))
+        .await
+        .expect(413, Some("payload_too_large"));
+    let code = |code: &str| body(json!({ "code": code }));
+    s.bearer("POST", &enable, me, Some(&code("123456")))
+        .await
+        .expect(409, Some("no_pending_setup"));
+    let set_up = s
+        .bearer("POST", &setup, me, Some(&with_password))
+        .await
+        .expect(200, None);
+    let secret = TotpSecret::parse(&set_up.str("/data/secret")).unwrap();
+    let now = s.totp_now(&secret);
+    s.bearer("POST", &enable, me, Some(&code(&other_code(&now))))
+        .await
+        .expect(401, Some("invalid_code"));
+    s.bearer("POST", &enable, me, Some(&code(&now)))
+        .await
+        .expect(200, None);
+    s.bearer("POST", &setup, me, Some(&with_password))
+        .await
+        .expect(409, Some("factor_already_enabled"));
+    // With an app, the password alone proves nothing: a code does.
+    s.bearer("POST", &renew, me, Some(&with_password))
+        .await
+        .expect(400, Some("invalid_request"));
+    let first = set_up.str("/data/backupCodes/0");
+    let renewed = s
+        .bearer("POST", &renew, me, Some(&code(&first)))
+        .await
+        .expect(200, None);
+    s.bearer("POST", &renew, me, Some(&code("00000-00000")))
+        .await
+        .expect(401, Some("invalid_code"));
+    let backup = renewed.str("/data/backupCodes/0");
+    s.bearer("POST", &disable, me, Some(&code(&backup)))
+        .await
+        .expect(200, None);
+    s.bearer("POST", &disable, me, Some(&code(&backup)))
+        .await
+        .expect(409, Some("factor_unavailable"));
+    s.bearer("POST", &renew, me, Some(&with_password))
+        .await
+        .expect(409, Some("factor_unavailable"));
+
+    // An account that must have a second factor keeps its last one.
+    let email = format!("oas-{}@example.test", uuid::Uuid::new_v4().simple());
+    let password = format!("pw-{}", uuid::Uuid::new_v4());
+    let required = json!({
+        "email": email, "password": password, "phone": PHONE_REQUIRED,
+        "second_factor_required": true,
+    });
+    s.admin("POST", "/api/v2/admin/users", Some(required))
+        .await
+        .expect(201, None);
+    let (uuid, key) = s.past_password(&email, &password, "2fa_sms_auth").await;
+    let texted = s.app.sms.last_code_for(PHONE_REQUIRED).unwrap();
+    let signed_in = s
+        .step("/api/v2/my/2fa/sms", &uuid, &key, json!({ "code": texted }))
+        .await
+        .expect(202, None);
+    let me = &format!("Bearer {}", signed_in.str("/data/accessToken/token"));
+    let with_password = body(json!({ "password": password }));
+    s.bearer("POST", &remove, me, Some(&with_password))
+        .await
+        .expect(409, Some("factor_required"));
+
+    // A phone: a failed SMS, sent, resent too soon, confirmed, removed.
+    let (_, email, password) = s.user(None, None).await;
+    let me = &sign_in(email, password.clone()).await;
+    let with_password = body(json!({ "password": password }));
+    let phone = |number: &str| body(json!({ "phone": number, "password": password }));
+    s.bearer("POST", &add, me, Some(&phone("12345")))
+        .await
+        .expect(400, Some("invalid_request"));
+    s.bearer(
+        "POST",
+        &add,
+        me,
+        Some(&body(json!({ "phone": PHONE_SELF, "password": "not it" }))),
+    )
+    .await
+    .expect(401, Some("invalid_credentials"));
+    s.app.sms.set_failing(true);
+    s.bearer("POST", &add, me, Some(&phone(PHONE_SELF)))
+        .await
+        .expect(502, Some("sms_delivery_failed"));
+    s.app.sms.set_failing(false);
+    s.bearer("POST", &confirm, me, Some(&code("123456")))
+        .await
+        .expect(409, Some("no_pending_setup"));
+    s.bearer("POST", &add, me, Some(&phone(PHONE_SELF)))
+        .await
+        .expect(200, None);
+    s.bearer("POST", &add, me, Some(&phone(PHONE_SELF)))
+        .await
+        .expect(429, Some("resend_too_soon"));
+    let texted = s.app.sms.last_code_for(PHONE_SELF).unwrap();
+    s.bearer("POST", &confirm, me, Some(&code(&other_code(&texted))))
+        .await
+        .expect(401, Some("invalid_code"));
+    s.bearer("POST", &confirm, me, Some(&code(&texted)))
+        .await
+        .expect(200, None);
+    s.bearer("POST", &add, me, Some(&phone(PHONE_SELF)))
+        .await
+        .expect(409, Some("factor_already_enabled"));
+    s.bearer("POST", &remove, me, Some(&with_password))
+        .await
+        .expect(200, None);
+    s.bearer("POST", &remove, me, Some(&with_password))
+        .await
+        .expect(409, Some("factor_unavailable"));
+
+    // A code that expired, then resends until none are left.
+    s.bearer("POST", &add, me, Some(&phone(PHONE_SELF)))
+        .await
+        .expect(200, None);
+    let texted = s.app.sms.last_code_for(PHONE_SELF).unwrap();
+    let ttl = i64::from(s.app.settings.sms_code_ttl_secs);
+    s.app.advance_clock(Duration::seconds(ttl + 1));
+    s.bearer("POST", &confirm, me, Some(&code(&texted)))
+        .await
+        .expect(410, Some("code_expired"));
+    for _ in 0..3 {
+        s.app.advance_clock(Duration::seconds(31));
+        s.bearer("POST", &add, me, Some(&phone(PHONE_SELF)))
+            .await
+            .expect(200, None);
+    }
+    s.app.advance_clock(Duration::seconds(31));
+    s.bearer("POST", &add, me, Some(&phone(PHONE_SELF)))
+        .await
+        .expect(429, Some("resend_limit_reached"));
+
+    // Wrong passwords until the account is blocked, as in sign-in.
+    let wrong = body(json!({ "password": "not it" }));
+    for _ in 0..5 {
+        s.bearer("POST", &setup, me, Some(&wrong))
+            .await
+            .expect(401, Some("invalid_credentials"));
+    }
+    s.bearer("POST", &setup, me, Some(&with_password))
+        .await
+        .expect(429, Some("too_many_attempts"));
 }
 
 /// Every session operation, the user's and the admin's: successes, the
