@@ -113,47 +113,49 @@ async fn a_forced_reset_sets_a_new_password_signs_out_everywhere_and_clears_the_
 
 #[tokio::test]
 async fn a_bad_new_password_is_refused_and_the_wizard_waits_with_its_code() {
-    let app = spawn_app(Backend::Memory).await;
-    let user = app.create_user(forced()).await;
-    let uuid = code_sent(&app, &user).await;
-    let code = app.email_code_to(&user.email);
-    let too_long = "x".repeat(1025);
-    let cases = [
-        ("short1!", "invalid_password"),
-        ("password123", "invalid_password"),
-        ("qwertyuiop", "invalid_password"),
-        (too_long.as_str(), "invalid_password"),
-    ];
-    for (password, error) in cases {
-        let reply = app.reset(&uuid, &code, password).await;
+    for backend in BACKENDS {
+        let app = spawn_app(backend).await;
+        let user = app.create_user(forced()).await;
+        let uuid = code_sent(&app, &user).await;
+        let code = app.email_code_to(&user.email);
+        let too_long = "x".repeat(1025);
+        let cases = [
+            ("short1!", "invalid_password"),
+            ("password123", "invalid_password"),
+            ("qwertyuiop", "invalid_password"),
+            (too_long.as_str(), "invalid_password"),
+        ];
+        for (password, error) in cases {
+            let reply = app.reset(&uuid, &code, password).await;
+            assert_refused(
+                &reply,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                error,
+                "reset_password_code",
+            );
+        }
+        let mismatched = app
+            .post(
+                "/api/v2/my/signin/password/reset",
+                serde_json::json!({ "uuid": uuid, "code": code, "password": NEW_PASSWORD, "password_confirmation": "correct horse battery staple 43" }),
+            )
+            .await;
         assert_refused(
-            &reply,
+            &mismatched,
             StatusCode::UNPROCESSABLE_ENTITY,
-            error,
+            "password_mismatch",
             "reset_password_code",
         );
+        let reused = app.reset(&uuid, &code, &user.password).await;
+        assert_refused(
+            &reused,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "password_reused",
+            "reset_password_code",
+        );
+        // None of that spent the code, nor an attempt of the account.
+        assert_at(&app.reset(&uuid, &code, NEW_PASSWORD).await, "login");
     }
-    let mismatched = app
-        .post(
-            "/api/v2/my/signin/password/reset",
-            serde_json::json!({ "uuid": uuid, "code": code, "password": NEW_PASSWORD, "password_confirmation": "correct horse battery staple 43" }),
-        )
-        .await;
-    assert_refused(
-        &mismatched,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "password_mismatch",
-        "reset_password_code",
-    );
-    let reused = app.reset(&uuid, &code, &user.password).await;
-    assert_refused(
-        &reused,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "password_reused",
-        "reset_password_code",
-    );
-    // None of that spent the code, nor an attempt of the account.
-    assert_at(&app.reset(&uuid, &code, NEW_PASSWORD).await, "login");
 }
 
 #[tokio::test]
