@@ -525,3 +525,39 @@ async fn an_account_that_must_have_a_factor_keeps_its_last_one() {
     assert_eq!(stale.status, StatusCode::UNAUTHORIZED, "{}", stale.body);
     assert_eq!(stale.error(), "invalid_token");
 }
+
+#[tokio::test]
+async fn a_new_number_replaces_the_phone_once_proven() {
+    for backend in BACKENDS {
+        let app = crate::helpers::spawn_app(backend).await;
+        let user = app.create_user(UserSpec::sms("+15550107300")).await;
+        let uuid = app.past_password(&user).await;
+        let signed_in = app.sms_code(&uuid, &app.sms_code_of(&user)).await;
+        let tokens = Tokens::of(&signed_in);
+
+        let body = json!({ "phone": "+15550107301", "password": user.password });
+        let sent = post(&app, "/sms", &tokens.access, body).await;
+        assert_eq!(sent.status, StatusCode::OK, "{backend:?}: {}", sent.body);
+        // Until the new number answers, sign-ins text the old one.
+        let uuid = app.past_password(&user).await;
+        assert!(app.sms.last_code_for("+15550107300").is_some());
+        let code = app.sms.last_code_for("+15550107301").unwrap();
+        let proven = post(
+            &app,
+            "/sms/confirm",
+            &tokens.access,
+            json!({ "code": code }),
+        )
+        .await;
+        assert_eq!(proven.status, StatusCode::OK, "{}", proven.body);
+        assert_eq!(proven.body["data"]["phone"], "+15550107301");
+        // The wizard begun before the change starts over; a new one texts the new number.
+        let stale = app.sms_code(&uuid, &app.sms_code_of(&user)).await;
+        assert_eq!(stale.error(), "account_changed", "{}", stale.body);
+        let before = app.sms.messages().len();
+        app.past_password(&user).await;
+        let last = app.sms.messages()[before..].to_vec();
+        assert_eq!(last.len(), 1);
+        assert_eq!(last[0]["to"], "+15550107301", "{last:?}");
+    }
+}
