@@ -538,10 +538,11 @@ async fn a_new_number_replaces_the_phone_once_proven() {
         let body = json!({ "phone": "+15550107301", "password": user.password });
         let sent = post(&app, "/sms", &tokens.access, body).await;
         assert_eq!(sent.status, StatusCode::OK, "{backend:?}: {}", sent.body);
-        // Until the new number answers, sign-ins text the old one.
-        let uuid = app.past_password(&user).await;
-        assert!(app.sms.last_code_for("+15550107300").is_some());
         let code = app.sms.last_code_for("+15550107301").unwrap();
+        // Until the new number answers, sign-ins text the old one.
+        let before = app.sms.messages().len();
+        let uuid = app.past_password(&user).await;
+        assert_eq!(app.sms.messages()[before]["to"], "+15550107300");
         let proven = post(
             &app,
             "/sms/confirm",
