@@ -259,14 +259,29 @@ impl SecondFactors {
         if matches!(proof, Proof::Password(_)) {
             return Err(FactorError::CodeRequired);
         }
-        if user.phone.is_none() && self.must_have_factor(user) {
-            return Err(FactorError::FactorRequired);
-        }
-        let proven = self.prove(user, &proof, self.clock.now()).await?;
         let change = AccountChange {
             totp_secret: Some(None),
             ..AccountChange::default()
         };
+        self.take_away(user, session, proof, change, user.phone.is_some())
+            .await
+    }
+
+    /// Takes a factor off the account (`change`), proven by `proof`;
+    /// refused when it is the last one (`another_left` is false) of an
+    /// account that must have one.
+    async fn take_away(
+        &self,
+        user: &User,
+        session: &Session,
+        proof: Proof,
+        change: AccountChange,
+        another_left: bool,
+    ) -> Result<Status, FactorError> {
+        if !another_left && self.must_have_factor(user) {
+            return Err(FactorError::FactorRequired);
+        }
+        let proven = self.prove(user, &proof, self.clock.now()).await?;
         let changed = self
             .change(user, session, proven, change, Vec::new())
             .await?;
@@ -442,18 +457,12 @@ impl SecondFactors {
         if user.phone.is_none() {
             return Err(FactorError::NotEnabled);
         }
-        if user.totp_secret.is_none() && self.must_have_factor(user) {
-            return Err(FactorError::FactorRequired);
-        }
-        let proven = self.prove(user, &proof, self.clock.now()).await?;
         let change = AccountChange {
             phone: Some(None),
             ..AccountChange::default()
         };
-        let changed = self
-            .change(user, session, proven, change, Vec::new())
-            .await?;
-        self.status(&changed).await
+        self.take_away(user, session, proof, change, user.totp_secret.is_some())
+            .await
     }
 
     async fn one(&self, op: Op) -> Result<Reply, FactorError> {
