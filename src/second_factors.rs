@@ -133,12 +133,6 @@ struct Pending {
     backup_codes: StoredBackupCodes,
 }
 
-/// A proof that went through, and the attempt it took (given back once the
-/// change is written).
-struct Proven {
-    attempt: Option<Attempt>,
-}
-
 impl SecondFactors {
     pub async fn status(&self, user: &User) -> Result<Status, FactorError> {
         let backup_codes_left = match &user.backup_codes {
@@ -165,7 +159,7 @@ impl SecondFactors {
             return Err(FactorError::AlreadyEnabled);
         }
         let now = self.clock.now();
-        let proven = self.prove(user, &proof, now).await?;
+        let attempt = self.prove(user, &proof, now).await?;
         let secret = TotpSecret::generate();
         let (backup_codes, stored) = self.codes.issue_backup_codes(user.id);
         let pending = Pending {
@@ -184,7 +178,7 @@ impl SecondFactors {
             ttl: Some(SETUP_KEPT),
         };
         let mut first: Vec<Op> = vec![Op::Delete(key)];
-        first.extend(self.give_back(user, &proven));
+        first.extend(self.give_back(user, attempt));
         let inserted = self.store.run(&[&first, &[insert]]).await?.pop();
         // Another setup, at the same moment, stored its own secret instead.
         if !records::done(inserted.ok_or_else(|| records::unexpected(None))?)? {
@@ -210,22 +204,12 @@ impl SecondFactors {
             return Err(FactorError::AlreadyEnabled);
         }
         let now = self.clock.now();
-        let read = Op::Read(Key::PendingTotp(user.id));
-        let (attempt, last_step, pending) = self.take_attempt(user, true, Some(read), now).await?;
-        let pending: Pending = match pending.map(records::row).transpose()?.flatten() {
-            Some(row) => records::decode(&row.body)?,
-            None => {
-                // No verdict: the attempt goes back.
-                self.run_best_effort(self.give_back(user, &Proven { attempt }))
-                    .await;
-                return Err(FactorError::NoPendingSetup);
-            }
-        };
+        let (attempt, last_step, row) = self
+            .take_with_pending(user, Key::PendingTotp(user.id), true, now)
+            .await?;
+        let pending: Pending = records::decode(&row.body)?;
         let secret = self.totp.open(user.id, &pending.secret)?;
-        let step = secret
-            .verify(&code, now)
-            .filter(|step| last_step.is_none_or(|last| *step > last));
-        let Some(step) = step else {
+        let Some(step) = fresh_step(&secret, &code, now, last_step) else {
             return Err(self.refused(user, attempt, now).await);
         };
         self.claim(user, Some(advance(user, step)), attempt, now)
@@ -234,7 +218,7 @@ impl SecondFactors {
             .change(
                 user,
                 session,
-                Proven { attempt },
+                attempt,
                 AccountChange {
                     totp_secret: Some(Some(pending.secret)),
                     backup_codes: Some(Some(pending.backup_codes)),
@@ -281,9 +265,9 @@ impl SecondFactors {
         if !another_left && self.must_have_factor(user) {
             return Err(FactorError::FactorRequired);
         }
-        let proven = self.prove(user, &proof, self.clock.now()).await?;
+        let attempt = self.prove(user, &proof, self.clock.now()).await?;
         let changed = self
-            .change(user, session, proven, change, Vec::new())
+            .change(user, session, attempt, change, Vec::new())
             .await?;
         self.status(&changed).await
     }
@@ -299,13 +283,13 @@ impl SecondFactors {
         if user.totp_secret.is_none() && user.phone.is_none() {
             return Err(FactorError::NotEnabled);
         }
-        let proven = self.prove(user, &proof, self.clock.now()).await?;
+        let attempt = self.prove(user, &proof, self.clock.now()).await?;
         let (codes, stored) = self.codes.issue_backup_codes(user.id);
         let change = AccountChange {
             backup_codes: Some(Some(stored)),
             ..AccountChange::default()
         };
-        self.change(user, session, proven, change, Vec::new())
+        self.change(user, session, attempt, change, Vec::new())
             .await?;
         Ok(codes)
     }
@@ -337,7 +321,7 @@ impl SecondFactors {
             }
             None => 0,
         };
-        let proven = self.prove(user, &proof, now).await?;
+        let attempt = self.prove(user, &proof, now).await?;
         let issue = nonce();
         let fresh = self.codes.fresh_phone(user.id, issue);
         let expires_at = now + self.sms_code_ttl;
@@ -387,7 +371,7 @@ impl SecondFactors {
             ),
         };
         let mut ops = vec![write];
-        ops.extend(self.give_back(user, &proven));
+        ops.extend(self.give_back(user, attempt));
         let written = self.store.run(&[&ops]).await?.into_iter().next();
         if !records::done(written.ok_or_else(|| records::unexpected(None))?)? {
             return Err(FactorError::Conflict);
@@ -412,22 +396,18 @@ impl SecondFactors {
         };
         let now = self.clock.now();
         let key = Key::PendingPhone(user.id);
-        let (attempt, _, pending) = self
-            .take_attempt(user, false, Some(Op::Read(key.clone())), now)
+        let (attempt, _, row) = self
+            .take_with_pending(user, key.clone(), false, now)
             .await?;
-        let no_verdict = async |error| {
-            self.run_best_effort(self.give_back(user, &Proven { attempt }))
-                .await;
-            Err(error)
-        };
-        let Some(row) = pending.map(records::row).transpose()?.flatten() else {
-            return no_verdict(FactorError::NoPendingSetup).await;
-        };
         let pending: PendingPhone = records::decode(&row.body)?;
         let digest = self.codes.phone_digest(user.id, pending.issue, &code);
         match pending.challenge.check(&digest, now) {
             Ok(()) => {}
-            Err(Rejection::CodeExpired) => return no_verdict(FactorError::CodeExpired).await,
+            Err(Rejection::CodeExpired) => {
+                return Err(self
+                    .no_verdict(user, attempt, FactorError::CodeExpired)
+                    .await);
+            }
             Err(_) => return Err(self.refused(user, attempt, now).await),
         }
         // Single-use: of requests racing with the code, one removes it.
@@ -442,7 +422,7 @@ impl SecondFactors {
             ..AccountChange::default()
         };
         let changed = self
-            .change(user, session, Proven { attempt }, change, Vec::new())
+            .change(user, session, attempt, change, Vec::new())
             .await?;
         self.status(&changed).await
     }
@@ -477,7 +457,7 @@ impl SecondFactors {
         user: &User,
         proof: &Proof,
         now: DateTime<Utc>,
-    ) -> Result<Proven, FactorError> {
+    ) -> Result<Option<Attempt>, FactorError> {
         // An account with an app or backup codes proves changes with one of
         // them: its password alone (with a stolen token) changes nothing.
         if matches!(proof, Proof::Password(_))
@@ -487,7 +467,30 @@ impl SecondFactors {
         }
         let is_totp = matches!(proof, Proof::Totp(_));
         let (attempt, last_step, _) = self.take_attempt(user, is_totp, None, now).await?;
-        let claim = match proof {
+        let claim = match self.check(user, proof, last_step, now).await {
+            Ok(claim) => claim,
+            // A check that could not be made (the password queue full, the
+            // store down) is no verdict: the attempt goes back.
+            Err(error) => return Err(self.no_verdict(user, attempt, error).await),
+        };
+        match claim {
+            Some(claim) => {
+                self.claim(user, claim, attempt, now).await?;
+                Ok(attempt)
+            }
+            None => Err(self.refused(user, attempt, now).await),
+        }
+    }
+
+    /// Whether `proof` is right: if so, with the single-use code to claim.
+    async fn check(
+        &self,
+        user: &User,
+        proof: &Proof,
+        last_step: Option<u64>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Option<Op>>, FactorError> {
+        Ok(match proof {
             Proof::Password(password) => self
                 .passwords
                 .verify(password, Some(&user.password_hash))
@@ -500,8 +503,7 @@ impl SecondFactors {
                     .map(|stored| self.totp.open(user.id, stored))
                     .transpose()?;
                 secret
-                    .and_then(|s| s.verify(code, now))
-                    .filter(|step| last_step.is_none_or(|last| *step > last))
+                    .and_then(|s| fresh_step(&s, code, now, last_step))
                     .map(|step| Some(advance(user, step)))
             }
             Proof::BackupCode(code) => user.backup_codes.as_ref().and_then(|stored| {
@@ -512,14 +514,38 @@ impl SecondFactors {
                     nonce: nonce(),
                 }))
             }),
-        };
-        match claim {
-            Some(claim) => {
-                self.claim(user, claim, attempt, now).await?;
-                Ok(Proven { attempt })
-            }
-            None => Err(self.refused(user, attempt, now).await),
+        })
+    }
+
+    /// The account's attempt taken with the record waiting at `key`
+    /// (its last TOTP step too, with `totp`); nothing waiting is no verdict.
+    async fn take_with_pending(
+        &self,
+        user: &User,
+        key: Key,
+        totp: bool,
+        now: DateTime<Utc>,
+    ) -> Result<(Option<Attempt>, Option<u64>, Row), FactorError> {
+        let (attempt, last_step, reply) = self
+            .take_attempt(user, totp, Some(Op::Read(key)), now)
+            .await?;
+        match reply.map(records::row).transpose()?.flatten() {
+            Some(row) => Ok((attempt, last_step, row)),
+            None => Err(self
+                .no_verdict(user, attempt, FactorError::NoPendingSetup)
+                .await),
         }
+    }
+
+    /// A request that ends without a verdict on its proof gives its attempt back.
+    async fn no_verdict(
+        &self,
+        user: &User,
+        attempt: Option<Attempt>,
+        error: FactorError,
+    ) -> FactorError {
+        self.run_best_effort(self.give_back(user, attempt)).await;
+        error
     }
 
     /// The account's attempt, taken before any check (see `lockout`), with
@@ -608,13 +634,13 @@ impl SecondFactors {
         &self,
         user: &User,
         session: &Session,
-        proven: Proven,
+        attempt: Option<Attempt>,
         change: AccountChange,
         mut tidy: Vec<Op>,
     ) -> Result<User, FactorError> {
         let changed = user.clone().changed(change);
         let mut write = vec![records::replace_user(user.credentials_version, &changed)?];
-        write.extend(self.give_back(user, &proven));
+        write.extend(self.give_back(user, attempt));
         let replies = self.store.run(&[&write]).await?;
         let written = replies
             .into_iter()
@@ -684,9 +710,9 @@ impl SecondFactors {
         }
     }
 
-    fn give_back(&self, user: &User, proven: &Proven) -> Option<Op> {
+    fn give_back(&self, user: &User, attempt: Option<Attempt>) -> Option<Op> {
         let window = self.gate(self.clock.now()).limits.window;
-        proven.attempt.map(|attempt| Op::GiveBack {
+        attempt.map(|attempt| Op::GiveBack {
             account: user.email.clone(),
             since: attempt.window,
             ticket: attempt.ticket,
@@ -715,6 +741,19 @@ fn advance(user: &User, step: u64) -> Op {
         nonce: nonce(),
         ttl: TOTP_STEP_KEPT,
     }
+}
+
+/// The TOTP step `code` proves with `secret` at `now`, unless the account
+/// accepted that step (or a later one) already.
+fn fresh_step(
+    secret: &TotpSecret,
+    code: &OtpCode,
+    now: DateTime<Utc>,
+    last: Option<u64>,
+) -> Option<u64> {
+    secret
+        .verify(code, now)
+        .filter(|step| last.is_none_or(|last| *step > last))
 }
 
 fn refused_resend(rejection: Rejection) -> FactorError {
